@@ -1,0 +1,16 @@
+// Command netprocbeat is Filebeat with the add_network_process processor
+// compiled in.
+package main
+
+import (
+	"os"
+
+	"github.com/elastic/beats/v7/filebeat/cmd"
+	inputs "github.com/elastic/beats/v7/filebeat/input/default-inputs"
+)
+
+func main() {
+	if err := cmd.Filebeat(inputs.Init, cmd.FilebeatSettings("")).Execute(); err != nil {
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,103 @@
+package procs
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Transport is an IP protocol number; only TCP and UDP sockets are tracked.
+type Transport uint8
+
+// The transports a Watcher resolves.
+const (
+	TCP Transport = 6
+	UDP Transport = 17
+)
+
+// String returns the lower-case protocol name used in ECS network.transport.
+func (t Transport) String() string {
+	switch t {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return "ip-proto-" + strconv.Itoa(int(t))
+}
+
+// ErrUnsupported is returned by NewEngine on operating systems without a
+// socket-ownership engine. Callers pass events through unenriched.
+var ErrUnsupported = errors.New("process lookup for network sockets is not supported on this operating system")
+
+// Socket is one row of the host's socket table with its owner resolved.
+type Socket struct {
+	Transport Transport
+	// Local and Remote are unmapped (IPv4-mapped IPv6 addresses appear in
+	// their IPv4 form) so that lookups match either form.
+	Local, Remote netip.AddrPort
+	// Listen is true for a TCP listener or a UDP socket with no connected
+	// peer: the socket that owns Local for any peer.
+	Listen bool
+	// Inode identifies the socket on Linux; 0 for sockets no file refers
+	// to (TIME_WAIT) and on other systems.
+	Inode uint64
+	// PID is the lowest PID that holds the socket open, 0 if none was found.
+	PID int
+	// StartKey identifies the PID's process instance (its start time in
+	// the engine's own units), so that a recycled PID is never mistaken for
+	// the process that held the socket.
+	StartKey uint64
+}
+
+// Process is what the watcher knows of a socket's owner. A *Process is
+// immutable once published: readers share it without locks.
+type Process struct {
+	PID              int
+	PPID             int
+	Name             string // the seed's procName rule: comm, or argv[0]'s base when comm may be truncated
+	Args             []string
+	Executable       string
+	WorkingDirectory string
+	Start            time.Time
+	UID              string
+	UserName         string
+
+	// StartKey is the engine's identity token for this PID instance.
+	StartKey uint64
+	// JoinedArgs is Args joined by spaces, kept so that cmdline_grep
+	// matching costs no allocation per event.
+	JoinedArgs string
+}
+
+// Engine is the OS-specific part of a Watcher: it lists sockets with their
+// owners and describes processes. The Watcher owns every caching and refresh
+// decision; an engine only reads the system. Tests swap it for a fake.
+type Engine interface {
+	// Sockets appends every TCP and UDP socket of the host to dst and returns
+	// it. The context carries the rescan budget: an engine stops and returns
+	// ctx.Err() when it is done.
+	Sockets(ctx context.Context, dst []Socket) ([]Socket, error)
+	// Process describes the process pid whose identity is startKey. It
+	// returns an error if the PID is gone or now names another process.
+	Process(pid int, startKey uint64) (*Process, error)
+	// LocalAddrs lists the host's interface addresses.
+	LocalAddrs() ([]netip.Addr, error)
+}
+
+// procName is the seed's naming rule: /proc/<pid>/comm holds at most 15
+// bytes (TASK_COMM_LEN-1), so a 15-byte-or-longer comm may be truncated and
+// the base name of argv[0] is the better name when there is one.
+func procName(comm string, args []string) string {
+	if len(comm) < 15 || len(args) == 0 || args[0] == "" {
+		return comm
+	}
+	a := args[0]
+	if i := strings.LastIndexByte(a, '/'); i >= 0 && i < len(a)-1 {
+		a = a[i+1:]
+	}
+	return a
+}
