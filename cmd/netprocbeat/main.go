@@ -7,6 +7,8 @@ import (
 
 	"github.com/elastic/beats/v7/filebeat/cmd"
 	inputs "github.com/elastic/beats/v7/filebeat/input/default-inputs"
+
+	_ "github.com/netprocbeat/netprocbeat/processor/add_network_process"
 )
 
 func main() {

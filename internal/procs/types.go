@@ -101,3 +101,9 @@ func procName(comm string, args []string) string {
 	}
 	return a
 }
+
+// PartialError reports a rescan that produced usable results despite a
+// fault; the watcher uses the results and logs the error.
+type PartialError struct{ Msg string }
+
+func (e *PartialError) Error() string { return e.Msg }

@@ -1,0 +1,63 @@
+package procs
+
+import (
+	"path/filepath"
+	"sync"
+
+	"github.com/elastic/elastic-agent-libs/logp"
+)
+
+// sharedKey identifies watchers that can be shared: same host and policy.
+type sharedKey struct {
+	root string
+	cfg  Config
+}
+
+type sharedEntry struct {
+	w    *Watcher
+	refs int
+}
+
+// registry is the one piece of package-level state, on purpose: processors
+// are built independently by libbeat (one per input, per pipeline client),
+// and each building its own watcher would rescan /proc once per processor.
+var registry = struct {
+	sync.Mutex
+	m map[sharedKey]*sharedEntry
+}{m: map[sharedKey]*sharedEntry{}}
+
+// Shared returns the watcher for hostPath and cfg, creating it on first use,
+// and a release function; the last release closes it.
+func Shared(hostPath string, cfg Config, log *logp.Logger) (*Watcher, func(), error) {
+	if hostPath == "" {
+		hostPath = "/"
+	}
+	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults()}
+	registry.Lock()
+	defer registry.Unlock()
+	e, ok := registry.m[k]
+	if !ok {
+		engine, err := NewEngine(k.root)
+		if err != nil {
+			return nil, nil, err
+		}
+		e = &sharedEntry{w: New(engine, k.cfg, log)}
+		registry.m[k] = e
+	}
+	e.refs++
+	var once sync.Once
+	return e.w, func() {
+		once.Do(func() {
+			registry.Lock()
+			e.refs--
+			last := e.refs == 0
+			if last {
+				delete(registry.m, k)
+			}
+			registry.Unlock()
+			if last {
+				e.w.Close()
+			}
+		})
+	}, nil
+}

@@ -1,0 +1,84 @@
+package procs
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elastic/elastic-agent-libs/logp"
+)
+
+// counters are updated with atomics on the lookup path.
+type counters struct {
+	lookups, notLocal, hits, misses, negativeHits atomic.Uint64
+	rescans, errors, waitTimeouts                 atomic.Uint64
+	lastRescanNanos, sockets, processes           atomic.Int64
+}
+
+// Stats is a point-in-time copy of a watcher's counters.
+type Stats struct {
+	Lookups      uint64 // every Lookup call
+	NotLocal     uint64 // endpoints whose IP is not this host's
+	Hits         uint64 // resolved to a process
+	Misses       uint64 // local, but no owner found
+	NegativeHits uint64 // misses answered from the unknown-tuple cache
+	Rescans      uint64 // socket-table rescans started
+	Errors       uint64 // engine errors (rescans or process reads that failed)
+	WaitTimeouts uint64 // lookups that gave up waiting for a rescan
+
+	LastRescan    time.Duration // duration of the last successful rescan
+	Sockets       int64         // rows in the current snapshot
+	Processes     int64         // processes cached (owners of current sockets)
+	NegativeCache int           // entries in the unknown-tuple cache
+}
+
+// Stats returns the current counters.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Lookups:       w.stats.lookups.Load(),
+		NotLocal:      w.stats.notLocal.Load(),
+		Hits:          w.stats.hits.Load(),
+		Misses:        w.stats.misses.Load(),
+		NegativeHits:  w.stats.negativeHits.Load(),
+		Rescans:       w.stats.rescans.Load(),
+		Errors:        w.stats.errors.Load(),
+		WaitTimeouts:  w.stats.waitTimeouts.Load(),
+		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
+		Sockets:       w.stats.sockets.Load(),
+		Processes:     w.stats.processes.Load(),
+		NegativeCache: w.neg.len(),
+	}
+}
+
+// rateLimitedLog logs each kind of failure at most once per interval, and
+// says how many were suppressed, so a broken /proc cannot flood the log.
+type rateLimitedLog struct {
+	logger   *logp.Logger
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[string]time.Time
+	dropped  map[string]int
+}
+
+func newRateLimitedLog(log *logp.Logger, interval time.Duration) *rateLimitedLog {
+	return &rateLimitedLog{logger: log, interval: interval, last: map[string]time.Time{}, dropped: map[string]int{}}
+}
+
+func (r *rateLimitedLog) log(kind string, err error) {
+	now := time.Now()
+	r.mu.Lock()
+	if last, ok := r.last[kind]; ok && now.Sub(last) < r.interval {
+		r.dropped[kind]++
+		r.mu.Unlock()
+		return
+	}
+	n := r.dropped[kind]
+	r.last[kind] = now
+	r.dropped[kind] = 0
+	r.mu.Unlock()
+	if n > 0 {
+		r.logger.Warnf("%v (%d similar errors suppressed in the last %v)", err, n, r.interval)
+		return
+	}
+	r.logger.Warnf("%v", err)
+}

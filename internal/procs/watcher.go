@@ -1,0 +1,455 @@
+// Package procs answers "which local process owns this socket?" for network
+// events. It descends from packetbeat's procs package: an OS engine behind an
+// interface, wildcard-bind fallback, IPv4/IPv6. Unlike the seed it never
+// rescans /proc once per event: lookups read an immutable snapshot without
+// locks, unknown tuples are cached as unknown, and rescans are coalesced and
+// rate-limited; process identity is PID + start time, so a recycled PID is
+// never reported.
+package procs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elastic/elastic-agent-libs/logp"
+)
+
+// Config is the watcher's cache and refresh policy. Zero fields take the
+// defaults of DefaultConfig.
+type Config struct {
+	// ProcessTTL is how long a process's details (args, cwd, user) are
+	// reused before they are read again. Identity never expires: it is
+	// checked on every rescan.
+	ProcessTTL time.Duration
+	// SocketTTL is the age after which a snapshot is stale: hits are still
+	// answered from it, and a rescan is requested in the background.
+	SocketTTL time.Duration
+	// NegativeTTL is how long a local tuple that a fresh rescan did not find
+	// is answered "unknown" without asking for another rescan.
+	NegativeTTL time.Duration
+	// MinRescanInterval bounds rescans to one per interval, whatever the
+	// event rate (beats issues 25027, 37266).
+	MinRescanInterval time.Duration
+	// RescanTimeout is the budget of one rescan; a lookup waiting for a
+	// rescan gives up after it.
+	RescanTimeout time.Duration
+	// NegativeCacheSize caps the unknown-tuple cache.
+	NegativeCacheSize int
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		ProcessTTL:        30 * time.Second,
+		SocketTTL:         10 * time.Second,
+		NegativeTTL:       5 * time.Second,
+		MinRescanInterval: 250 * time.Millisecond,
+		RescanTimeout:     time.Second,
+		NegativeCacheSize: 65536,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.ProcessTTL <= 0 {
+		c.ProcessTTL = d.ProcessTTL
+	}
+	if c.SocketTTL <= 0 {
+		c.SocketTTL = d.SocketTTL
+	}
+	if c.NegativeTTL <= 0 {
+		c.NegativeTTL = d.NegativeTTL
+	}
+	if c.MinRescanInterval <= 0 {
+		c.MinRescanInterval = d.MinRescanInterval
+	}
+	if c.RescanTimeout <= 0 {
+		c.RescanTimeout = d.RescanTimeout
+	}
+	if c.NegativeCacheSize <= 0 {
+		c.NegativeCacheSize = d.NegativeCacheSize
+	}
+	return c
+}
+
+// Watcher resolves local socket endpoints to processes. It is safe for
+// concurrent use; Close stops its goroutines.
+type Watcher struct {
+	engine Engine
+	cfg    Config
+	log    *logp.Logger
+	errs   *rateLimitedLog
+
+	snap  atomic.Pointer[snapshot]
+	addrs atomic.Pointer[map[netip.Addr]struct{}]
+
+	mu        sync.Mutex    // guards the rescan state below
+	running   chan struct{} // closed when the rescan in flight ends; nil if none
+	lastStart time.Time
+	wantAt    time.Time // a background rescan is wanted at this time; zero if none
+	gen       uint64
+
+	// Owned by the rescan goroutine; only one rescan runs at a time.
+	procs   map[procKey]*cachedProc
+	sockBuf []Socket
+
+	neg negCache
+
+	stats counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+	wg     sync.WaitGroup
+}
+
+type procKey struct {
+	pid   int
+	start uint64
+}
+
+type cachedProc struct {
+	p      *Process
+	loaded time.Time
+}
+
+// New starts a watcher over engine. The first rescan runs in the background;
+// lookups before it completes wait for it like any miss.
+func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
+	if log == nil {
+		log = logp.NewLogger("add_network_process")
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{
+		engine: engine,
+		cfg:    cfg,
+		log:    log,
+		errs:   newRateLimitedLog(log, time.Minute),
+		procs:  map[procKey]*cachedProc{},
+		neg:    newNegCache(cfg.NegativeCacheSize),
+		ctx:    ctx,
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
+	}
+	empty := newSnapshot(0, 0)
+	empty.stale.Store(true)
+	w.snap.Store(empty)
+	w.refreshAddrs()
+	w.mu.Lock()
+	w.startRescanLocked(time.Now())
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go w.loop()
+	return w
+}
+
+// Close stops the background goroutines and waits for them, including a
+// rescan in flight (which stops at its budget or sooner).
+func (w *Watcher) Close() error {
+	w.cancel()
+	w.wg.Wait()
+	return nil
+}
+
+// Lookup returns the process that owns the local endpoint local talking to
+// remote (remote may be the zero AddrPort when unknown), or nil. Remote
+// endpoints and cached answers cost no allocation and no system call; a miss
+// may wait for one coalesced, rate-limited rescan, at most RescanTimeout.
+func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	if remote.IsValid() {
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	}
+	w.stats.lookups.Add(1)
+	snap := w.snap.Load()
+	if !w.isLocal(snap, local.Addr()) {
+		w.stats.notLocal.Add(1)
+		return nil
+	}
+	p, known := snap.find(t, local, remote)
+	if p != nil {
+		w.stats.hits.Add(1)
+		if snap.stale.Load() {
+			w.requestRescan()
+		}
+		return p
+	}
+	if known && !snap.stale.Load() {
+		// The row exists and nobody holds it; a rescan would not change that.
+		w.stats.misses.Add(1)
+		return nil
+	}
+	key := tupleKey{t, local, remote}
+	now := time.Now()
+	if w.neg.valid(key, now, snap.gen) {
+		w.stats.negativeHits.Add(1)
+		return nil
+	}
+	fresh := w.awaitRescan(snap, now)
+	if fresh == nil {
+		// Rate-limited: remember the miss until the scheduled rescan lands.
+		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)
+		w.stats.misses.Add(1)
+		return nil
+	}
+	if w.isLocal(fresh, local.Addr()) {
+		if p, _ = fresh.find(t, local, remote); p != nil {
+			w.stats.hits.Add(1)
+			return p
+		}
+	}
+	w.neg.put(key, now.Add(w.cfg.NegativeTTL), fresh.gen, true)
+	w.stats.misses.Add(1)
+	return nil
+}
+
+func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {
+	if a.IsLoopback() || s.isLocal(a) {
+		return true
+	}
+	if m := w.addrs.Load(); m != nil {
+		_, ok := (*m)[a]
+		return ok
+	}
+	return false
+}
+
+// awaitRescan returns a snapshot newer than seen, starting a rescan if the
+// rate limit allows or joining the one in flight. It returns nil when the
+// rate limit defers the rescan; one is then scheduled in the background.
+func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
+	w.mu.Lock()
+	if cur := w.snap.Load(); cur.gen != seen.gen {
+		w.mu.Unlock()
+		return cur
+	}
+	ch := w.running
+	if ch == nil {
+		next := w.lastStart.Add(w.cfg.MinRescanInterval)
+		if now.Before(next) {
+			w.scheduleLocked(next)
+			w.mu.Unlock()
+			return nil
+		}
+		ch = w.startRescanLocked(now)
+	}
+	w.mu.Unlock()
+
+	t := time.NewTimer(w.cfg.RescanTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		if cur := w.snap.Load(); cur.gen != seen.gen {
+			return cur
+		}
+		return nil // the rescan failed; the old snapshot stands
+	case <-t.C:
+		w.stats.waitTimeouts.Add(1)
+		return nil
+	case <-w.ctx.Done():
+		return nil
+	}
+}
+
+// requestRescan asks for a background rescan as soon as the rate limit
+// allows, without waiting for it.
+func (w *Watcher) requestRescan() {
+	w.mu.Lock()
+	if w.running == nil && w.wantAt.IsZero() {
+		w.scheduleLocked(w.lastStart.Add(w.cfg.MinRescanInterval))
+	}
+	w.mu.Unlock()
+}
+
+func (w *Watcher) scheduleLocked(at time.Time) {
+	if w.wantAt.IsZero() || at.Before(w.wantAt) {
+		w.wantAt = at
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// loop runs scheduled rescans and keeps the host's addresses current.
+func (w *Watcher) loop() {
+	defer w.wg.Done()
+	addrTick := time.NewTicker(w.cfg.SocketTTL)
+	defer addrTick.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		wantAt := w.wantAt
+		w.mu.Unlock()
+		if !wantAt.IsZero() {
+			timer.Reset(max(time.Until(wantAt), 0))
+		}
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-w.wake:
+		case <-addrTick.C:
+			w.refreshAddrs()
+		case <-timer.C:
+			now := time.Now()
+			w.mu.Lock()
+			if !w.wantAt.IsZero() && !now.Before(w.wantAt) {
+				if w.running == nil {
+					w.startRescanLocked(now)
+				}
+				w.wantAt = time.Time{}
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// startRescanLocked launches one rescan; w.mu must be held.
+func (w *Watcher) startRescanLocked(now time.Time) chan struct{} {
+	ch := make(chan struct{})
+	w.running = ch
+	w.lastStart = now
+	w.wantAt = time.Time{}
+	w.gen++
+	gen := w.gen
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.rescan(gen)
+		w.mu.Lock()
+		w.running = nil
+		w.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+func (w *Watcher) rescan(gen uint64) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.RescanTimeout)
+	defer cancel()
+	w.stats.rescans.Add(1)
+	socks, err := w.engine.Sockets(ctx, w.sockBuf[:0])
+	w.sockBuf = socks
+	var partial *PartialError
+	if errors.As(err, &partial) {
+		w.stats.errors.Add(1)
+		w.errs.log("rescan-partial", fmt.Errorf("socket tables read with faults: %w", err))
+	} else if err != nil {
+		w.stats.errors.Add(1)
+		w.errs.log("rescan", fmt.Errorf("listing sockets failed after %v: %w; lookups keep the previous snapshot", time.Since(start).Round(time.Millisecond), err))
+		return
+	}
+	w.refreshAddrs()
+
+	snap := newSnapshot(gen, len(socks))
+	used := make(map[procKey]struct{}, len(w.procs))
+	for i := range socks {
+		s := &socks[i]
+		var p *Process
+		if s.PID > 0 {
+			k := procKey{s.PID, s.StartKey}
+			p = w.process(k, start)
+			if p != nil {
+				used[k] = struct{}{}
+			}
+		}
+		snap.add(s, p)
+	}
+	// The process cache holds only owners of current sockets, so it is
+	// bounded by the socket table and a dead PID never lingers.
+	for k := range w.procs {
+		if _, ok := used[k]; !ok {
+			delete(w.procs, k)
+		}
+	}
+	w.snap.Store(snap)
+	ttl := w.cfg.SocketTTL
+	time.AfterFunc(ttl, func() { snap.stale.Store(true) })
+	w.stats.lastRescanNanos.Store(int64(time.Since(start)))
+	w.stats.sockets.Store(int64(len(socks)))
+	w.stats.processes.Store(int64(len(w.procs)))
+}
+
+// process returns the cached details of k, reading them through the engine
+// when absent or older than ProcessTTL. Errors (the process exited, or the
+// PID now names another process) leave the socket unowned.
+func (w *Watcher) process(k procKey, now time.Time) *Process {
+	if c, ok := w.procs[k]; ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+		return c.p
+	}
+	p, err := w.engine.Process(k.pid, k.start)
+	if err != nil {
+		w.stats.errors.Add(1)
+		w.errs.log("process", fmt.Errorf("reading process %d failed: %w", k.pid, err))
+		delete(w.procs, k)
+		return nil
+	}
+	w.procs[k] = &cachedProc{p: p, loaded: now}
+	return p
+}
+
+func (w *Watcher) refreshAddrs() {
+	addrs, err := w.engine.LocalAddrs()
+	if err != nil {
+		w.errs.log("addrs", fmt.Errorf("listing the host's addresses failed: %w; only loopback and socket-table addresses count as local", err))
+	}
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = struct{}{}
+	}
+	w.addrs.Store(&m)
+}
+
+// negCache remembers local tuples that no process owned. An entry made
+// after a fresh rescan ("confirmed") holds for NegativeTTL; one made while
+// the rate limit deferred the rescan holds only until the next snapshot.
+type negCache struct {
+	mu  sync.Mutex
+	cap int
+	m   map[tupleKey]negEntry
+}
+
+type negEntry struct {
+	until     int64
+	gen       uint64
+	confirmed bool
+}
+
+func newNegCache(capacity int) negCache {
+	return negCache{cap: capacity, m: make(map[tupleKey]negEntry)}
+}
+
+func (c *negCache) valid(k tupleKey, now time.Time, gen uint64) bool {
+	c.mu.Lock()
+	e, ok := c.m[k]
+	c.mu.Unlock()
+	if !ok || now.UnixNano() >= e.until {
+		return false
+	}
+	return e.confirmed || e.gen == gen
+}
+
+func (c *negCache) put(k tupleKey, until time.Time, gen uint64, confirmed bool) {
+	c.mu.Lock()
+	if len(c.m) >= c.cap {
+		// Dropping everything keeps the bound trivially; the worst case is
+		// one extra rate-limited rescan per dropped tuple.
+		clear(c.m)
+	}
+	c.m[k] = negEntry{until: until.UnixNano(), gen: gen, confirmed: confirmed}
+	c.mu.Unlock()
+}
+
+func (c *negCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}

@@ -1,0 +1,361 @@
+// Package add_network_process is a libbeat processor that writes, for each
+// local endpoint of a network event, the process that owns its socket.
+// Importing the package registers the processor as "add_network_process".
+package add_network_process
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/elastic/beats/v7/libbeat/beat"
+	"github.com/elastic/beats/v7/libbeat/processors"
+	conf "github.com/elastic/elastic-agent-libs/config"
+	"github.com/elastic/elastic-agent-libs/logp"
+	"github.com/elastic/elastic-agent-libs/mapstr"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+const processorName = "add_network_process"
+
+func init() {
+	processors.RegisterPlugin(processorName, New)
+}
+
+type processor struct {
+	cfg     config
+	log     *logp.Logger
+	watcher *procs.Watcher // nil when the OS or host_path has no engine
+	release func()
+
+	mask                fieldMask
+	srcIP, srcPort      []string
+	dstIP, dstPort      []string
+	transport           []string
+	defaultTransport    procs.Transport
+	srcOut, dstOut, out string // <target>source.process, <target>destination.process, <target>process
+	closeOnce           sync.Once
+}
+
+// New builds the processor from its beat configuration.
+func New(c *conf.C, log *logp.Logger) (beat.Processor, error) {
+	cfg := defaultConfig()
+	if err := c.Unpack(&cfg); err != nil {
+		return nil, fmt.Errorf("%s: invalid configuration: %w", processorName, err)
+	}
+	if log == nil {
+		log = logp.NewLogger(processorName)
+	} else {
+		log = log.Named(processorName)
+	}
+	return newProcessor(cfg, log, procs.Shared)
+}
+
+// acquireFunc returns a watcher for a host_path and policy, and a release
+// function; tests pass one that builds a watcher over a fake engine.
+type acquireFunc func(hostPath string, cfg procs.Config, log *logp.Logger) (*procs.Watcher, func(), error)
+
+func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor, error) {
+	p := &processor{
+		cfg:       cfg,
+		log:       log,
+		mask:      maskOf(cfg.IncludeFields),
+		srcIP:     strings.Split(cfg.Source.IP, "."),
+		srcPort:   strings.Split(cfg.Source.Port, "."),
+		dstIP:     strings.Split(cfg.Destination.IP, "."),
+		dstPort:   strings.Split(cfg.Destination.Port, "."),
+		transport: strings.Split(cfg.TransportField, "."),
+	}
+	p.defaultTransport, _ = parseTransportName(cfg.DefaultTransport)
+	prefix := cfg.Target
+	if prefix != "" && !strings.HasSuffix(prefix, ".") {
+		prefix += "."
+	}
+	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
+
+	w, release, err := acquire(cfg.HostPath, cfg.watcherConfig(), log)
+	switch {
+	case errors.Is(err, procs.ErrUnsupported):
+		log.Warnf("%v: events pass through unenriched", err)
+	case err != nil:
+		log.Errorf("no process lookups: %v; events pass through unenriched", err)
+	default:
+		p.watcher, p.release = w, release
+	}
+	return p, nil
+}
+
+func (p *processor) String() string {
+	return fmt.Sprintf("%s=[source=%s:%s, destination=%s:%s, transport=%s, host_path=%s]",
+		processorName, p.cfg.Source.IP, p.cfg.Source.Port, p.cfg.Destination.IP, p.cfg.Destination.Port,
+		p.cfg.TransportField, p.cfg.HostPath)
+}
+
+// Close releases the shared watcher; the last processor using it stops it.
+func (p *processor) Close() error {
+	p.closeOnce.Do(func() {
+		if p.release != nil {
+			p.release()
+		}
+	})
+	return nil
+}
+
+// endpointRead is one side of the event as decoded.
+type endpointRead struct {
+	ap      netip.AddrPort
+	present bool // both fields present and valid
+}
+
+// Run enriches ev. It never drops the event: bad values become an
+// error.message on it; missing fields are an error only with
+// ignore_missing: false.
+func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
+	if p.watcher == nil || ev == nil {
+		return ev, nil
+	}
+	var problems []string
+	var missing []string
+
+	t := p.defaultTransport
+	if v, found, shapeErr := lookupField(ev, p.transport); shapeErr != nil {
+		problems = append(problems, fmt.Sprintf("field %s: %v", p.cfg.TransportField, shapeErr))
+	} else if found {
+		tr, ok, err := decodeTransport(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("field %s: %v", p.cfg.TransportField, err))
+			return p.finish(ev, problems, nil)
+		}
+		if !ok {
+			return ev, nil // icmp and friends: nothing to look up
+		}
+		t = tr
+	}
+
+	src := p.readEndpoint(ev, p.srcIP, p.srcPort, p.cfg.Source, &problems, &missing)
+	dst := p.readEndpoint(ev, p.dstIP, p.dstPort, p.cfg.Destination, &problems, &missing)
+
+	var srcProc, dstProc *procs.Process
+	if src.present {
+		srcProc = p.watcher.Lookup(t, src.ap, dst.ap)
+	}
+	if dst.present {
+		dstProc = p.watcher.Lookup(t, dst.ap, src.ap)
+	}
+	if srcProc != nil {
+		p.write(ev, p.srcOut, srcProc, &problems)
+	}
+	if dstProc != nil {
+		p.write(ev, p.dstOut, dstProc, &problems)
+	}
+	if p.cfg.SetProcess {
+		// packetbeat's rule: the destination (usually the server) first.
+		if dstProc != nil {
+			p.write(ev, p.out, dstProc, &problems)
+		} else if srcProc != nil {
+			p.write(ev, p.out, srcProc, &problems)
+		}
+	}
+	return p.finish(ev, problems, missing)
+}
+
+func (p *processor) finish(ev *beat.Event, problems, missing []string) (*beat.Event, error) {
+	if len(problems) > 0 {
+		appendError(ev, processorName+": "+strings.Join(problems, "; "))
+	}
+	if len(missing) > 0 && !p.cfg.IgnoreMissing {
+		return ev, fmt.Errorf("%s: missing field(s) %s (set ignore_missing: true to skip such events silently)", processorName, strings.Join(missing, ", "))
+	}
+	return ev, nil
+}
+
+func (p *processor) readEndpoint(ev *beat.Event, ipPath, portPath []string, names endpointConfig, problems, missing *[]string) endpointRead {
+	ipv, ipFound, ipShape := lookupField(ev, ipPath)
+	pv, portFound, portShape := lookupField(ev, portPath)
+	var r endpointRead
+	var addr netip.Addr
+	var port uint16
+	ok := true
+	switch {
+	case ipShape != nil:
+		*problems = append(*problems, fmt.Sprintf("field %s: %v", names.IP, ipShape))
+		ok = false
+	case !ipFound:
+		*missing = append(*missing, names.IP)
+		ok = false
+	default:
+		a, err := decodeIP(ipv)
+		if err != nil {
+			*problems = append(*problems, fmt.Sprintf("field %s: %v", names.IP, err))
+			ok = false
+		}
+		addr = a
+	}
+	switch {
+	case portShape != nil:
+		*problems = append(*problems, fmt.Sprintf("field %s: %v", names.Port, portShape))
+		ok = false
+	case !portFound:
+		*missing = append(*missing, names.Port)
+		ok = false
+	default:
+		n, err := decodePort(pv)
+		if err != nil {
+			*problems = append(*problems, fmt.Sprintf("field %s: %v", names.Port, err))
+			ok = false
+		}
+		port = n
+	}
+	if ok {
+		r.ap = netip.AddrPortFrom(addr, port)
+		r.present = true
+	}
+	return r
+}
+
+// lookupField walks a pre-split dotted path without allocating. found is
+// false when a key is absent; shapeErr is set when an intermediate value is
+// not an object (e.g. "source" is a string), which is bad input, not a
+// missing field.
+func lookupField(ev *beat.Event, path []string) (v any, found bool, shapeErr error) {
+	var cur any = ev.Fields
+	if path[0] == "@metadata" {
+		cur, path = ev.Meta, path[1:]
+	}
+	for i, k := range path {
+		var m map[string]any
+		switch x := cur.(type) {
+		case mapstr.M:
+			m = x
+		case map[string]any:
+			m = x
+		case nil:
+			return nil, false, nil
+		default:
+			return nil, false, fmt.Errorf("%s is a %T, not an object", strings.Join(path[:i], "."), cur)
+		}
+		var ok bool
+		if cur, ok = m[k]; !ok {
+			// Fall back to a literal dotted key ("source.ip" at the top
+			// level), which some inputs produce.
+			rest := strings.Join(path[i:], ".")
+			if v, ok := m[rest]; ok && i < len(path)-1 {
+				return v, true, nil
+			}
+			return nil, false, nil
+		}
+	}
+	return cur, true, nil
+}
+
+// fields renders a process as the ECS object written under <side>.process.
+func (p *processor) fields(pr *procs.Process) mapstr.M {
+	m := make(mapstr.M, 8)
+	if p.mask&fPID != 0 {
+		m["pid"] = pr.PID
+	}
+	if p.mask&fName != 0 && pr.Name != "" {
+		m["name"] = p.alias(pr)
+	}
+	if p.mask&fArgs != 0 && len(pr.Args) > 0 {
+		m["args"] = append([]string(nil), pr.Args...)
+	}
+	if p.mask&fExecutable != 0 && pr.Executable != "" {
+		m["executable"] = pr.Executable
+	}
+	if p.mask&fStart != 0 && !pr.Start.IsZero() {
+		m["start"] = pr.Start
+	}
+	if p.mask&fParentPID != 0 && pr.PPID > 0 {
+		m["parent"] = mapstr.M{"pid": pr.PPID}
+	}
+	if p.mask&fWorkingDirectory != 0 && pr.WorkingDirectory != "" {
+		m["working_directory"] = pr.WorkingDirectory
+	}
+	if p.mask&(fUserID|fUserName) != 0 {
+		u := mapstr.M{}
+		if p.mask&fUserID != 0 && pr.UID != "" {
+			u["id"] = pr.UID
+		}
+		if p.mask&fUserName != 0 && pr.UserName != "" {
+			u["name"] = pr.UserName
+		}
+		if len(u) > 0 {
+			m["user"] = u
+		}
+	}
+	return m
+}
+
+// alias applies monitored: the first cmdline_grep found in the joined args
+// names the process, as packetbeat.procs.monitored does.
+func (p *processor) alias(pr *procs.Process) string {
+	for _, m := range p.cfg.Monitored {
+		if strings.Contains(pr.JoinedArgs, m.CmdlineGrep) {
+			return m.Process
+		}
+	}
+	return pr.Name
+}
+
+// write puts the process object at key, keeping fields already on the
+// event unless overwrite_keys, and reporting the ones it kept.
+func (p *processor) write(ev *beat.Event, key string, pr *procs.Process, problems *[]string) {
+	m := p.fields(pr)
+	existing, err := ev.GetValue(key)
+	if err != nil || existing == nil {
+		_, _ = ev.PutValue(key, m)
+		return
+	}
+	if p.cfg.OverwriteKeys {
+		if _, isMap := existing.(mapstr.M); !isMap {
+			_, _ = ev.PutValue(key, m)
+			return
+		}
+	}
+	var kept []string
+	for k, v := range m.Flatten() {
+		full := key + "." + k
+		if old, err := ev.GetValue(full); err == nil && old != nil && !p.cfg.OverwriteKeys {
+			kept = append(kept, full)
+			continue
+		}
+		if _, err := ev.PutValue(full, v); err != nil {
+			kept = append(kept, full)
+		}
+	}
+	if len(kept) > 0 {
+		slices.Sort(kept)
+		*problems = append(*problems, fmt.Sprintf("kept existing %s (set overwrite_keys: true to replace)", strings.Join(kept, ", ")))
+	}
+}
+
+// appendError adds msg to error.message, turning an existing message into
+// a list so that nothing another processor reported is lost.
+func appendError(ev *beat.Event, msg string) {
+	old, err := ev.GetValue("error.message")
+	switch x := old.(type) {
+	case nil:
+		if err == nil || errors.Is(err, mapstr.ErrKeyNotFound) {
+			if _, perr := ev.PutValue("error.message", msg); perr == nil {
+				return
+			}
+		}
+	case string:
+		_, _ = ev.PutValue("error.message", []string{x, msg})
+		return
+	case []string:
+		_, _ = ev.PutValue("error.message", append(x, msg))
+		return
+	case []any:
+		_, _ = ev.PutValue("error.message", append(x, msg))
+		return
+	}
+	// "error" is not an object (or message has an odd type): keep the
+	// original under error.original rather than losing either.
+	_, _ = ev.PutValue("error", mapstr.M{"message": msg, "original": fmt.Sprint(ev.Fields["error"])})
+}

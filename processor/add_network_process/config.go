@@ -1,0 +1,160 @@
+package add_network_process
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// endpointConfig names the event fields that hold one endpoint.
+type endpointConfig struct {
+	IP   string `config:"ip"`
+	Port string `config:"port"`
+}
+
+// monitoredConfig is packetbeat.procs.monitored: the first entry whose
+// CmdlineGrep is a substring of the space-joined args renames the process.
+type monitoredConfig struct {
+	Process     string `config:"process"`
+	CmdlineGrep string `config:"cmdline_grep"`
+}
+
+type config struct {
+	Source           endpointConfig    `config:"source"`
+	Destination      endpointConfig    `config:"destination"`
+	TransportField   string            `config:"transport_field"`
+	DefaultTransport string            `config:"default_transport"`
+	Target           string            `config:"target"`
+	IncludeFields    []string          `config:"include_fields"`
+	SetProcess       bool              `config:"set_process"`
+	OverwriteKeys    bool              `config:"overwrite_keys"`
+	IgnoreMissing    bool              `config:"ignore_missing"`
+	HostPath         string            `config:"host_path"`
+	Monitored        []monitoredConfig `config:"monitored"`
+
+	ProcessCacheTTL   time.Duration `config:"process_cache_ttl"`
+	SocketCacheTTL    time.Duration `config:"socket_cache_ttl"`
+	NegativeCacheTTL  time.Duration `config:"negative_cache_ttl"`
+	MinRescanInterval time.Duration `config:"min_rescan_interval"`
+	RescanTimeout     time.Duration `config:"rescan_timeout"`
+	NegativeCacheSize int           `config:"negative_cache_size"`
+}
+
+// allFields lists include_fields names in output order; each is a dotted
+// path under <side>.process.
+var allFields = []string{"pid", "name", "args", "executable", "start", "parent.pid", "working_directory", "user.id", "user.name"}
+
+func defaultConfig() config {
+	d := procs.DefaultConfig()
+	return config{
+		Source:            endpointConfig{IP: "source.ip", Port: "source.port"},
+		Destination:       endpointConfig{IP: "destination.ip", Port: "destination.port"},
+		TransportField:    "network.transport",
+		DefaultTransport:  "tcp",
+		IncludeFields:     append([]string(nil), allFields...),
+		SetProcess:        true,
+		OverwriteKeys:     false,
+		IgnoreMissing:     true,
+		HostPath:          "/",
+		ProcessCacheTTL:   d.ProcessTTL,
+		SocketCacheTTL:    d.SocketTTL,
+		NegativeCacheTTL:  d.NegativeTTL,
+		MinRescanInterval: d.MinRescanInterval,
+		RescanTimeout:     d.RescanTimeout,
+		NegativeCacheSize: d.NegativeCacheSize,
+	}
+}
+
+// Validate rejects settings that would silently do the wrong thing, naming
+// the option and the bad value.
+func (c *config) Validate() error {
+	var errs []error
+	for i, m := range c.Monitored {
+		if strings.TrimSpace(m.Process) == "" {
+			errs = append(errs, fmt.Errorf("monitored[%d].process is empty: give the name to report for processes matching cmdline_grep %q", i, m.CmdlineGrep))
+		}
+		if m.CmdlineGrep == "" {
+			errs = append(errs, fmt.Errorf("monitored[%d].cmdline_grep is empty: an empty pattern would rename every process to %q; give a substring of the command line", i, m.Process))
+		}
+	}
+	for _, f := range c.IncludeFields {
+		if fieldBit(f) == 0 {
+			errs = append(errs, fmt.Errorf("include_fields: unknown field %q; valid fields are %s", f, strings.Join(allFields, ", ")))
+		}
+	}
+	if _, ok := parseTransportName(c.DefaultTransport); !ok {
+		errs = append(errs, fmt.Errorf("default_transport %q is not supported: use tcp or udp", c.DefaultTransport))
+	}
+	for _, f := range []struct{ name, value string }{
+		{"source.ip", c.Source.IP}, {"source.port", c.Source.Port},
+		{"destination.ip", c.Destination.IP}, {"destination.port", c.Destination.Port},
+		{"transport_field", c.TransportField},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			errs = append(errs, fmt.Errorf("%s is empty: name the event field to read", f.name))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"process_cache_ttl", c.ProcessCacheTTL}, {"socket_cache_ttl", c.SocketCacheTTL},
+		{"negative_cache_ttl", c.NegativeCacheTTL}, {"min_rescan_interval", c.MinRescanInterval},
+		{"rescan_timeout", c.RescanTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration, got %v", d.name, d.v))
+		}
+	}
+	if c.NegativeCacheSize <= 0 {
+		errs = append(errs, fmt.Errorf("negative_cache_size must be positive, got %d", c.NegativeCacheSize))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) watcherConfig() procs.Config {
+	return procs.Config{
+		ProcessTTL:        c.ProcessCacheTTL,
+		SocketTTL:         c.SocketCacheTTL,
+		NegativeTTL:       c.NegativeCacheTTL,
+		MinRescanInterval: c.MinRescanInterval,
+		RescanTimeout:     c.RescanTimeout,
+		NegativeCacheSize: c.NegativeCacheSize,
+	}
+}
+
+// fieldMask is a set of include_fields, so the hot path tests bits instead
+// of strings.
+type fieldMask uint16
+
+func fieldBit(name string) fieldMask {
+	for i, f := range allFields {
+		if f == name {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+const (
+	fPID fieldMask = 1 << iota
+	fName
+	fArgs
+	fExecutable
+	fStart
+	fParentPID
+	fWorkingDirectory
+	fUserID
+	fUserName
+)
+
+func maskOf(fields []string) fieldMask {
+	var m fieldMask
+	for _, f := range fields {
+		m |= fieldBit(f)
+	}
+	return m
+}
