@@ -1,0 +1,200 @@
+//go:build linux
+
+package add_network_process
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/elastic/beats/v7/libbeat/beat"
+	conf "github.com/elastic/elastic-agent-libs/config"
+	"github.com/elastic/elastic-agent-libs/logp/logptest"
+	"github.com/elastic/elastic-agent-libs/mapstr"
+)
+
+// TestMain lets the test binary act as a client process: the tests need a
+// second real process holding a real socket.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("ANP_HELPER_DIAL"); addr != "" {
+		helperDial(os.Getenv("ANP_HELPER_NET"), addr)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// helperDial connects, prints its local address, and holds the socket until
+// stdin closes.
+func helperDial(network, addr string) {
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	if network == "udp" || network == "udp6" {
+		_, _ = c.Write([]byte("hello"))
+	}
+	fmt.Println(c.LocalAddr().String())
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	c.Close()
+}
+
+// startClient runs a helper process that dials addr and returns its PID and
+// local address; the process exits at test cleanup.
+func startClient(t *testing.T, network, addr string) (int, *net.UDPAddr) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ANP_HELPER_DIAL="+addr, "ANP_HELPER_NET="+network)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.HasPrefix(line, "ERR") {
+		t.Fatalf("helper failed to dial %s %s: %q %v", network, addr, line, err)
+	}
+	local, err := net.ResolveUDPAddr("udp", strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper printed %q: %v", line, err)
+	}
+	return cmd.Process.Pid, local
+}
+
+func newFromYAML(t *testing.T, yml string) beat.Processor {
+	t.Helper()
+	c, err := conf.NewConfigFrom(yml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(c, logptest.NewTestingLogger(t, ""))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { p.(interface{ Close() error }).Close() })
+	return p
+}
+
+func event(srcIP string, srcPort int, dstIP string, dstPort int, transport string) *beat.Event {
+	f := mapstr.M{
+		"source":      mapstr.M{"ip": srcIP, "port": srcPort},
+		"destination": mapstr.M{"ip": dstIP, "port": dstPort},
+	}
+	if transport != "" {
+		f["network"] = mapstr.M{"transport": transport}
+	}
+	return &beat.Event{Timestamp: time.Now(), Fields: f}
+}
+
+func getInt(t *testing.T, ev *beat.Event, key string) int {
+	t.Helper()
+	v, err := ev.GetValue(key)
+	if err != nil {
+		t.Fatalf("%s missing: %v\nevent: %s", key, err, ev.Fields.StringToPrint())
+	}
+	n, ok := v.(int)
+	if !ok {
+		t.Fatalf("%s = %#v, want int", key, v)
+	}
+	return n
+}
+
+func TestRealSocketsResolveToTheirProcesses(t *testing.T) {
+	self := os.Getpid()
+	exe, _ := os.Executable()
+	cases := []struct {
+		name, network, listen, transport string
+	}{
+		{"tcp4", "tcp4", "127.0.0.1:0", "tcp"},
+		{"tcp6", "tcp6", "[::1]:0", "tcp"},
+		{"udp4", "udp4", "127.0.0.1:0", "udp"},
+		{"udp6", "udp6", "[::1]:0", "udp"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var server net.Addr
+			if strings.HasPrefix(tc.network, "tcp") {
+				l, err := net.Listen(tc.network, tc.listen)
+				if err != nil {
+					t.Skipf("cannot listen on %s: %v", tc.listen, err)
+				}
+				defer l.Close()
+				go func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
+						}
+						defer c.Close()
+					}
+				}()
+				server = l.Addr()
+			} else {
+				pc, err := net.ListenPacket(tc.network, tc.listen)
+				if err != nil {
+					t.Skipf("cannot listen on %s: %v", tc.listen, err)
+				}
+				defer pc.Close()
+				server = pc.LocalAddr()
+			}
+			pid, client := startClient(t, tc.network, server.String())
+			srvIP, srvPortS, _ := net.SplitHostPort(server.String())
+			srvPort, _ := strconv.Atoi(srvPortS)
+
+			p := newFromYAML(t, "include_fields: [pid, name, executable, args, parent.pid]\n")
+			ev, err := p.Run(event(client.IP.String(), client.Port, srvIP, srvPort, tc.transport))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := getInt(t, ev, "source.process.pid"); got != pid {
+				t.Errorf("source.process.pid = %d, want client helper %d", got, pid)
+			}
+			if got := getInt(t, ev, "destination.process.pid"); got != self {
+				t.Errorf("destination.process.pid = %d, want the test process %d", got, self)
+			}
+			if got := getInt(t, ev, "process.pid"); got != self {
+				t.Errorf("process.pid = %d, want destination side %d", got, self)
+			}
+			if got := getInt(t, ev, "source.process.parent.pid"); got != self {
+				t.Errorf("source.process.parent.pid = %d, want %d", got, self)
+			}
+			if got, _ := ev.GetValue("source.process.executable"); got != exe {
+				t.Errorf("source.process.executable = %v, want %s", got, exe)
+			}
+			if msg, err := ev.GetValue("error.message"); err == nil {
+				t.Errorf("unexpected error.message %v", msg)
+			}
+		})
+	}
+}
+
+func TestRemoteEndpointIsNotLookedUp(t *testing.T) {
+	p := newFromYAML(t, "{}")
+	// 192.0.2.0/24 is TEST-NET-1: never an address of this host.
+	ev, err := p.Run(event("192.0.2.10", 40000, "192.0.2.11", 80, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"source.process", "destination.process", "process", "error"} {
+		if ok, _ := ev.Fields.HasKey(k); ok {
+			t.Errorf("%s written for a remote-only event: %s", k, ev.Fields.StringToPrint())
+		}
+	}
+	st := p.(*processor).watcher.Stats()
+	if st.NotLocal < 2 {
+		t.Errorf("NotLocal = %d, want 2 lookups answered without a scan", st.NotLocal)
+	}
+}
