@@ -168,6 +168,13 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	}
 	w.stats.lookups.Add(1)
 	snap := w.snap.Load()
+	if snap.gen == 0 {
+		// Before the first rescan lands, addresses bound only in the socket
+		// table are not known to be local yet: wait for it like a miss.
+		if fresh := w.awaitRescan(snap, time.Now()); fresh != nil {
+			snap = fresh
+		}
+	}
 	if !w.isLocal(snap, local.Addr()) {
 		w.stats.notLocal.Add(1)
 		return nil

@@ -138,6 +138,11 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 
 	src := p.readEndpoint(ev, p.srcIP, p.srcPort, p.cfg.Source, &problems, &missing)
 	dst := p.readEndpoint(ev, p.dstIP, p.dstPort, p.cfg.Destination, &problems, &missing)
+	if len(problems) > 0 {
+		// A bad value anywhere makes the event suspect: report it and leave
+		// the event unenriched rather than half-attributed.
+		return p.finish(ev, problems, missing)
+	}
 
 	var srcProc, dstProc *procs.Process
 	if src.present {
@@ -302,36 +307,53 @@ func (p *processor) alias(pr *procs.Process) string {
 	return pr.Name
 }
 
-// write puts the process object at key, keeping fields already on the
-// event unless overwrite_keys, and reporting the ones it kept.
+// write puts the process object at key. With overwrite_keys false an
+// object that already holds any of the fields is left whole (mixing fields of
+// two processes would be worse than either), and the kept fields are named.
 func (p *processor) write(ev *beat.Event, key string, pr *procs.Process, problems *[]string) {
 	m := p.fields(pr)
 	existing, err := ev.GetValue(key)
-	if err != nil || existing == nil {
+	if err != nil || existing == nil || p.cfg.OverwriteKeys {
+		if _, isMap := asMap(existing); isMap && p.cfg.OverwriteKeys {
+			// Keep fields this processor does not write (e.g. process.title).
+			for k, v := range m.Flatten() {
+				_, _ = ev.PutValue(key+"."+k, v)
+			}
+			return
+		}
 		_, _ = ev.PutValue(key, m)
 		return
 	}
-	if p.cfg.OverwriteKeys {
-		if _, isMap := existing.(mapstr.M); !isMap {
-			_, _ = ev.PutValue(key, m)
+	var kept []string
+	if em, isMap := asMap(existing); isMap {
+		for k := range m.Flatten() {
+			if old, err := em.GetValue(k); err == nil && old != nil {
+				kept = append(kept, key+"."+k)
+			}
+		}
+		if len(kept) == 0 {
+			for k, v := range m.Flatten() {
+				_, _ = em.Put(k, v)
+			}
 			return
 		}
+	} else {
+		kept = append(kept, key)
 	}
-	var kept []string
-	for k, v := range m.Flatten() {
-		full := key + "." + k
-		if old, err := ev.GetValue(full); err == nil && old != nil && !p.cfg.OverwriteKeys {
-			kept = append(kept, full)
-			continue
-		}
-		if _, err := ev.PutValue(full, v); err != nil {
-			kept = append(kept, full)
-		}
+	slices.Sort(kept)
+	*problems = append(*problems, fmt.Sprintf("kept existing %s (set overwrite_keys: true to replace)", strings.Join(kept, ", ")))
+}
+
+// asMap accepts both map forms found in events (decoded JSON gives plain
+// maps, processors give mapstr.M).
+func asMap(v any) (mapstr.M, bool) {
+	switch x := v.(type) {
+	case mapstr.M:
+		return x, true
+	case map[string]any:
+		return mapstr.M(x), true
 	}
-	if len(kept) > 0 {
-		slices.Sort(kept)
-		*problems = append(*problems, fmt.Sprintf("kept existing %s (set overwrite_keys: true to replace)", strings.Join(kept, ", ")))
-	}
+	return nil, false
 }
 
 // appendError adds msg to error.message, turning an existing message into

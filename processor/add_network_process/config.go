@@ -54,7 +54,6 @@ func defaultConfig() config {
 		Destination:       endpointConfig{IP: "destination.ip", Port: "destination.port"},
 		TransportField:    "network.transport",
 		DefaultTransport:  "tcp",
-		IncludeFields:     append([]string(nil), allFields...),
 		SetProcess:        true,
 		OverwriteKeys:     false,
 		IgnoreMissing:     true,
@@ -151,7 +150,14 @@ const (
 	fUserName
 )
 
+// maskOf returns the set of fields; an empty list means all of them. The
+// default list is applied here, not in defaultConfig, because go-ucfg
+// merges lists by position: a user's [pid, name] over a default of nine
+// entries would keep the other seven.
 func maskOf(fields []string) fieldMask {
+	if len(fields) == 0 {
+		fields = allFields
+	}
 	var m fieldMask
 	for _, f := range fields {
 		m |= fieldBit(f)
