@@ -61,3 +61,23 @@ func Shared(hostPath string, cfg Config, log *logp.Logger) (*Watcher, func(), er
 		})
 	}, nil
 }
+
+// EachShared calls f with the host_path and counters of every live shared
+// watcher, for metrics reporting.
+func EachShared(f func(hostPath string, st Stats)) {
+	registry.Lock()
+	entries := make([]struct {
+		root string
+		w    *Watcher
+	}, 0, len(registry.m))
+	for k, e := range registry.m {
+		entries = append(entries, struct {
+			root string
+			w    *Watcher
+		}{k.root, e.w})
+	}
+	registry.Unlock()
+	for _, e := range entries {
+		f(e.root, e.w.Stats())
+	}
+}

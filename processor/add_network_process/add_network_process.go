@@ -16,6 +16,7 @@ import (
 	conf "github.com/elastic/elastic-agent-libs/config"
 	"github.com/elastic/elastic-agent-libs/logp"
 	"github.com/elastic/elastic-agent-libs/mapstr"
+	"github.com/elastic/elastic-agent-libs/monitoring"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
@@ -24,6 +25,7 @@ const processorName = "add_network_process"
 
 func init() {
 	processors.RegisterPlugin(processorName, New)
+	registerMetrics(monitoring.Default)
 }
 
 type processor struct {

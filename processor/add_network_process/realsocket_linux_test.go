@@ -17,6 +17,7 @@ import (
 	conf "github.com/elastic/elastic-agent-libs/config"
 	"github.com/elastic/elastic-agent-libs/logp/logptest"
 	"github.com/elastic/elastic-agent-libs/mapstr"
+	"github.com/elastic/elastic-agent-libs/monitoring"
 )
 
 // TestMain lets the test binary act as a client process: the tests need a
@@ -196,5 +197,28 @@ func TestRemoteEndpointIsNotLookedUp(t *testing.T) {
 	st := p.(*processor).watcher.Stats()
 	if st.NotLocal < 2 {
 		t.Errorf("NotLocal = %d, want 2 lookups answered without a scan", st.NotLocal)
+	}
+}
+
+func TestMetricsArePublished(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	p := newFromYAML(t, "{}")
+	if _, err := p.Run(event("192.0.2.1", 5000, "127.0.0.1", port, "tcp")); err != nil {
+		t.Fatal(err)
+	}
+	snap := monitoring.CollectFlatSnapshot(monitoring.Default, monitoring.Full, false)
+	if got := snap.Ints["add_network_process.hits"]; got < 1 {
+		t.Errorf("add_network_process.hits = %d, want ≥ 1 after a resolved lookup; snapshot: %v", got, snap.Ints)
+	}
+	if got := snap.Ints["add_network_process.rescans"]; got < 1 {
+		t.Errorf("add_network_process.rescans = %d, want ≥ 1", got)
+	}
+	if got := snap.Ints["add_network_process.cache.sockets"]; got < 1 {
+		t.Errorf("add_network_process.cache.sockets = %d, want the listener counted", got)
 	}
 }

@@ -1,0 +1,52 @@
+package add_network_process
+
+import (
+	"github.com/elastic/elastic-agent-libs/monitoring"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// registerMetrics publishes the shared watchers' counters under
+// add_network_process in the beat's stats registry (netprocbeat's /stats
+// with http.enabled). Counters are summed over watchers; there is one per
+// distinct host_path and cache policy, usually exactly one. NewFunc returns
+// the existing variable on a second call, so registering is idempotent.
+func registerMetrics(reg *monitoring.Registry) {
+	monitoring.NewFunc(reg, processorName, func(_ monitoring.Mode, v monitoring.Visitor) {
+		var sum procs.Stats
+		var lastRescanNs int64
+		watchers := 0
+		procs.EachShared(func(_ string, st procs.Stats) {
+			watchers++
+			sum.Lookups += st.Lookups
+			sum.NotLocal += st.NotLocal
+			sum.Hits += st.Hits
+			sum.Misses += st.Misses
+			sum.NegativeHits += st.NegativeHits
+			sum.Rescans += st.Rescans
+			sum.Errors += st.Errors
+			sum.WaitTimeouts += st.WaitTimeouts
+			sum.Sockets += st.Sockets
+			sum.Processes += st.Processes
+			sum.NegativeCache += st.NegativeCache
+			lastRescanNs = max(lastRescanNs, st.LastRescan.Nanoseconds())
+		})
+		v.OnRegistryStart()
+		defer v.OnRegistryFinished()
+		monitoring.ReportInt(v, "watchers", int64(watchers))
+		monitoring.ReportInt(v, "lookups", int64(sum.Lookups))
+		monitoring.ReportInt(v, "not_local", int64(sum.NotLocal))
+		monitoring.ReportInt(v, "hits", int64(sum.Hits))
+		monitoring.ReportInt(v, "misses", int64(sum.Misses))
+		monitoring.ReportInt(v, "negative_hits", int64(sum.NegativeHits))
+		monitoring.ReportInt(v, "rescans", int64(sum.Rescans))
+		monitoring.ReportInt(v, "errors", int64(sum.Errors))
+		monitoring.ReportInt(v, "wait_timeouts", int64(sum.WaitTimeouts))
+		monitoring.ReportInt(v, "rescan_last_ns", lastRescanNs)
+		monitoring.ReportNamespace(v, "cache", func() {
+			monitoring.ReportInt(v, "sockets", sum.Sockets)
+			monitoring.ReportInt(v, "processes", sum.Processes)
+			monitoring.ReportInt(v, "negative", int64(sum.NegativeCache))
+		})
+	})
+}
