@@ -52,9 +52,10 @@ const (
 // errNoFamily reports that the host has no stack for an address family.
 var errNoFamily = errors.New("address family not supported by this host")
 
-// windowsEngine reads the IP Helper socket tables. Windows exposes no
-// per-process identity beside the PID in those tables, so its sockets carry
-// StartKey 0.
+// windowsEngine reads the IP Helper socket tables. The tables carry only
+// the PID, so Sockets adds each owner's creation time as its StartKey: the
+// watcher keys its process cache by PID + StartKey, and a recycled PID must
+// not hit the previous process's entry.
 type windowsEngine struct {
 	// bufSize remembers the largest table read, so that steady-state scans
 	// make one call per table.
@@ -94,7 +95,36 @@ func (e *windowsEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, er
 	if n := uint32(len(buf)); n > e.bufSize.Load() {
 		e.bufSize.Store(n)
 	}
+	keys := map[int]uint64{}
+	for i := range dst {
+		pid := dst[i].PID
+		if pid <= 0 {
+			continue
+		}
+		k, ok := keys[pid]
+		if !ok {
+			k = processStartKey(pid)
+			keys[pid] = k
+		}
+		dst[i].StartKey = k
+	}
 	return dst, nil
+}
+
+// processStartKey returns pid's creation time in 100 ns units since 1601,
+// or 0 when the process cannot be opened (System, protected processes, or
+// already gone), in which case identity is left to Process.
+func processStartKey(pid int) uint64 {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if err != nil {
+		return 0
+	}
+	defer windows.CloseHandle(h)
+	var creation, exit, kernel, user windows.Filetime
+	if err := windows.GetProcessTimes(h, &creation, &exit, &kernel, &user); err != nil {
+		return 0
+	}
+	return uint64(creation.HighDateTime)<<32 | uint64(creation.LowDateTime)
 }
 
 // readWinTable fills buf (growing it as the API asks) with table t. It
@@ -148,8 +178,9 @@ func readWinTable(t winTable, buf []byte) (data, grown []byte, err error) {
 	return nil, buf, fmt.Errorf("read %v: the table kept growing across %d attempts (last buffer %d bytes); the host is opening sockets faster than they can be listed, the next rescan retries", t, maxTableAttempts, len(buf))
 }
 
-// Process describes pid through go-sysinfo. startKey 0 (what Sockets
-// reports) accepts any instance; otherwise the process start time must match.
+// Process describes pid through go-sysinfo. startKey 0 (a process Sockets
+// could not open) accepts any instance; otherwise the creation time must
+// still match, so a PID recycled since the scan is refused.
 func (e *windowsEngine) Process(pid int, startKey uint64) (*Process, error) {
 	sp, err := sysinfo.Process(pid)
 	if err != nil {
@@ -164,7 +195,7 @@ func (e *windowsEngine) Process(pid int, startKey uint64) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read process %d: %w", pid, err)
 	}
-	key := uint64(info.StartTime.UnixNano())
+	key := processStartKey(pid)
 	if startKey != 0 && key != startKey {
 		return nil, fmt.Errorf("PID %d was reused by another process (start key %d, want %d)", pid, key, startKey)
 	}
