@@ -1,18 +1,68 @@
-// Command netprocbeat is Filebeat with the add_network_process processor
-// compiled in.
+// Command netprocbeat is Filebeat, from the pinned beats module, with the
+// add_network_process processor compiled in. Every Filebeat input, output
+// and processor works as in Filebeat; add_network_process is registered by
+// the blank import below.
+//
+// It differs from Filebeat in its identity only:
+//
+//   - The beat name is "netprocbeat" (settings.Name) and the index prefix is
+//     "netprocbeat" (settings.IndexPrefix). The default configuration file
+//     is therefore netprocbeat.yml, the data directory lock is
+//     data/netprocbeat.lock, the log files are logs/netprocbeat*.ndjson and
+//     events carry agent.type: netprocbeat, so it never shares state with a
+//     Filebeat on the same host.
+//   - The default path.home is the current working directory, not the
+//     directory of the executable as in Filebeat. This makes
+//     `go run ./cmd/netprocbeat -e -c netprocbeat.yml` (whose executable
+//     lives in a temporary build directory) and
+//     `build/netprocbeat -e -c netprocbeat.yml`, both run from the
+//     repository root, read ./netprocbeat.yml and keep their registry and
+//     logs in ./data and ./logs. --path.home, --path.config, --path.data,
+//     --path.logs and -E path.*=... override it as usual.
+//
+// Subcommands are Filebeat's: run (the default), test config, test output,
+// export config, version, keystore and the others.
 package main
 
 import (
+	"flag"
 	"os"
 
 	"github.com/elastic/beats/v7/filebeat/cmd"
 	inputs "github.com/elastic/beats/v7/filebeat/input/default-inputs"
+	"github.com/elastic/beats/v7/libbeat/cfgfile"
 
 	_ "github.com/netprocbeat/netprocbeat/processor/add_network_process"
 )
 
+// Name is the beat name and index prefix.
+const Name = "netprocbeat"
+
 func main() {
-	if err := cmd.Filebeat(inputs.Init, cmd.FilebeatSettings("")).Execute(); err != nil {
+	settings := cmd.FilebeatSettings("")
+	settings.Name = Name
+	settings.IndexPrefix = Name
+	// Filebeat's Kibana dashboards are not shipped with netprocbeat.
+	settings.HasDashboards = false
+
+	defaultHomeToWorkingDirectory()
+
+	if err := cmd.Filebeat(inputs.Init, settings).Execute(); err != nil {
 		os.Exit(1)
+	}
+}
+
+// defaultHomeToWorkingDirectory presets --path.home to the working
+// directory. The flag is registered by cfgfile.Initialize; setting it here,
+// before the command line is parsed, makes it a default that an explicit
+// --path.home or -E path.home=... replaces.
+func defaultHomeToWorkingDirectory() {
+	cfgfile.Initialize()
+	wd, err := os.Getwd()
+	if err != nil {
+		return // keep Filebeat's default, the executable's directory
+	}
+	if f := flag.CommandLine.Lookup("path.home"); f != nil {
+		_ = f.Value.Set(wd)
 	}
 }
