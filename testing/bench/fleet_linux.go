@@ -1,0 +1,302 @@
+//go:build linux
+
+// Package bench builds real socket populations for the procs benchmarks: a
+// fleet of helper processes (the test binary re-executed in holder mode)
+// that hold many loopback TCP/UDP sockets, so that /proc/net/* and
+// /proc/<pid>/fd look like a busy host's. Everything is loopback-only and
+// torn down at the end of the benchmark.
+//
+// A test binary that uses a Fleet must call RunHolderIfRequested first thing
+// (from an init function in a _test.go file, so that it runs before any
+// TestMain).
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const holderEnv = "NETPROCBEAT_BENCH_HOLDER"
+
+// RunHolderIfRequested turns this process into a socket holder when the
+// fleet started it: it keeps the inherited sockets open, answers commands on
+// stdin, and exits when stdin closes. Otherwise it returns at once.
+//
+// Commands (one per line):
+//
+//	dial <ip:port>   open a new TCP connection, print its local address
+func RunHolderIfRequested() {
+	if os.Getenv(holderEnv) == "" {
+		return
+	}
+	fmt.Printf("READY %d\n", os.Getpid())
+	var conns []net.Conn
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == "dial" {
+			c, err := net.Dial("tcp", f[1])
+			if err != nil {
+				fmt.Printf("ERR %v\n", err)
+				continue
+			}
+			conns = append(conns, c)
+			fmt.Println(c.LocalAddr().String())
+		}
+	}
+	os.Exit(0)
+}
+
+// Conn is one loopback TCP connection of the fleet: both ends are held by
+// Owner.
+type Conn struct {
+	Client, Server netip.AddrPort
+	Owner          int
+}
+
+// Holder is one helper process.
+type Holder struct {
+	PID     int
+	Listen  netip.AddrPort // its TCP listener
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stdout  *bufio.Reader
+	mu      sync.Mutex
+	sockets int
+}
+
+// Fleet is a set of holders and the sockets they hold.
+type Fleet struct {
+	Holders []*Holder
+	Conns   []Conn
+	Sockets int // sockets held by the fleet (each connection counts twice)
+}
+
+// RaiseNoFile lifts RLIMIT_NOFILE (soft and, as root, hard) to at least n,
+// so the fleet's helpers can hold their share and the kernel's tables grow.
+func RaiseNoFile(n uint64) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Cur >= n {
+		return nil
+	}
+	if lim.Max < n {
+		lim.Max = n
+	}
+	lim.Cur = n
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+}
+
+// Start spawns procs holders sharing about sockets loopback sockets: each
+// holds one TCP listener, one bound UDP socket, and connections to its own
+// listener (both ends). The fleet is closed at tb's cleanup.
+func Start(tb testing.TB, procs, sockets int) *Fleet {
+	tb.Helper()
+	f, err := start(procs, sockets)
+	if f != nil {
+		tb.Cleanup(f.Close)
+	}
+	if err != nil {
+		tb.Fatalf("starting a fleet of %d processes / %d sockets: %v", procs, sockets, err)
+	}
+	return f
+}
+
+func start(procs, sockets int) (*Fleet, error) {
+	if procs < 1 {
+		procs = 1
+	}
+	per := sockets / procs
+	if per < 2 {
+		per = 2
+	}
+	if err := RaiseNoFile(uint64(per) + 4096); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{}
+	for i := 0; i < procs; i++ {
+		h, conns, err := startHolder(exe, per)
+		if err != nil {
+			return f, err
+		}
+		f.Holders = append(f.Holders, h)
+		f.Conns = append(f.Conns, conns...)
+		f.Sockets += h.sockets
+	}
+	return f, nil
+}
+
+func startHolder(exe string, sockets int) (*Holder, []Conn, error) {
+	var fds []int
+	closeAll := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	lfd, laddr, err := tcpListener()
+	if err != nil {
+		return nil, nil, err
+	}
+	fds = append(fds, lfd)
+	if sockets >= 3 {
+		ufd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		fds = append(fds, ufd)
+		if err := unix.Bind(ufd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	var clients []netip.AddrPort
+	for n := len(fds); n+2 <= sockets; n += 2 {
+		cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		fds = append(fds, cfd)
+		if err := unix.Connect(cfd, &unix.SockaddrInet4{Port: int(laddr.Port()), Addr: laddr.Addr().As4()}); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("connect: %w", err)
+		}
+		afd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("accept: %w", err)
+		}
+		fds = append(fds, afd)
+		sa, err := unix.Getsockname(cfd)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		s4 := sa.(*unix.SockaddrInet4)
+		clients = append(clients, netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), uint16(s4.Port)))
+	}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "sock"+strconv.Itoa(i))
+	}
+	defer func() {
+		for _, fl := range files {
+			fl.Close()
+		}
+	}()
+	cmd := exec.Command(exe, "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), holderEnv+"=1")
+	cmd.ExtraFiles = files
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	h := &Holder{PID: cmd.Process.Pid, Listen: laddr, cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout), sockets: len(fds)}
+	line, err := h.stdout.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "READY ") {
+		h.close()
+		return nil, nil, fmt.Errorf("holder did not start: %q %v", line, err)
+	}
+	conns := make([]Conn, len(clients))
+	for i, c := range clients {
+		conns[i] = Conn{Client: c, Server: laddr, Owner: h.PID}
+	}
+	return h, conns, nil
+}
+
+func tcpListener() (int, netip.AddrPort, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, netip.AddrPort{}, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return -1, netip.AddrPort{}, err
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, netip.AddrPort{}, err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, netip.AddrPort{}, err
+	}
+	s4 := sa.(*unix.SockaddrInet4)
+	return fd, netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), uint16(s4.Port)), nil
+}
+
+// Dial makes the holder open a new TCP connection to addr (the connection
+// then exists only in the holder) and returns its local address.
+func (h *Holder) Dial(addr netip.AddrPort) (netip.AddrPort, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, err := fmt.Fprintf(h.stdin, "dial %s\n", addr); err != nil {
+		return netip.AddrPort{}, err
+	}
+	line, err := h.stdout.ReadString('\n')
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	line = strings.TrimSpace(line)
+	if strings.HasPrefix(line, "ERR") {
+		return netip.AddrPort{}, fmt.Errorf("holder %d: %s", h.PID, line)
+	}
+	return netip.ParseAddrPort(line)
+}
+
+func (h *Holder) close() {
+	h.stdin.Close()
+	if err := h.cmd.Wait(); err != nil {
+		_ = h.cmd.Process.Kill()
+	}
+}
+
+// Close stops every holder; their sockets close with them.
+func (f *Fleet) Close() {
+	var wg sync.WaitGroup
+	for _, h := range f.Holders {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.close() }()
+	}
+	wg.Wait()
+	f.Holders = nil
+}
+
+// Last returns the holder with the highest PID, the worst case for a walk
+// of /proc in ascending PID order.
+func (f *Fleet) Last() *Holder {
+	var best *Holder
+	for _, h := range f.Holders {
+		if best == nil || h.PID > best.PID {
+			best = h
+		}
+	}
+	return best
+}
