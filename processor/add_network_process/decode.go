@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
@@ -36,6 +37,9 @@ func decodeIP(v any) (netip.Addr, error) {
 	case netip.Addr:
 		if !x.IsValid() {
 			return netip.Addr{}, fmt.Errorf("the zero netip.Addr is not an IP address")
+		}
+		if x.Zone() != "" {
+			return netip.Addr{}, fmt.Errorf("%s has an IPv6 zone, which socket tables do not record; remove the %%zone suffix", quote(x.String()))
 		}
 		return x.Unmap(), nil
 	case nil:
@@ -123,7 +127,12 @@ func decimal(s string) (uint64, bool) {
 		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
 			return math.MaxUint64, true
 		}
-		// json.Number may carry an integral float form such as "80.0".
+		// json.Number may carry an integral float form such as "80.0" or
+		// "8e1". Only JSON's number grammar qualifies: ParseFloat alone
+		// would also take "+80", "0x50p0", "0x_5_0p0", "Inf" and "NaN".
+		if !isJSONNumber(s) {
+			return 0, false
+		}
 		if f, ferr := strconv.ParseFloat(s, 64); ferr == nil {
 			return integral(f)
 		}
@@ -222,8 +231,54 @@ func describe(v any) string {
 		return "null"
 	}
 	s := fmt.Sprintf("%v", v)
+	if !utf8.ValidString(s) {
+		// json.Number, []byte and friends may carry any bytes.
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
 	if len(s) > maxQuoted {
-		s = s[:maxQuoted] + "…"
+		// Cut on a rune boundary so error.message stays valid UTF-8.
+		n := maxQuoted
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
 	}
 	return s
+}
+
+// isJSONNumber reports whether s matches JSON's number grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func isJSONNumber(s string) bool {
+	i := 0
+	digits := func() int {
+		j := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - j
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	if i < len(s) && s[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }
