@@ -448,6 +448,21 @@ func FuzzRun(f *testing.F) {
 			t2, ok, err := decodeTransport(tr)
 			tcp = err == nil && ok && t2 == procs.TCP
 		}
+		reported := false
+		for _, m := range msgs {
+			reported = reported || strings.HasPrefix(m, processorName+":")
+		}
+		if reported {
+			// Bad input anywhere leaves the event unenriched.
+			for _, k := range []string{"source.process", "destination.process", "process"} {
+				if _, had := beforeFields.GetValue(k); had != nil {
+					if v, err := ev.GetValue(k); err == nil {
+						t.Fatalf("%s = %v written although the event was reported bad: %v", k, v, msgs)
+					}
+				}
+			}
+			return
+		}
 		if perr == nil && dp == 8080 && tcp {
 			pid, err := ev.GetValue("destination.process.pid")
 			if err != nil || pid != 100 {
