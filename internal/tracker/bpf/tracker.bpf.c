@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Connection tracker for netprocbeat: records, in kernel context, which
+// process owns each TCP connection and UDP socket, so that flows observed
+// after the socket closed can still be attributed.
+//
+// Build: go generate ./internal/tracker (needs clang and libbpf-dev).
+// The program is CO-RE: it relies only on the minimal kernel type
+// definitions in vmlinux_min.h, relocated against the running kernel's BTF.
+
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+// Event types, mirrored by the Go side.
+#define EV_CONNECT 1     // active open reached ESTABLISHED: owner = connecting task
+#define EV_ACCEPT 2      // passive open reached ESTABLISHED: owner = listener's owner
+#define EV_SEND_RECV 3   // a send/recv in process context (server worker, UDP)
+#define EV_CLOSE 4       // TCP socket went to CLOSE
+#define EV_LISTEN 5      // TCP listener created
+
+// Where the owner of an event came from.
+#define SRC_TASK 1       // the current task (process context)
+#define SRC_LISTENER 2   // inherited from the listening socket
+
+// UDP sockets never change state: re-announce an active socket at most
+// this often so the user-space table can age out idle ones.
+#define REFRESH_NS (10ULL * 1000 * 1000 * 1000)
+
+struct owner {
+	__u64 start_ns; // group leader's start_boottime
+	__u64 last_emit_ns;
+	__u32 pid;      // tgid
+	__u32 sig;      // tuple signature at the last announcement
+	__u8 source;
+	__u8 pad[3];
+	char comm[16];
+};
+
+struct event {
+	__u64 sk;
+	__u64 start_ns;
+	__u64 ts_ns;
+	__u32 pid;
+	__u32 netns;
+	__u8 type;
+	__u8 proto;
+	__u8 source;
+	__u8 state;
+	__u16 family;
+	__u16 sport; // host byte order
+	__u16 dport; // host byte order
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[16];
+};
+
+
+// Keep struct event in the object's BTF for bpf2go -type event.
+const struct event *unused_event __attribute__((unused));
+
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 family;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct owner);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listen_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+// Counters: 0 = ring buffer full (events dropped).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+// sig summarises the socket's tuple so that a recycled struct sock (a new
+// UDP socket at the same address, or a reconnect) is announced again.
+static __always_inline __u32 sk_sig(const struct sock *sk)
+{
+	__u32 s = sk->__sk_common.skc_portpair;
+	if (sk->__sk_common.skc_family == AF_INET6) {
+		struct in6_addr a = {};
+		bpf_probe_read_kernel(&a, sizeof(a), &sk->__sk_common.skc_v6_daddr);
+		s ^= a.in6_u.u6_addr32[0] ^ a.in6_u.u6_addr32[1] ^ a.in6_u.u6_addr32[2] ^ a.in6_u.u6_addr32[3];
+		bpf_probe_read_kernel(&a, sizeof(a), &sk->__sk_common.skc_v6_rcv_saddr);
+		s ^= (a.in6_u.u6_addr32[3] << 1);
+	} else {
+		s ^= sk->__sk_common.skc_daddr ^ (sk->__sk_common.skc_rcv_saddr << 1);
+	}
+	return s;
+}
+
+static __always_inline void current_owner(struct owner *o)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *leader = task->group_leader;
+
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->start_ns = leader->start_boottime;
+	o->source = SRC_TASK;
+	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), leader->comm);
+}
+
+static __always_inline void emit(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto, __u8 state)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(0);
+		return;
+	}
+	__u16 family = sk->__sk_common.skc_family;
+
+	e->sk = (__u64)sk;
+	e->start_ns = o->start_ns;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = o->pid;
+	e->netns = sk_netns(sk);
+	e->type = type;
+	e->proto = proto;
+	e->source = o->source;
+	e->state = state;
+	e->family = family;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->pad = 0;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	if (family == AF_INET6) {
+		bpf_probe_read_kernel(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		__builtin_memset(e->saddr, 0, 16);
+		__builtin_memset(e->daddr, 0, 16);
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u16 proto = sk->sk_protocol;
+	if (proto != IPPROTO_TCP)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	__u64 key = (__u64)sk;
+	struct owner o = {};
+
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		// connect(): process context of the connecting task. The source
+		// port is not chosen yet; the tuple is completed at ESTABLISHED.
+		current_owner(&o);
+		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		return 0;
+	case TCP_LISTEN: {
+		// listen(): process context. Remember the owner by port so that
+		// connections accepted in softirq inherit it until a worker
+		// reads or writes.
+		struct listen_key lk = {
+			.netns = sk_netns(sk),
+			.port = sk->__sk_common.skc_num,
+			.family = family,
+		};
+		current_owner(&o);
+		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
+		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		emit(sk, &o, EV_LISTEN, IPPROTO_TCP, newstate);
+		return 0;
+	}
+	case TCP_ESTABLISHED: {
+		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		if (oldstate == TCP_SYN_SENT) {
+			if (!p)
+				return 0; // connect() predates the tracker
+			p->last_emit_ns = bpf_ktime_get_ns();
+			p->sig = sk_sig(sk);
+			emit(sk, p, EV_CONNECT, IPPROTO_TCP, newstate);
+			return 0;
+		}
+		if (p)
+			return 0;
+		// Passive open (softirq): inherit the listener's owner.
+		struct listen_key lk = {
+			.netns = sk_netns(sk),
+			.port = sk->__sk_common.skc_num,
+			.family = family,
+		};
+		struct owner *l = bpf_map_lookup_elem(&listeners, &lk);
+		if (!l)
+			return 0;
+		__builtin_memcpy(&o, l, sizeof(o));
+		o.source = SRC_LISTENER;
+		o.last_emit_ns = bpf_ktime_get_ns();
+		o.sig = sk_sig(sk);
+		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		emit(sk, &o, EV_ACCEPT, IPPROTO_TCP, newstate);
+		return 0;
+	}
+	case TCP_CLOSE: {
+		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		if (!p)
+			return 0;
+		if (oldstate == TCP_LISTEN) {
+			struct listen_key lk = {
+				.netns = sk_netns(sk),
+				.port = sk->__sk_common.skc_num,
+				.family = family,
+			};
+			struct owner *l = bpf_map_lookup_elem(&listeners, &lk);
+			if (l && l->pid == p->pid && l->start_ns == p->start_ns)
+				bpf_map_delete_elem(&listeners, &lk);
+		}
+		emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
+		bpf_map_delete_elem(&socks, &key);
+		return 0;
+	}
+	}
+	return 0;
+}
+
+// A send or receive runs in the context of the task using the socket: it
+// attributes accepted TCP connections to the worker that serves them and
+// UDP sockets (keyed by local address and port) to their user.
+static __always_inline int on_io(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	__u16 proto = sk->sk_protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	__u64 key = (__u64)sk;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct owner *p = bpf_map_lookup_elem(&socks, &key);
+	__u32 sig = sk_sig(sk);
+	if (p && p->pid == pid && p->source == SRC_TASK && p->sig == sig) {
+		// Known owner. UDP has no close event: re-announce now and then.
+		if (proto == IPPROTO_UDP && now - p->last_emit_ns > REFRESH_NS) {
+			p->last_emit_ns = now;
+			emit(sk, p, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
+		}
+		return 0;
+	}
+	if (proto == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_LISTEN)
+		return 0;
+	struct owner o = {};
+	current_owner(&o);
+	o.last_emit_ns = now;
+	o.sig = sig;
+	bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+	emit(sk, &o, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_io(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_io(sk);
+}

@@ -1,0 +1,126 @@
+// Package tracker is an optional eBPF connection tracker for Linux. It
+// records, in kernel context, which process made each TCP connection and
+// which process uses each UDP socket, so that an event that arrives after
+// the socket closed (and vanished from /proc) still resolves to its owner.
+//
+// A Tracker attaches three BTF-typed raw tracepoints (tp_btf):
+// inet_sock_set_state, sock_send_length and sock_recv_length. Client
+// connections are attributed to the task that called connect(); accepted
+// connections first to the listener's owner and then to the task that
+// first sends or receives on them; UDP sockets to the task that sends or
+// receives. See docs/tracker.md.
+package tracker
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// ErrUnsupported is returned by New on systems other than Linux.
+var ErrUnsupported = errors.New("tracker: the eBPF connection tracker is only supported on Linux")
+
+// Default option values.
+const (
+	DefaultRetention  = 30 * time.Second
+	DefaultMaxEntries = 65536
+)
+
+// udpRefresh is how often the BPF program re-announces an active UDP socket
+// (REFRESH_NS in bpf/tracker.bpf.c); UDP has no close event, so a UDP record
+// lives Retention past the last announcement window.
+const udpRefresh = 10 * time.Second
+
+// userHZ is the clock-tick rate of /proc/<pid>/stat's starttime (USER_HZ,
+// 100 on every Linux architecture).
+const userHZ = 100
+
+// Options configures a Tracker. The zero value selects the defaults.
+type Options struct {
+	// Retention is how long a record is kept after its TCP connection
+	// closed, or after a UDP socket was last seen active (UDP sockets have
+	// no close event). Default 30s.
+	Retention time.Duration
+	// MaxEntries caps the user-space table; past it the entries seen least
+	// recently are evicted. Default 65536.
+	MaxEntries int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	return o
+}
+
+// Source tells how a record's owner was learned.
+type Source uint8
+
+const (
+	// SourceConnect: the task that called connect() (TCP client side).
+	SourceConnect Source = iota + 1
+	// SourceListener: an accepted TCP connection no task has used yet,
+	// attributed to the owner of the listening socket.
+	SourceListener
+	// SourceIO: the task that sent or received on the socket (TCP server
+	// workers, UDP).
+	SourceIO
+	// SourceListen: the record of a TCP listening socket.
+	SourceListen
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceConnect:
+		return "connect"
+	case SourceListener:
+		return "listener"
+	case SourceIO:
+		return "io"
+	case SourceListen:
+		return "listen"
+	}
+	return "unknown"
+}
+
+// Record is what the tracker knows of a socket's owner.
+type Record struct {
+	// PID is the owning process (thread-group) ID.
+	PID int
+	// StartTicks is the process's start time in clock ticks since boot,
+	// the value of /proc/<pid>/stat field 22, which the Linux procs engine
+	// uses as StartKey: a recycled PID has a different StartTicks.
+	StartTicks uint64
+	// StartBoottime is the same start time with nanosecond resolution
+	// (task->start_boottime).
+	StartBoottime time.Duration
+	// Comm is the process's command name (at most 15 bytes).
+	Comm string
+	// Source tells how the owner was learned.
+	Source Source
+	// NetNS is the inode number of the socket's network namespace.
+	NetNS uint32
+	// Seen is when the tracker last heard of the socket.
+	Seen time.Time
+	// Closed is when the TCP connection closed; zero while open and for UDP.
+	Closed time.Time
+}
+
+// Stats are the tracker's counters.
+type Stats struct {
+	Events  uint64 // events read from the kernel
+	Lost    uint64 // events dropped in the kernel because the ring buffer was full
+	Evicted uint64 // records evicted by the MaxEntries cap
+	Expired uint64 // records removed after their retention
+	Entries int    // records currently held
+}
+
+type key struct {
+	proto         procs.Transport
+	local, remote netip.AddrPort
+}

@@ -1,0 +1,394 @@
+//go:build linux
+
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// Event types and owner sources, mirrored from bpf/tracker.bpf.c.
+const (
+	evConnect  = 1
+	evAccept   = 2
+	evSendRecv = 3
+	evClose    = 4
+	evListen   = 5
+
+	srcListener = 2
+)
+
+// btfPath is where the kernel exposes its BTF; CO-RE relocations need it.
+const btfPath = "/sys/kernel/btf/vmlinux"
+
+// Tracker attributes TCP connections and UDP sockets to processes from
+// kernel events. It is safe for concurrent use.
+type Tracker struct {
+	opts  Options
+	objs  trackerObjects
+	links []link.Link
+	rd    *ringbuf.Reader
+
+	mu    sync.RWMutex
+	table map[key]*Record
+
+	events, evicted, expired atomic.Uint64
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	now func() time.Time // tests
+}
+
+// New loads the BPF programs, attaches them and starts reading their
+// events. It needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF
+// (/sys/kernel/btf/vmlinux) and BTF-typed tracepoints (tp_btf). Errors wrap
+// the underlying cause.
+func New(opts Options) (*Tracker, error) {
+	opts = opts.withDefaults()
+	if _, err := os.Stat(btfPath); err != nil {
+		return nil, fmt.Errorf("tracker: kernel BTF is not available (CONFIG_DEBUG_INFO_BTF): %w", err)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// ignore it and RemoveMemlock does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("tracker: %w", privilegeHint(err))
+	}
+
+	t := &Tracker{
+		opts:  opts,
+		table: make(map[key]*Record),
+		stop:  make(chan struct{}),
+		now:   time.Now,
+	}
+	if err := loadTrackerObjects(&t.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("tracker: the kernel's verifier rejected the BPF program: %w", err)
+		}
+		return nil, fmt.Errorf("tracker: loading BPF objects: %w", privilegeHint(err))
+	}
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
+		{"tp_btf/sock_send_length", t.objs.SockSendLength},
+		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			t.release()
+			return nil, fmt.Errorf("tracker: attaching %s: %w", p.name, privilegeHint(err))
+		}
+		t.links = append(t.links, l)
+	}
+	rd, err := ringbuf.NewReader(t.objs.Events)
+	if err != nil {
+		t.release()
+		return nil, fmt.Errorf("tracker: opening the ring buffer: %w", err)
+	}
+	t.rd = rd
+
+	t.wg.Add(2)
+	go t.readLoop()
+	go t.expireLoop()
+	return t, nil
+}
+
+// privilegeError explains a refusal by the kernel.
+type privilegeError struct{ err error }
+
+func (e *privilegeError) Error() string {
+	return e.err.Error() + " (the eBPF tracker needs root, or CAP_BPF and CAP_PERFMON)"
+}
+func (e *privilegeError) Unwrap() error { return e.err }
+
+func privilegeHint(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return &privilegeError{err}
+	}
+	return err
+}
+
+// release detaches the programs and frees the kernel objects.
+func (t *Tracker) release() error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	t.links = nil
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Close detaches the programs, stops the goroutines and frees the kernel
+// objects. It is safe to call more than once.
+func (t *Tracker) Close() error {
+	t.closeOnce.Do(func() {
+		close(t.stop)
+		err := t.rd.Close() // unblocks readLoop
+		t.wg.Wait()
+		t.closeErr = errors.Join(err, t.release())
+	})
+	return t.closeErr
+}
+
+func (t *Tracker) readLoop() {
+	defer t.wg.Done()
+	var rec ringbuf.Record
+	for {
+		if err := t.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			select {
+			case <-t.stop:
+				return
+			default:
+			}
+			continue
+		}
+		if len(rec.RawSample) < int(unsafe.Sizeof(trackerEvent{})) {
+			continue
+		}
+		ev := (*trackerEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		t.handle(ev)
+	}
+}
+
+// handle applies one kernel event to the table.
+func (t *Tracker) handle(ev *trackerEvent) {
+	t.events.Add(1)
+	proto := procs.Transport(ev.Proto)
+	if proto != procs.TCP && proto != procs.UDP {
+		return
+	}
+	local := netip.AddrPortFrom(eventAddr(ev.Family, &ev.Saddr), ev.Sport)
+	remote := netip.AddrPortFrom(eventAddr(ev.Family, &ev.Daddr), ev.Dport)
+	if !local.Addr().IsValid() {
+		return
+	}
+	if ev.Dport == 0 {
+		// An unconnected UDP socket or a listener: it owns Local for any peer.
+		remote = netip.AddrPort{}
+	}
+	now := t.now()
+	r := Record{
+		PID:           int(ev.Pid),
+		StartTicks:    ev.StartNs / (1e9 / userHZ),
+		StartBoottime: time.Duration(ev.StartNs),
+		Comm:          comm(&ev.Comm),
+		NetNS:         ev.Netns,
+		Seen:          now,
+	}
+	switch ev.Type {
+	case evConnect:
+		r.Source = SourceConnect
+	case evAccept:
+		r.Source = SourceListener
+	case evSendRecv:
+		r.Source = SourceIO
+	case evListen:
+		r.Source = SourceListen
+	case evClose:
+		r.Closed = now
+		r.Source = SourceIO
+		if ev.Source == srcListener {
+			r.Source = SourceListener
+		}
+	default:
+		return
+	}
+	k := key{proto, local, remote}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.table[k]; ok {
+		if ev.Type == evClose && old.PID == r.PID && old.StartBoottime == r.StartBoottime {
+			// Keep how the owner was learned.
+			r.Source = old.Source
+		}
+		*old = r
+		return
+	}
+	if ev.Type == evClose && ev.Sport == 0 {
+		return // a connect that failed before it had a port
+	}
+	if len(t.table) >= t.opts.MaxEntries {
+		t.expireLocked(now)
+		if len(t.table) >= t.opts.MaxEntries {
+			t.evictLocked()
+		}
+	}
+	t.table[k] = &r
+}
+
+func eventAddr(family uint16, b *[16]uint8) netip.Addr {
+	switch family {
+	case unix.AF_INET:
+		return netip.AddrFrom4([4]byte(b[:4]))
+	case unix.AF_INET6:
+		return netip.AddrFrom16(*b).Unmap()
+	}
+	return netip.Addr{}
+}
+
+func comm(c *[16]int8) string {
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(b)
+}
+
+func (t *Tracker) expireLoop() {
+	defer t.wg.Done()
+	period := min(max(t.opts.Retention/4, 50*time.Millisecond), 5*time.Second)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.mu.Lock()
+			t.expireLocked(t.now())
+			t.mu.Unlock()
+		}
+	}
+}
+
+// expireLocked removes closed TCP records older than Retention and UDP
+// records not announced for Retention past the refresh window.
+func (t *Tracker) expireLocked(now time.Time) {
+	for k, r := range t.table {
+		if t.expiredAt(k, r, now) {
+			delete(t.table, k)
+			t.expired.Add(1)
+		}
+	}
+}
+
+func (t *Tracker) expiredAt(k key, r *Record, now time.Time) bool {
+	if !r.Closed.IsZero() {
+		return now.Sub(r.Closed) > t.opts.Retention
+	}
+	if k.proto == procs.UDP {
+		return now.Sub(r.Seen) > t.opts.Retention+udpRefresh
+	}
+	return false
+}
+
+// evictLocked drops the least recently seen eighth of the table.
+func (t *Tracker) evictLocked() {
+	type aged struct {
+		k    key
+		seen time.Time
+	}
+	all := make([]aged, 0, len(t.table))
+	for k, r := range t.table {
+		all = append(all, aged{k, r.Seen})
+	}
+	slices.SortFunc(all, func(a, b aged) int { return a.seen.Compare(b.seen) })
+	n := max(len(all)/8, 1)
+	for _, a := range all[:n] {
+		delete(t.table, a.k)
+	}
+	t.evicted.Add(uint64(n))
+}
+
+// Lookup returns the owner of the socket with the given transport, local and
+// remote endpoints, as seen from this host. Addresses may be IPv4-mapped.
+// It tries the exact tuple, then the local endpoint alone (an unconnected
+// UDP socket or a TCP listener), then the wildcard address at the local
+// port. Records of closed connections are returned until their retention
+// expires; Record.Closed tells them apart.
+func (t *Tracker) Lookup(proto procs.Transport, local, remote netip.AddrPort) (Record, bool) {
+	local = unmap(local)
+	remote = unmap(remote)
+	now := t.now()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	try := func(k key) (Record, bool) {
+		r, ok := t.table[k]
+		if !ok || t.expiredAt(k, r, now) {
+			return Record{}, false
+		}
+		return *r, true
+	}
+	if r, ok := try(key{proto, local, remote}); ok {
+		return r, true
+	}
+	if proto == procs.TCP {
+		// Only a connection-less record (a listener) may answer for a
+		// TCP connection.
+		if r, ok := t.listenerLocked(proto, local, try); ok && r.Source == SourceListen {
+			r.Source = SourceListener
+			return r, true
+		}
+		return Record{}, false
+	}
+	return t.listenerLocked(proto, local, try)
+}
+
+func (t *Tracker) listenerLocked(proto procs.Transport, local netip.AddrPort, try func(key) (Record, bool)) (Record, bool) {
+	if r, ok := try(key{proto, local, netip.AddrPort{}}); ok {
+		return r, true
+	}
+	for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+		if local.Addr().Is6() && any.Is4() {
+			continue
+		}
+		if r, ok := try(key{proto, netip.AddrPortFrom(any, local.Port()), netip.AddrPort{}}); ok {
+			return r, true
+		}
+	}
+	return Record{}, false
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+// Stats returns the tracker's counters.
+func (t *Tracker) Stats() Stats {
+	s := Stats{
+		Events:  t.events.Load(),
+		Evicted: t.evicted.Load(),
+		Expired: t.expired.Load(),
+	}
+	var lost []uint64
+	if err := t.objs.Stats.Lookup(uint32(0), &lost); err == nil {
+		for _, v := range lost {
+			s.Lost += v
+		}
+	}
+	t.mu.RLock()
+	s.Entries = len(t.table)
+	t.mu.RUnlock()
+	return s
+}
