@@ -31,7 +31,11 @@ func decodeIP(v any) (netip.Addr, error) {
 	case net.IP:
 		a, ok := netip.AddrFromSlice(x)
 		if !ok {
-			return netip.Addr{}, fmt.Errorf("net.IP of %d bytes is not an IP address", len(x))
+			h := x
+			if len(h) > maxQuoted/2 {
+				h = h[:maxQuoted/2]
+			}
+			return netip.Addr{}, fmt.Errorf("net.IP [%x] of %d bytes is not an IP address (want 4 or 16 bytes)", []byte(h), len(x))
 		}
 		return a.Unmap(), nil
 	case netip.Addr:
