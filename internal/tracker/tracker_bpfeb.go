@@ -47,8 +47,9 @@ type trackerOwner struct {
 	LastEmitNs uint64
 	Pid        uint32
 	Sig        uint32
+	Sport      uint16
 	Source     uint8
-	Pad        [3]uint8
+	Pad        uint8
 	Comm       [16]int8
 	_          [4]byte
 }

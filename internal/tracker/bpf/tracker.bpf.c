@@ -47,8 +47,9 @@ struct owner {
 	__u64 last_emit_ns;
 	__u32 pid;      // tgid
 	__u32 sig;      // tuple signature at the last announcement
+	__u16 sport;    // local port once known: it is cleared before CLOSE
 	__u8 source;
-	__u8 pad[3];
+	__u8 pad;
 	char comm[16];
 };
 
@@ -168,6 +169,8 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 	e->state = state;
 	e->family = family;
 	e->sport = sk->__sk_common.skc_num;
+	if (e->sport == 0)
+		e->sport = o->sport; // TCP_CLOSE: inet_put_port already ran
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	e->pad = 0;
 	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
@@ -215,6 +218,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 			.family = family,
 		};
 		current_owner(&o);
+		o.sport = lk.port;
 		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		emit(sk, &o, EV_LISTEN, IPPROTO_TCP, newstate);
@@ -227,6 +231,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 				return 0; // connect() predates the tracker
 			p->last_emit_ns = bpf_ktime_get_ns();
 			p->sig = sk_sig(sk);
+			p->sport = sk->__sk_common.skc_num;
 			emit(sk, p, EV_CONNECT, IPPROTO_TCP, newstate);
 			return 0;
 		}
@@ -245,6 +250,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		o.source = SRC_LISTENER;
 		o.last_emit_ns = bpf_ktime_get_ns();
 		o.sig = sk_sig(sk);
+		o.sport = sk->__sk_common.skc_num;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		emit(sk, &o, EV_ACCEPT, IPPROTO_TCP, newstate);
 		return 0;
@@ -304,6 +310,7 @@ static __always_inline int on_io(struct sock *sk)
 	current_owner(&o);
 	o.last_emit_ns = now;
 	o.sig = sig;
+	o.sport = sk->__sk_common.skc_num;
 	bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 	emit(sk, &o, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
 	return 0;

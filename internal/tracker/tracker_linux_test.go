@@ -1,0 +1,362 @@
+//go:build linux
+
+package tracker
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// Helper mode: the test binary re-executed as a short-lived client.
+const (
+	helperEnv     = "TRACKER_TEST_HELPER"
+	helperAddrEnv = "TRACKER_TEST_ADDR"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		if err := runHelper(mode, os.Getenv(helperAddrEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// selfStart returns this process's /proc/self/stat starttime (clock ticks).
+func selfStart() (uint64, error) {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	_, _, start, err := procs.ParseStatStart(data)
+	return start, err
+}
+
+// runHelper connects (tcp, tcp6) or sends (udp, udp-unconnected) to addr
+// one line "pid start" and returns, so the process exits at once.
+func runHelper(mode, addr string) error {
+	start, err := selfStart()
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("%d %d\n", os.Getpid(), start)
+	switch mode {
+	case "tcp", "udp":
+		c, err := net.Dial(mode, addr)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(c, line)
+		c.Close()
+		return err
+	case "udp-unconnected":
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return err
+		}
+		_, err = pc.WriteTo([]byte(line), ua)
+		return err
+	}
+	return fmt.Errorf("unknown helper mode %q", mode)
+}
+
+// spawn runs one helper to completion and returns its PID.
+func spawn(t testing.TB, mode, addr string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperAddrEnv+"="+addr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helper %s: %v", mode, err)
+	}
+	return cmd.Process.Pid
+}
+
+func newTracker(t testing.TB, opts Options) *Tracker {
+	t.Helper()
+	tr, err := New(opts)
+	if err != nil {
+		t.Skipf("eBPF tracker unavailable here (needs root, BTF and tp_btf): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return tr
+}
+
+// waitLookup polls Lookup until it finds a record or a deadline passes:
+// the kernel's events reach the table asynchronously.
+func waitLookup(tr *Tracker, proto procs.Transport, local, remote netip.AddrPort, want func(Record) bool) (Record, bool) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		r, ok := tr.Lookup(proto, local, remote)
+		if ok && (want == nil || want(r)) {
+			return r, true
+		}
+		if time.Now().After(deadline) {
+			return r, ok
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// hello is what the server side learned from one helper.
+type hello struct {
+	client     netip.AddrPort
+	pid        int
+	startTicks uint64
+}
+
+func parseHello(client netip.AddrPort, line string) (hello, error) {
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		return hello{}, fmt.Errorf("bad line %q", line)
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil {
+		return hello{}, err
+	}
+	st, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return hello{}, err
+	}
+	return hello{unmap(client), pid, st}, nil
+}
+
+// tcpServer accepts connections and reports each client's line.
+func tcpServer(t *testing.T, network, addr string) (net.Listener, <-chan hello) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("listen %s %s: %v", network, addr, err)
+	}
+	out := make(chan hello, 256)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					t.Errorf("read from %v: %v", c.RemoteAddr(), err)
+					return
+				}
+				h, err := parseHello(c.RemoteAddr().(*net.TCPAddr).AddrPort(), line)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				out <- h
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln, out
+}
+
+func testShortLivedTCP(t *testing.T, network, addr string, n int) {
+	tr := newTracker(t, Options{})
+	ln, hellos := tcpServer(t, network, addr)
+	server := unmap(ln.Addr().(*net.TCPAddr).AddrPort())
+
+	pids := make(map[int]bool)
+	for range n {
+		pids[spawn(t, "tcp", ln.Addr().String())] = true
+	}
+	// Every helper has exited: /proc no longer knows their sockets.
+	myStart, err := selfStart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		var h hello
+		select {
+		case h = <-hellos:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d helpers were heard", i, n)
+		}
+		if !pids[h.pid] {
+			t.Fatalf("hello from unexpected pid %d", h.pid)
+		}
+		r, ok := waitLookup(tr, procs.TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+		if !ok {
+			t.Fatalf("client %v (pid %d): no record; stats %+v", h.client, h.pid, tr.Stats())
+		}
+		if r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceConnect {
+			t.Errorf("client %v: got pid %d start %d source %v, want pid %d start %d source connect",
+				h.client, r.PID, r.StartTicks, r.Source, h.pid, h.startTicks)
+		}
+		if r.Closed.IsZero() {
+			t.Errorf("client %v: record not marked closed after the helper exited", h.client)
+		}
+		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
+			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
+		}
+		// The accepting side is this test process: attributed at its
+		// first read (or via the listener before that).
+		sr, ok := waitLookup(tr, procs.TCP, server, h.client, nil)
+		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart {
+			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d", h.client, sr, ok, os.Getpid(), myStart)
+		}
+	}
+	t.Logf("%d short-lived %s clients attributed after exit; stats %+v", n, network, tr.Stats())
+}
+
+func TestShortLivedTCPClients(t *testing.T) {
+	testShortLivedTCP(t, "tcp4", "127.0.0.1:0", 20)
+}
+
+func TestShortLivedTCPClientsIPv6(t *testing.T) {
+	testShortLivedTCP(t, "tcp6", "[::1]:0", 5)
+}
+
+func testUDP(t *testing.T, mode string) {
+	tr := newTracker(t, Options{})
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	server := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	const n = 5
+	for range n {
+		pid := spawn(t, mode, server.String())
+		buf := make([]byte, 128)
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := parseHello(from.(*net.UDPAddr).AddrPort(), string(buf[:m]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.pid != pid {
+			t.Fatalf("datagram from pid %d, want %d", h.pid, pid)
+		}
+		r, ok := waitLookup(tr, procs.UDP, h.client, server, func(r Record) bool { return r.PID == pid })
+		if !ok || r.PID != pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
+			t.Errorf("udp client %v: got %+v ok=%v, want pid %d start %d source io", h.client, r, ok, pid, h.startTicks)
+		}
+	}
+	// The receiving socket belongs to this process.
+	r, ok := waitLookup(tr, procs.UDP, server, netip.MustParseAddrPort("127.0.0.1:9"), func(r Record) bool { return r.PID == os.Getpid() })
+	if !ok || r.PID != os.Getpid() {
+		t.Errorf("udp server %v: got %+v ok=%v, want pid %d", server, r, ok, os.Getpid())
+	}
+}
+
+func TestUDPConnectedSender(t *testing.T)   { testUDP(t, "udp") }
+func TestUDPUnconnectedSender(t *testing.T) { testUDP(t, "udp-unconnected") }
+
+func TestRetentionExpiry(t *testing.T) {
+	const retention = 2 * time.Second
+	tr := newTracker(t, Options{Retention: retention})
+	ln, hellos := tcpServer(t, "tcp4", "127.0.0.1:0")
+	server := ln.Addr().(*net.TCPAddr).AddrPort()
+	pid := spawn(t, "tcp", server.String())
+	h := <-hellos
+	r, ok := waitLookup(tr, procs.TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+	if !ok || r.PID != pid || r.Closed.IsZero() {
+		t.Fatalf("got %+v ok=%v, want a closed record of pid %d", r, ok, pid)
+	}
+	time.Sleep(retention + 600*time.Millisecond)
+	if r, ok := tr.Lookup(procs.TCP, h.client, server); ok {
+		t.Errorf("record outlived its retention: %+v", r)
+	}
+	if s := tr.Stats(); s.Expired == 0 {
+		t.Errorf("no expiry counted: %+v", s)
+	}
+}
+
+func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
+	tr, err := New(Options{})
+	if err != nil {
+		t.Skipf("eBPF tracker unavailable here: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		tr.Close()
+		tr.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	// After Close the goroutines are gone: wg.Wait returned inside Close.
+	if _, ok := tr.Lookup(procs.TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); ok {
+		t.Error("lookup on an empty closed tracker found something")
+	}
+}
+
+// BenchmarkConnectClose measures a loopback TCP connect+close with and
+// without the tracker attached; the difference is the per-connection cost
+// of the BPF programs plus event handling.
+func BenchmarkConnectClose(b *testing.B) {
+	run := func(b *testing.B) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		addr := ln.Addr().String()
+		b.ResetTimer()
+		for b.Loop() {
+			c, err := net.Dial("tcp4", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	b.Run("baseline", run)
+	b.Run("tracker", func(b *testing.B) {
+		tr := newTracker(b, Options{})
+		run(b)
+		b.StopTimer()
+		s := tr.Stats()
+		b.ReportMetric(float64(s.Events)/float64(b.N), "events/op")
+		b.ReportMetric(float64(s.Lost), "lost")
+	})
+}
