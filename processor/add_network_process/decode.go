@@ -220,11 +220,20 @@ func decodeProtoNumber(v any) (uint64, error) {
 
 const maxQuoted = 64
 
+// quote shows s, or its head when long, in Go syntax. Escaping can make a
+// byte four characters long, so the head shrinks until the quoted form fits
+// in 2*maxQuoted characters.
 func quote(s string) string {
-	if len(s) > maxQuoted {
-		return strconv.Quote(s[:maxQuoted]) + fmt.Sprintf("… (%d bytes)", len(s))
+	n := min(len(s), maxQuoted)
+	q := strconv.Quote(s[:n])
+	for len(q) > 2*maxQuoted {
+		n = n * 2 / 3
+		q = strconv.Quote(s[:n])
 	}
-	return strconv.Quote(s)
+	if n < len(s) {
+		return q + fmt.Sprintf("… (%d bytes)", len(s))
+	}
+	return q
 }
 
 func describe(v any) string {
