@@ -11,6 +11,9 @@
 //     data/netprocbeat.lock, the log files are logs/netprocbeat*.ndjson and
 //     events carry agent.type: netprocbeat, so it never shares state with a
 //     Filebeat on the same host.
+//   - Filebeat's fields.yml is registered under the new name too, so that
+//     `netprocbeat export template` and `setup.template` produce Filebeat's
+//     mappings under the netprocbeat-* index pattern.
 //   - The default path.home is the current working directory, not the
 //     directory of the executable as in Filebeat. This makes
 //     `go run ./cmd/netprocbeat -e -c netprocbeat.yml` (whose executable
@@ -30,6 +33,7 @@ import (
 
 	"github.com/elastic/beats/v7/filebeat/cmd"
 	inputs "github.com/elastic/beats/v7/filebeat/input/default-inputs"
+	"github.com/elastic/beats/v7/libbeat/asset"
 	"github.com/elastic/beats/v7/libbeat/cfgfile"
 
 	_ "github.com/netprocbeat/netprocbeat/processor/add_network_process"
@@ -44,6 +48,14 @@ func main() {
 	settings.IndexPrefix = Name
 	// Filebeat's Kibana dashboards are not shipped with netprocbeat.
 	settings.HasDashboards = false
+	// The index template is built from the fields.yml files registered
+	// under the beat name; Filebeat's (ECS, libbeat, inputs and modules,
+	// which include the ECS process.* fields add_network_process writes)
+	// are registered under "filebeat" by the packages imported above.
+	// Without this the netprocbeat template would have no mappings.
+	if _, ok := asset.FieldsRegistry[Name]; !ok {
+		asset.FieldsRegistry[Name] = asset.FieldsRegistry[cmd.Name]
+	}
 
 	defaultHomeToWorkingDirectory()
 
