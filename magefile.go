@@ -1,0 +1,105 @@
+//go:build mage
+
+// netprocbeat build tasks. Run them without installing mage: go run mage.go <target>
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
+)
+
+const (
+	binary     = "build/netprocbeat"
+	mainPkg    = "./cmd/netprocbeat"
+	demoConfig = "netprocbeat.yml"
+)
+
+// Build compiles Filebeat with add_network_process into build/netprocbeat.
+func Build() error {
+	if err := run(nil, mg.GoCmd(), "build", "-o", binary, mainPkg); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(binary)
+	if err != nil {
+		abs = binary
+	}
+	fmt.Println("built", abs)
+	return nil
+}
+
+// Test runs go test ./..., then go test -race over internal/ and processor/ (the concurrent code).
+func Test() error {
+	if err := run(nil, mg.GoCmd(), "test", "./..."); err != nil {
+		return err
+	}
+	// The race detector needs cgo (a C compiler); ask for it explicitly so a
+	// missing compiler fails loudly instead of as "-race requires cgo".
+	return run(map[string]string{"CGO_ENABLED": "1"},
+		mg.GoCmd(), "test", "-race", "./internal/...", "./processor/...")
+}
+
+// Golden regenerates the golden files: go test ./testing/golden -update.
+func Golden() error {
+	return run(nil, mg.GoCmd(), "test", "./testing/golden", "-update")
+}
+
+// Check runs gofmt -l, go vet, and windows/amd64 and darwin/arm64 cross builds.
+func Check() error {
+	fmt.Println("+ gofmt -l .")
+	out, err := sh.Output("gofmt", "-l", ".")
+	if err != nil {
+		return fmt.Errorf("gofmt: %w\n%s", err, out)
+	}
+	if files := strings.Fields(out); len(files) > 0 {
+		sort.Strings(files)
+		return fmt.Errorf("these files are not gofmt-ed (run gofmt -w on them):\n  %s", strings.Join(files, "\n  "))
+	}
+
+	if err := run(nil, mg.GoCmd(), "vet", "./..."); err != nil {
+		return err
+	}
+
+	// Cross builds: pure Go (CGO_ENABLED=0), as a release build would be.
+	// The whole module builds for both targets; beats' filebeat and libbeat
+	// cross-compile to darwin/arm64 without cgo, so no package restriction
+	// is needed there.
+	for _, target := range []struct{ goos, goarch string }{
+		{"windows", "amd64"},
+		{"darwin", "arm64"},
+	} {
+		env := map[string]string{"GOOS": target.goos, "GOARCH": target.goarch, "CGO_ENABLED": "0"}
+		if err := run(env, mg.GoCmd(), "build", "./..."); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Demo builds, then runs build/netprocbeat -e -c netprocbeat.yml from the repository root (Ctrl-C stops it).
+func Demo() error {
+	mg.Deps(Build)
+	if _, err := os.Stat(demoConfig); err != nil {
+		return fmt.Errorf("demo needs %s in the repository root: %w", demoConfig, err)
+	}
+	return run(nil, "./"+binary, "-e", "-c", demoConfig)
+}
+
+// run prints the command (with any environment overrides) and runs it,
+// streaming its stdout and stderr.
+func run(env map[string]string, cmd string, args ...string) error {
+	var prefix []string
+	for k, v := range env {
+		prefix = append(prefix, k+"="+v)
+	}
+	sort.Strings(prefix)
+	line := append(prefix, cmd)
+	line = append(line, args...)
+	fmt.Println("+", strings.Join(line, " "))
+	return sh.RunWithV(env, cmd, args...)
+}
