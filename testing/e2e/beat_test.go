@@ -96,7 +96,12 @@ logging.metrics.enabled: false
 // is stopped with SIGINT when the test ends.
 func startBeat(t *testing.T, cfg string) *runningBeat {
 	t.Helper()
-	home := t.TempDir()
+	return startBeatIn(t, t.TempDir(), cfg)
+}
+
+// startBeatIn is startBeat with a given path.home.
+func startBeatIn(t *testing.T, home, cfg string) *runningBeat {
+	t.Helper()
 	cfgPath := filepath.Join(home, "netprocbeat.yml")
 	// The beat refuses configuration files writable by others (strict.perms).
 	if err := os.WriteFile(cfgPath, []byte(cfg+commonConfig), 0o600); err != nil {
@@ -200,7 +205,13 @@ func (b *runningBeat) waitEvent(t *testing.T, timeout time.Duration, what string
 }
 
 // stop sends SIGINT and waits for a clean exit, killing the beat after 15s.
+// It may be called more than once.
 func (b *runningBeat) stop(t *testing.T) {
+	select {
+	case <-b.done:
+		return
+	default:
+	}
 	_ = b.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-b.done:

@@ -345,3 +345,64 @@ func TestTestConfig(t *testing.T) {
 	}
 	t.Logf("bad.yml rejected: %s", strings.TrimSpace(string(out)))
 }
+
+// TestRestartAndLock: a second netprocbeat on the same path.data is refused
+// while the first runs, and a restart after a clean stop or after SIGKILL
+// (which leaves the lock file behind) starts normally.
+func TestRestartAndLock(t *testing.T) {
+	home := t.TempDir()
+	port := freePort(t, "tcp", "127.0.0.1")
+	cfg := "netprocbeat.inputs:" + netInput("tcp", "127.0.0.1", port) + processorConfig("")
+
+	first := startBeatIn(t, home, cfg)
+	cfgPath := filepath.Join(home, "netprocbeat.yml")
+	out, err := exec.Command(beatBin, "-e", "-c", cfgPath, "--path.home", home).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "data path already locked") {
+		t.Errorf("second netprocbeat on the same path.data: err=%v, want a lock error; output tail:\n%s", err, tail(string(out), 5))
+	}
+	first.stop(t)
+
+	second := startBeatIn(t, home, cfg)
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
+	if err := second.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-second.done
+	if _, err := os.Stat(filepath.Join(home, "data", "netprocbeat.lock")); err != nil {
+		t.Logf("no lock file left after SIGKILL (%v)", err)
+	}
+	third := startBeatIn(t, home, cfg)
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
+	third.stop(t)
+}
+
+// TestCommands checks the subcommands a user runs first.
+func TestCommands(t *testing.T) {
+	home := t.TempDir()
+	shipped := filepath.Join(moduleRoot, "netprocbeat.yml")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"version"}, "netprocbeat version"},
+		{[]string{"export", "config", "-c", shipped}, "add_network_process"},
+		{[]string{"run", "--help"}, "Run netprocbeat"},
+	} {
+		out, err := exec.Command(beatBin, append(c.args, "--path.home", home)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("netprocbeat %s: %v\n%s", strings.Join(c.args, " "), err, tail(string(out), 10))
+			continue
+		}
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("netprocbeat %s: output lacks %q:\n%s", strings.Join(c.args, " "), c.want, tail(string(out), 10))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
