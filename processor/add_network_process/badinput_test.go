@@ -419,3 +419,28 @@ func TestBadInputStormDoesNotLog(t *testing.T) {
 		t.Fatalf("1000 bad events wrote %d log lines, want at most 1; first: %v", n, obs.All()[start].Message)
 	}
 }
+
+// TestErrorMessageListNotShared: two events whose error.message lists share
+// a backing array (a shallow copy, as a fan-out may make) must each keep
+// their own messages.
+func TestErrorMessageListNotShared(t *testing.T) {
+	p := newFromYAML(t, "{}")
+	shared := make([]string, 1, 8)
+	shared[0] = "upstream"
+	ev1 := badEvent("127.0.0.1", "80a", "tcp")
+	ev1.Fields["error"] = mapstr.M{"message": shared}
+	ev2 := badEvent("127.0.0.1", "99999", "tcp")
+	ev2.Fields["error"] = mapstr.M{"message": shared}
+	runPreserving(t, p, ev1)
+	runPreserving(t, p, ev2)
+	m1, m2 := biErrorMessages(ev1), biErrorMessages(ev2)
+	if len(m1) != 2 || m1[0] != "upstream" || !strings.Contains(m1[1], `"80a"`) {
+		t.Errorf("first event's error.message = %q, want [upstream, its own message about \"80a\"]", m1)
+	}
+	if len(m2) != 2 || m2[0] != "upstream" || !strings.Contains(m2[1], `"99999"`) {
+		t.Errorf("second event's error.message = %q, want [upstream, its own message about \"99999\"]", m2)
+	}
+	if len(shared) != 1 || shared[0] != "upstream" || shared[:2][1] != "" {
+		t.Errorf("the shared list was written to: %q", shared[:2])
+	}
+}
