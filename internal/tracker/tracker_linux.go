@@ -33,6 +33,11 @@ const (
 	srcListener = 2
 )
 
+// pollInterval bounds how long an event waits in the ring buffer: the BPF
+// program wakes the reader only when 64 KiB are pending, so that a burst of
+// connections costs one wakeup rather than one per event.
+const pollInterval = 10 * time.Millisecond
+
 // btfPath is where the kernel exposes its BTF; CO-RE relocations need it.
 const btfPath = "/sys/kernel/btf/vmlinux"
 
@@ -45,7 +50,8 @@ type Tracker struct {
 	rd    *ringbuf.Reader
 
 	mu    sync.RWMutex
-	table map[key]*Record
+	table map[key]Record
+	comms map[[16]int8]string // interned command names; reader goroutine only
 
 	events, evicted, expired atomic.Uint64
 
@@ -74,7 +80,8 @@ func New(opts Options) (*Tracker, error) {
 
 	t := &Tracker{
 		opts:  opts,
-		table: make(map[key]*Record),
+		table: make(map[key]Record),
+		comms: make(map[[16]int8]string),
 		stop:  make(chan struct{}),
 		now:   time.Now,
 	}
@@ -155,6 +162,7 @@ func (t *Tracker) readLoop() {
 	defer t.wg.Done()
 	var rec ringbuf.Record
 	for {
+		t.rd.SetDeadline(time.Now().Add(pollInterval))
 		if err := t.rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
@@ -164,7 +172,7 @@ func (t *Tracker) readLoop() {
 				return
 			default:
 			}
-			continue
+			continue // deadline: poll again
 		}
 		if len(rec.RawSample) < int(unsafe.Sizeof(trackerEvent{})) {
 			continue
@@ -195,7 +203,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		PID:           int(ev.Pid),
 		StartTicks:    ev.StartNs / (1e9 / userHZ),
 		StartBoottime: time.Duration(ev.StartNs),
-		Comm:          comm(&ev.Comm),
+		Comm:          t.comm(&ev.Comm),
 		NetNS:         ev.Netns,
 		Seen:          now,
 	}
@@ -226,7 +234,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 			// Keep how the owner was learned.
 			r.Source = old.Source
 		}
-		*old = r
+		t.table[k] = r
 		return
 	}
 	if ev.Type == evClose && ev.Sport == 0 {
@@ -238,7 +246,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 			t.evictLocked()
 		}
 	}
-	t.table[k] = &r
+	t.table[k] = r
 }
 
 func eventAddr(family uint16, b *[16]uint8) netip.Addr {
@@ -251,7 +259,20 @@ func eventAddr(family uint16, b *[16]uint8) netip.Addr {
 	return netip.Addr{}
 }
 
-func comm(c *[16]int8) string {
+// comm returns the interned string of a kernel command name.
+func (t *Tracker) comm(c *[16]int8) string {
+	if s, ok := t.comms[*c]; ok {
+		return s
+	}
+	if len(t.comms) > 4096 {
+		clear(t.comms)
+	}
+	s := commString(c)
+	t.comms[*c] = s
+	return s
+}
+
+func commString(c *[16]int8) string {
 	b := make([]byte, 0, len(c))
 	for _, ch := range c {
 		if ch == 0 {
@@ -283,7 +304,7 @@ func (t *Tracker) expireLoop() {
 // records not announced for Retention past the refresh window.
 func (t *Tracker) expireLocked(now time.Time) {
 	for k, r := range t.table {
-		if t.expiredAt(k, r, now) {
+		if t.expiredAt(k, &r, now) {
 			delete(t.table, k)
 			t.expired.Add(1)
 		}
@@ -332,10 +353,10 @@ func (t *Tracker) Lookup(proto procs.Transport, local, remote netip.AddrPort) (R
 	defer t.mu.RUnlock()
 	try := func(k key) (Record, bool) {
 		r, ok := t.table[k]
-		if !ok || t.expiredAt(k, r, now) {
+		if !ok || t.expiredAt(k, &r, now) {
 			return Record{}, false
 		}
-		return *r, true
+		return r, true
 	}
 	if r, ok := try(key{proto, local, remote}); ok {
 		return r, true

@@ -42,6 +42,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // this often so the user-space table can age out idle ones.
 #define REFRESH_NS (10ULL * 1000 * 1000 * 1000)
 
+// Waking the reader for every event costs more than the event itself: wake
+// it only once this much is pending; it also polls (see Go's pollInterval).
+#define WAKEUP_BYTES (64 * 1024)
+
 struct owner {
 	__u64 start_ns; // group leader's start_boottime
 	__u64 last_emit_ns;
@@ -98,7 +102,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
 // Counters: 0 = ring buffer full (events dropped).
@@ -185,7 +189,8 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 		__builtin_memcpy(e->saddr, &s, 4);
 		__builtin_memcpy(e->daddr, &d, 4);
 	}
-	bpf_ringbuf_submit(e, 0);
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 SEC("tp_btf/inet_sock_set_state")

@@ -42,6 +42,19 @@ enum {
 	BPF_EXIST = 2,
 };
 
+enum {
+	BPF_F_NO_COMMON_LRU = 2,
+};
+
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
+
 struct in6_addr {
 	union {
 		__u8 u6_addr8[16];
