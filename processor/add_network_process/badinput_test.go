@@ -26,9 +26,10 @@ type absentT struct{}
 
 var absent absentT
 
-// remoteIP is TEST-NET-1: never an address of this host, so the source
+// remoteIP is TEST-NET-2: never an address of this host (test hosts may
+// well use TEST-NET-1 for themselves), so the source
 // side of these events is never looked up or enriched.
-const remoteIP = "192.0.2.1"
+const remoteIP = "198.51.100.1"
 
 // lowPortListener listens on 127.0.0.1 at a port below 128, so that every
 // integer type, int8 included, can name it. The tests run as root.
