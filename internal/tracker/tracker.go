@@ -113,8 +113,12 @@ type Record struct {
 
 // Stats are the tracker's counters.
 type Stats struct {
-	Events  uint64 // events read from the kernel
-	Lost    uint64 // events dropped in the kernel because the ring buffer was full
+	Events uint64 // events read from the kernel
+	Lost   uint64 // events dropped in the kernel because the ring buffer was full
+	// Missed counts BPF program runs the kernel skipped because another BPF
+	// program was running on the same CPU (a softirq interrupting one):
+	// each may be a lost attribution. Linux 5.12 and later.
+	Missed  uint64
 	Evicted uint64 // records evicted by the MaxEntries cap
 	Expired uint64 // records removed after their retention
 	Entries int    // records currently held

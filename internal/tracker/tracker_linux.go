@@ -408,6 +408,11 @@ func (t *Tracker) Stats() Stats {
 			s.Lost += v
 		}
 	}
+	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength} {
+		if ps, err := p.Stats(); err == nil {
+			s.Missed += ps.RecursionMisses
+		}
+	}
 	t.mu.RLock()
 	s.Entries = len(t.table)
 	t.mu.RUnlock()

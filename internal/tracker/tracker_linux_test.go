@@ -87,7 +87,8 @@ func spawn(t testing.TB, mode, addr string) int {
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperAddrEnv+"="+addr)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("helper %s: %v", mode, err)
+		t.Errorf("helper %s: %v", mode, err)
+		return -1
 	}
 	return cmd.Process.Pid
 }
@@ -189,11 +190,31 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 	ln, hellos := tcpServer(t, network, addr)
 	server := unmap(ln.Addr().(*net.TCPAddr).AddrPort())
 
+	// Four helpers at a time, so that connects interleave.
 	pids := make(map[int]bool)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
 	for range n {
-		pids[spawn(t, "tcp", ln.Addr().String())] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			pid := spawn(t, "tcp", ln.Addr().String())
+			mu.Lock()
+			pids[pid] = true
+			mu.Unlock()
+		}()
 	}
-	// Every helper has exited: /proc no longer knows their sockets.
+	wg.Wait()
+	// Every helper has exited and been reaped: /proc no longer knows
+	// them or their sockets, which is the case the tracker is for.
+	for pid := range pids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			t.Logf("pid %d already reused", pid)
+		}
+	}
 	myStart, err := selfStart()
 	if err != nil {
 		t.Fatal(err)
@@ -225,8 +246,8 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		// The accepting side is this test process: attributed at its
 		// first read (or via the listener before that).
 		sr, ok := waitLookup(tr, procs.TCP, server, h.client, nil)
-		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart {
-			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d", h.client, sr, ok, os.Getpid(), myStart)
+		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceIO {
+			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source io", h.client, sr, ok, os.Getpid(), myStart)
 		}
 	}
 	t.Logf("%d short-lived %s clients attributed after exit; stats %+v", n, network, tr.Stats())

@@ -196,6 +196,11 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	// Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, ...) are of no
+	// interest: leave before touching the socket.
+	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED &&
+	    newstate != TCP_CLOSE && newstate != TCP_LISTEN)
+		return 0;
 	__u16 proto = sk->sk_protocol;
 	if (proto != IPPROTO_TCP)
 		return 0;

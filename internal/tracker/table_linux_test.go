@@ -1,0 +1,187 @@
+//go:build linux
+
+package tracker
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+)
+
+// The table logic, fed synthetic kernel events: runs without privileges.
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func newTable(opts Options) (*Tracker, *fakeClock) {
+	clk := &fakeClock{time.Unix(1_700_000_000, 0)}
+	return &Tracker{
+		opts:  opts.withDefaults(),
+		table: make(map[key]Record),
+		comms: make(map[[16]int8]string),
+		now:   clk.now,
+	}, clk
+}
+
+func mkEvent(typ uint8, proto procs.Transport, local, remote string, pid uint32, startNS uint64, comm string) *trackerEvent {
+	l, r := netip.MustParseAddrPort(local), netip.MustParseAddrPort(remote)
+	ev := &trackerEvent{
+		Pid:     pid,
+		StartNs: startNS,
+		Type:    typ,
+		Proto:   uint8(proto),
+		Sport:   l.Port(),
+		Dport:   r.Port(),
+		Source:  1,
+	}
+	if l.Addr().Is4() {
+		ev.Family = unix.AF_INET
+		a, b := l.Addr().As4(), r.Addr().As4()
+		copy(ev.Saddr[:], a[:])
+		copy(ev.Daddr[:], b[:])
+	} else {
+		ev.Family = unix.AF_INET6
+		ev.Saddr, ev.Daddr = l.Addr().As16(), r.Addr().As16()
+	}
+	for i := range min(len(comm), 15) {
+		ev.Comm[i] = int8(comm[i])
+	}
+	return ev
+}
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func TestTableConnectCloseRetention(t *testing.T) {
+	tr, clk := newTable(Options{Retention: 10 * time.Second})
+	tr.handle(mkEvent(evConnect, procs.TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	r, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
+	if !ok || r.PID != 42 || r.Comm != "curl" || r.Source != SourceConnect || !r.Closed.IsZero() {
+		t.Fatalf("after connect: %+v %v", r, ok)
+	}
+	if r.StartTicks != 12345 || r.StartBoottime != 123_450*time.Millisecond {
+		t.Errorf("start: ticks %d boottime %v, want 12345 and 123.45s", r.StartTicks, r.StartBoottime)
+	}
+	// The reverse direction is another socket.
+	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.2:443"), ap("10.0.0.1:40000")); ok {
+		t.Error("reverse tuple matched")
+	}
+	if _, ok := tr.Lookup(procs.UDP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+		t.Error("other transport matched")
+	}
+
+	clk.t = clk.t.Add(time.Second)
+	tr.handle(mkEvent(evClose, procs.TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	r, ok = tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
+	if !ok || r.Closed != clk.t || r.Source != SourceConnect {
+		t.Fatalf("after close: %+v %v (source must stay connect)", r, ok)
+	}
+	clk.t = clk.t.Add(10 * time.Second)
+	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); !ok {
+		t.Error("expired at exactly the retention")
+	}
+	clk.t = clk.t.Add(time.Millisecond)
+	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+		t.Error("found after the retention")
+	}
+	tr.expireLocked(clk.t)
+	if len(tr.table) != 0 || tr.expired.Load() != 1 {
+		t.Errorf("expire left %d entries, counted %d", len(tr.table), tr.expired.Load())
+	}
+}
+
+func TestTablePIDReuse(t *testing.T) {
+	tr, _ := newTable(Options{})
+	tr.handle(mkEvent(evConnect, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	tr.handle(mkEvent(evClose, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	// Same PID, another process instance, same tuple later on.
+	tr.handle(mkEvent(evConnect, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
+	r, ok := tr.Lookup(procs.TCP, ap("127.0.0.1:5000"), ap("127.0.0.1:80"))
+	if !ok || r.Comm != "new" || r.StartTicks != 900 || !r.Closed.IsZero() {
+		t.Fatalf("got %+v %v, want the new open instance (start 900 ticks)", r, ok)
+	}
+}
+
+func TestTableAcceptThenWorker(t *testing.T) {
+	tr, _ := newTable(Options{})
+	tr.handle(mkEvent(evListen, procs.TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
+	// A connection nobody has read from yet falls back to the listener.
+	r, ok := tr.Lookup(procs.TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
+	if !ok || r.PID != 100 || r.Source != SourceListener {
+		t.Fatalf("listener fallback: %+v %v", r, ok)
+	}
+	tr.handle(mkEvent(evAccept, procs.TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
+	tr.handle(mkEvent(evSendRecv, procs.TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
+	r, ok = tr.Lookup(procs.TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
+	if !ok || r.PID != 101 || r.Source != SourceIO {
+		t.Fatalf("worker: %+v %v", r, ok)
+	}
+	// The listener itself never answers for a UDP lookup.
+	if _, ok := tr.Lookup(procs.UDP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555")); ok {
+		t.Error("TCP listener matched a UDP lookup")
+	}
+}
+
+func TestTableUDPWildcardAndIdle(t *testing.T) {
+	tr, clk := newTable(Options{Retention: 5 * time.Second})
+	// Unconnected socket bound to the wildcard: dport 0.
+	tr.handle(mkEvent(evSendRecv, procs.UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
+	tr.handle(mkEvent(evSendRecv, procs.UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
+	tr.handle(mkEvent(evSendRecv, procs.UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
+	cases := []struct {
+		local, remote string
+		pid           int
+	}{
+		{"10.0.0.5:53", "198.51.100.7:3333", 53},
+		{"[2001:db8::1]:5353", "[2001:db8::2]:5353", 54},
+		{"10.0.0.5:5353", "10.0.0.6:5353", 54}, // a dual-stack socket receiving IPv4
+		{"10.1.1.1:9999", "10.1.1.2:7", 55},
+		{"[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55},
+	}
+	for _, c := range cases {
+		r, ok := tr.Lookup(procs.UDP, ap(c.local), ap(c.remote))
+		if !ok || r.PID != c.pid {
+			t.Errorf("%s -> %s: %+v %v, want pid %d", c.local, c.remote, r, ok, c.pid)
+		}
+	}
+	// UDP has no close: a socket not announced for Retention plus the
+	// refresh window is gone.
+	clk.t = clk.t.Add(5*time.Second + udpRefresh + time.Millisecond)
+	if _, ok := tr.Lookup(procs.UDP, ap("10.0.0.5:53"), ap("198.51.100.7:3333")); ok {
+		t.Error("idle UDP record still found")
+	}
+}
+
+func TestTableCapEvictsOldest(t *testing.T) {
+	tr, clk := newTable(Options{MaxEntries: 16})
+	for i := range 40 {
+		clk.t = clk.t.Add(time.Second)
+		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(10000+i))
+		tr.handle(mkEvent(evConnect, procs.TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
+	}
+	if len(tr.table) > 16 {
+		t.Fatalf("table holds %d entries, cap 16", len(tr.table))
+	}
+	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:10039"), ap("10.0.0.2:80")); !ok {
+		t.Error("newest entry evicted")
+	}
+	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:10000"), ap("10.0.0.2:80")); ok {
+		t.Error("oldest entry kept")
+	}
+	if tr.evicted.Load() == 0 {
+		t.Error("no eviction counted")
+	}
+}
+
+func TestTableIgnoresPortlessClose(t *testing.T) {
+	tr, _ := newTable(Options{})
+	// connect() that failed before a port was chosen.
+	tr.handle(mkEvent(evClose, procs.TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
+	if len(tr.table) != 0 {
+		t.Errorf("portless close recorded: %v", tr.table)
+	}
+}
