@@ -99,6 +99,8 @@ type Record struct {
 	// StartBoottime is the same start time with nanosecond resolution
 	// (task->start_boottime).
 	StartBoottime time.Duration
+	// Start is StartBoottime as wall-clock time (boot time + offset).
+	Start time.Time
 	// Comm is the process's command name (at most 15 bytes).
 	Comm string
 	// Source tells how the owner was learned.
@@ -127,4 +129,30 @@ type Stats struct {
 type key struct {
 	proto         procs.Transport
 	local, remote netip.AddrPort
+}
+
+// Process returns the part of a procs.Process that the record knows, for a
+// process that may have exited: PID, Name (comm), Start and StartKey. A
+// caller whose engine can still describe the PID (engine.Process(PID,
+// StartKey) succeeds) should prefer that fuller description.
+func (r Record) Process() *procs.Process {
+	return &procs.Process{
+		PID:      r.PID,
+		Name:     r.Comm,
+		Start:    r.Start,
+		StartKey: r.StartTicks,
+	}
+}
+
+// Socket returns the record as a procs.Socket row for the given tuple,
+// with PID and StartKey (the Linux engine's clock-tick start time) set.
+func (r Record) Socket(proto procs.Transport, local, remote netip.AddrPort) procs.Socket {
+	return procs.Socket{
+		Transport: proto,
+		Local:     local,
+		Remote:    remote,
+		Listen:    r.Source == SourceListen,
+		PID:       r.PID,
+		StartKey:  r.StartTicks,
+	}
 }

@@ -60,7 +60,8 @@ type Tracker struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	now func() time.Time // tests
+	now      func() time.Time // tests
+	bootWall time.Time        // wall-clock time of boot, for Record.Start
 }
 
 // New loads the BPF programs, attaches them and starts reading their
@@ -84,6 +85,10 @@ func New(opts Options) (*Tracker, error) {
 		comms: make(map[[16]int8]string),
 		stop:  make(chan struct{}),
 		now:   time.Now,
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
+		t.bootWall = time.Now().Add(-time.Duration(ts.Nano()))
 	}
 	if err := loadTrackerObjects(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -203,6 +208,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		PID:           int(ev.Pid),
 		StartTicks:    ev.StartNs / (1e9 / userHZ),
 		StartBoottime: time.Duration(ev.StartNs),
+		Start:         t.bootWall.Add(time.Duration(ev.StartNs)),
 		Comm:          t.comm(&ev.Comm),
 		NetNS:         ev.Netns,
 		Seen:          now,

@@ -240,6 +240,12 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if r.Closed.IsZero() {
 			t.Errorf("client %v: record not marked closed after the helper exited", h.client)
 		}
+		if age := time.Since(r.Start); age < 0 || age > time.Minute {
+			t.Errorf("client %v: start %v is not within the last minute", h.client, r.Start)
+		}
+		if p := r.Process(); p.PID != h.pid || p.StartKey != h.startTicks {
+			t.Errorf("client %v: Process() = %+v", h.client, p)
+		}
 		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
 			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
 		}
