@@ -424,3 +424,14 @@ func (t *Tracker) Stats() Stats {
 	t.mu.RUnlock()
 	return s
 }
+
+// Recall is Lookup shaped for the procs watcher: the owner as a socket row
+// (PID and the Linux engine's StartKey) and a minimal description of the
+// process that holds even after it exited. See docs/tracker.md.
+func (t *Tracker) Recall(proto procs.Transport, local, remote netip.AddrPort) (procs.Socket, *procs.Process, bool) {
+	r, ok := t.Lookup(proto, local, remote)
+	if !ok {
+		return procs.Socket{}, nil, false
+	}
+	return r.Socket(proto, unmap(local), unmap(remote)), r.Process(), true
+}

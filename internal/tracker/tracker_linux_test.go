@@ -243,8 +243,9 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if age := time.Since(r.Start); age < 0 || age > time.Minute {
 			t.Errorf("client %v: start %v is not within the last minute", h.client, r.Start)
 		}
-		if p := r.Process(); p.PID != h.pid || p.StartKey != h.startTicks {
-			t.Errorf("client %v: Process() = %+v", h.client, p)
+		if sock, p, ok := tr.Recall(procs.TCP, h.client, server); !ok || p.PID != h.pid || p.StartKey != h.startTicks ||
+			sock.PID != h.pid || sock.StartKey != h.startTicks || sock.Local != h.client || sock.Remote != server {
+			t.Errorf("client %v: Recall = %+v, %+v, %v", h.client, sock, p, ok)
 		}
 		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
 			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
