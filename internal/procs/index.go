@@ -1,20 +1,72 @@
 package procs
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
+	"unsafe"
 )
-
-// endKey names one local endpoint of one transport.
-type endKey struct {
-	t  Transport
-	ap netip.AddrPort
-}
 
 // tupleKey names a connection as seen from its local end.
 type tupleKey struct {
 	t             Transport
 	local, remote netip.AddrPort
+}
+
+// The snapshot's maps are keyed by plain integers, not by netip values:
+// netip.Addr holds a pointer (its zone), so a map keyed by it hashes field by
+// field, which cost ~50 ns per probe; a key of padding-free uint64s is hashed
+// as one block of memory (~10 ns). Addresses are stored as their 16-byte
+// form: callers pass unmapped addresses, so an IPv4 address and its
+// IPv4-mapped IPv6 form, which are the same endpoint, share a key, while
+// 0.0.0.0 (::ffff:0:0) and :: stay distinct. Zones are not part of the key;
+// socket tables carry none.
+type addrKey struct{ hi, lo uint64 }
+
+// endKey names one local endpoint of one transport.
+type endKey struct {
+	a  addrKey
+	tp uint64 // transport<<16 | port
+}
+
+// connKey names a connection as seen from its local end.
+type connKey struct {
+	l, r addrKey
+	tp   uint64 // transport<<32 | local port<<16 | remote port
+}
+
+func keyOf(a netip.Addr) addrKey {
+	if rawAddrLayout {
+		// netip.Addr starts with its address as a uint128{hi, lo}: read
+		// it in place instead of serialising it through As16.
+		u := (*[2]uint64)(unsafe.Pointer(&a))
+		return addrKey{u[0], u[1]}
+	}
+	b := a.As16()
+	return addrKey{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+// rawAddrLayout reports whether netip.Addr's first 16 bytes are the
+// address's high and low halves, as in every Go release so far; if a
+// release changes that, keyOf falls back to As16.
+var rawAddrLayout = func() bool {
+	for _, s := range []string{"102:304:506:708:90a:b0c:d0e:f10", "127.0.0.1", "::"} {
+		a := netip.MustParseAddr(s)
+		b := a.As16()
+		u := (*[2]uint64)(unsafe.Pointer(&a))
+		if unsafe.Sizeof(a) < 16 || u[0] != binary.BigEndian.Uint64(b[:8]) || u[1] != binary.BigEndian.Uint64(b[8:]) {
+			return false
+		}
+	}
+	return true
+}()
+
+func endKeyOf(t Transport, a netip.Addr, port uint16) endKey {
+	return endKey{keyOf(a), uint64(t)<<16 | uint64(port)}
+}
+
+func connKeyOf(t Transport, local, remote netip.AddrPort) connKey {
+	return connKey{keyOf(local.Addr()), keyOf(remote.Addr()), uint64(t)<<32 | uint64(local.Port())<<16 | uint64(remote.Port())}
 }
 
 var (
@@ -30,7 +82,7 @@ type snapshot struct {
 	gen uint64
 	// exact: connected sockets by local+remote, so the worker holding an
 	// accepted connection wins over whoever listens.
-	exact map[tupleKey]*Process
+	exact map[connKey]*Process
 	// listen: listeners and unconnected UDP sockets by local endpoint,
 	// wildcard addresses included as 0.0.0.0 / ::.
 	listen map[endKey]*Process
@@ -38,7 +90,7 @@ type snapshot struct {
 	// event's peer does not match the socket's (NAT, proxies).
 	conn map[endKey]*Process
 	// local holds every non-wildcard local address in the socket table.
-	local map[netip.Addr]struct{}
+	local map[addrKey]struct{}
 
 	// stale is set once the snapshot is older than socket_cache_ttl; hits
 	// are still answered from it while a rescan is requested.
@@ -48,10 +100,10 @@ type snapshot struct {
 func newSnapshot(gen uint64, n int) *snapshot {
 	return &snapshot{
 		gen:    gen,
-		exact:  make(map[tupleKey]*Process, n),
+		exact:  make(map[connKey]*Process, n),
 		listen: make(map[endKey]*Process, n/8+1),
 		conn:   make(map[endKey]*Process, n),
-		local:  make(map[netip.Addr]struct{}),
+		local:  make(map[addrKey]struct{}),
 	}
 }
 
@@ -60,15 +112,16 @@ func newSnapshot(gen uint64, n int) *snapshot {
 // shared after fork resolves to the same process every time.
 func (s *snapshot) add(sock *Socket, p *Process) {
 	if a := sock.Local.Addr(); !a.IsUnspecified() {
-		s.local[a] = struct{}{}
+		s.local[keyOf(a)] = struct{}{}
 	}
+	local := endKeyOf(sock.Transport, sock.Local.Addr(), sock.Local.Port())
 	if sock.Listen {
-		put(s.listen, endKey{sock.Transport, sock.Local}, p)
+		put(s.listen, local, p)
 		return
 	}
-	put(s.conn, endKey{sock.Transport, sock.Local}, p)
+	put(s.conn, local, p)
 	if sock.Remote.IsValid() && sock.Remote.Port() != 0 {
-		put(s.exact, tupleKey{sock.Transport, sock.Local, sock.Remote}, p)
+		put(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
 	}
 }
 
@@ -83,14 +136,15 @@ func put[K comparable](m map[K]*Process, k K, p *Process) {
 // owned or not: an unknown endpoint may be a socket born after the snapshot.
 func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, known bool) {
 	if remote.IsValid() {
-		if p, ok := s.exact[tupleKey{t, local, remote}]; ok {
+		if p, ok := s.exact[connKeyOf(t, local, remote)]; ok {
 			if p != nil {
 				return p, true
 			}
 			known = true
 		}
 	}
-	if p, ok := s.listen[endKey{t, local}]; ok {
+	lk := endKeyOf(t, local.Addr(), local.Port())
+	if p, ok := s.listen[lk]; ok {
 		if p != nil {
 			return p, true
 		}
@@ -98,7 +152,7 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 	}
 	port := local.Port()
 	if local.Addr().Is4() {
-		if p, ok := s.listen[endKey{t, netip.AddrPortFrom(anyV4, port)}]; ok {
+		if p, ok := s.listen[endKeyOf(t, anyV4, port)]; ok {
 			if p != nil {
 				return p, true
 			}
@@ -107,13 +161,13 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 	}
 	// A dual-stack [::] socket also accepts IPv4 (net.ipv6.bindv6only=0,
 	// the default); /proc does not show IPV6_V6ONLY, so this is assumed.
-	if p, ok := s.listen[endKey{t, netip.AddrPortFrom(anyV6, port)}]; ok {
+	if p, ok := s.listen[endKeyOf(t, anyV6, port)]; ok {
 		if p != nil {
 			return p, true
 		}
 		known = true
 	}
-	if p, ok := s.conn[endKey{t, local}]; ok {
+	if p, ok := s.conn[lk]; ok {
 		if p != nil {
 			return p, true
 		}
@@ -123,6 +177,6 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 }
 
 func (s *snapshot) isLocal(a netip.Addr) bool {
-	_, ok := s.local[a]
+	_, ok := s.local[keyOf(a)]
 	return ok
 }

@@ -191,13 +191,13 @@ func ParseStatStart(data []byte) (comm []byte, ppid int, start uint64, err error
 		case 4:
 			v, ok := parseDecUint(rest[i:j])
 			if !ok {
-				return nil, 0, 0, fmt.Errorf("stat ppid %q is not a number", rest[i:j])
+				return nil, 0, 0, fmt.Errorf("stat ppid %q is not a number", truncate(rest[i:j], 64))
 			}
 			ppid = int(v)
 		case 22:
 			v, ok := parseDecUint(rest[i:j])
 			if !ok {
-				return nil, 0, 0, fmt.Errorf("stat starttime %q is not a number", rest[i:j])
+				return nil, 0, 0, fmt.Errorf("stat starttime %q is not a number", truncate(rest[i:j], 64))
 			}
 			return comm, ppid, v, nil
 		}

@@ -51,6 +51,9 @@ func RunHolderIfRequested() {
 				fmt.Printf("ERR %v\n", err)
 				continue
 			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
 			conns = append(conns, c)
 			fmt.Println(c.LocalAddr().String())
 		}
@@ -185,6 +188,11 @@ func startHolder(exe string, sockets int) (*Holder, []Conn, error) {
 			return nil, nil, fmt.Errorf("accept: %w", err)
 		}
 		fds = append(fds, afd)
+		// Close with RST, not FIN: a torn-down fleet leaves no TIME_WAIT
+		// rows to inflate the next benchmark's socket table.
+		for _, fd := range [2]int{cfd, afd} {
+			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}
 		sa, err := unix.Getsockname(cfd)
 		if err != nil {
 			closeAll()
@@ -287,6 +295,49 @@ func (f *Fleet) Close() {
 	}
 	wg.Wait()
 	f.Holders = nil
+}
+
+var shared struct {
+	sync.Mutex
+	key [2]int
+	f   *Fleet
+}
+
+// Shared returns a fleet of procs holders and about sockets sockets, reusing
+// the one a previous benchmark asked for with the same size (benchmark
+// functions run several times; rebuilding 50k sockets each time would
+// dominate the run). A fleet of another size replaces it. The last fleet is
+// left to die with the test binary: holders exit when their stdin closes.
+func Shared(tb testing.TB, procs, sockets int) *Fleet {
+	tb.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.f != nil && shared.key == [2]int{procs, sockets} {
+		return shared.f
+	}
+	if shared.f != nil {
+		shared.f.Close()
+		shared.f = nil
+	}
+	f, err := start(procs, sockets)
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		tb.Fatalf("starting a fleet of %d processes / %d sockets: %v", procs, sockets, err)
+	}
+	shared.key, shared.f = [2]int{procs, sockets}, f
+	return f
+}
+
+// CloseShared stops the shared fleet, if any.
+func CloseShared() {
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.f != nil {
+		shared.f.Close()
+		shared.f = nil
+	}
 }
 
 // Last returns the holder with the highest PID, the worst case for a walk

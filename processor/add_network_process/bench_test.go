@@ -1,0 +1,400 @@
+//go:build linux
+
+package add_network_process
+
+// Benchmarks of the processor and its watcher against the seed, packetbeat's
+// procs.ProcessesWatcher, on the same real loopback sockets held by a fleet
+// of helper processes (testing/bench). Nothing here asserts a duration:
+// docs/benchmarks.md records the numbers and the ratios.
+//
+//	go test -run '^$' -bench . -benchmem -count 3 ./processor/add_network_process/
+//
+// Sizes with 50k sockets or 1000 processes run only with
+// NETPROCBEAT_BENCH_LARGE=1.
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/elastic/beats/v7/libbeat/beat"
+	"github.com/elastic/beats/v7/libbeat/common"
+	seedprocs "github.com/elastic/beats/v7/packetbeat/procs"
+	"github.com/elastic/elastic-agent-libs/logp"
+	"github.com/elastic/elastic-agent-libs/mapstr"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+	"github.com/netprocbeat/netprocbeat/testing/bench"
+)
+
+func init() { bench.RunHolderIfRequested() }
+
+// The fleet most comparisons run on.
+const (
+	basicProcs   = 100
+	basicSockets = 1000
+)
+
+type size struct{ procs, sockets int }
+
+// scaleSizes: the 266 processes / 12k sockets, then the grid.
+var scaleSizes = []size{
+	{100, 1000}, {266, 12000}, {100, 10000}, {1000, 10000}, {100, 50000}, {1000, 50000},
+}
+
+func large(s size) bool { return s.procs > 300 || s.sockets > 20000 }
+
+func (s size) String() string { return fmt.Sprintf("procs=%d/sockets=%d", s.procs, s.sockets) }
+
+func skipLarge(b *testing.B, s size) {
+	if large(s) && os.Getenv("NETPROCBEAT_BENCH_LARGE") == "" {
+		b.Skipf("%v: set NETPROCBEAT_BENCH_LARGE=1 to run", s)
+	}
+}
+
+func newOurs(tb testing.TB, cfg procs.Config) *procs.Watcher {
+	tb.Helper()
+	e, err := procs.NewEngine("/")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := procs.New(e, cfg, logp.NewNopLogger())
+	tb.Cleanup(func() { w.Close() })
+	return w
+}
+
+func newSeed(tb testing.TB) *seedprocs.ProcessesWatcher {
+	tb.Helper()
+	var s seedprocs.ProcessesWatcher
+	if err := s.Init(seedprocs.ProcsConfig{Enabled: true}); err != nil {
+		tb.Fatal(err)
+	}
+	return &s
+}
+
+func ipSlice(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
+
+func seedTuple(local, remote netip.AddrPort) *common.IPPortTuple {
+	t := common.NewIPPortTuple(4, ipSlice(local.Addr()), local.Port(), ipSlice(remote.Addr()), remote.Port())
+	return &t
+}
+
+// pick returns a connection of the fleet, the same one for both sides.
+func pick(f *bench.Fleet) bench.Conn { return f.Conns[len(f.Conns)/2] }
+
+// BenchmarkCachedLookup: both endpoints of an event whose sockets are in the
+// snapshot. ours = two Watcher.Lookup calls, seed = FindProcessesTupleTCP.
+func BenchmarkCachedLookup(b *testing.B) {
+	for _, s := range scaleSizes {
+		b.Run(s.String(), func(b *testing.B) {
+			skipLarge(b, s)
+			f := bench.Shared(b, s.procs, s.sockets)
+			c := pick(f)
+			b.Run("impl=ours", func(b *testing.B) {
+				w := newOurs(b, procs.Config{})
+				if p := w.Lookup(procs.TCP, c.Client, c.Server); p == nil || p.PID != c.Owner {
+					b.Fatalf("warm-up lookup = %+v, want PID %d", p, c.Owner)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				var src, dst *procs.Process
+				for i := 0; i < b.N; i++ {
+					src = w.Lookup(procs.TCP, c.Client, c.Server)
+					dst = w.Lookup(procs.TCP, c.Server, c.Client)
+				}
+				b.StopTimer()
+				if src == nil || dst == nil || src.PID != c.Owner || dst.PID != c.Owner {
+					b.Fatalf("lookups = %+v, %+v, want PID %d", src, dst, c.Owner)
+				}
+			})
+			b.Run("impl=seed", func(b *testing.B) {
+				sw := newSeed(b)
+				t := seedTuple(c.Client, c.Server)
+				if r := sw.FindProcessesTupleTCP(t); r.Src.PID != c.Owner || r.Dst.PID != c.Owner {
+					b.Fatalf("seed warm-up = %+v, want PID %d", r, c.Owner)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				var r *common.ProcessTuple
+				for i := 0; i < b.N; i++ {
+					r = sw.FindProcessesTupleTCP(t)
+				}
+				b.StopTimer()
+				if r.Src.PID != c.Owner || r.Dst.PID != c.Owner {
+					b.Fatalf("seed = %+v, want PID %d", r, c.Owner)
+				}
+			})
+		})
+	}
+}
+
+func netEvent(src, dst netip.AddrPort) *beat.Event {
+	return &beat.Event{Fields: mapstr.M{
+		"source":      mapstr.M{"ip": src.Addr().String(), "port": int(src.Port())},
+		"destination": mapstr.M{"ip": dst.Addr().String(), "port": int(dst.Port())},
+		"network":     mapstr.M{"transport": "tcp"},
+	}}
+}
+
+func newBenchProcessor(tb testing.TB, w *procs.Watcher) *processor {
+	tb.Helper()
+	acquire := func(string, procs.Config, *logp.Logger) (*procs.Watcher, func(), error) {
+		return w, func() {}, nil
+	}
+	p, err := newProcessor(defaultConfig(), logp.NewNopLogger(), acquire)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkRunCached: the whole processor on an event whose sockets are
+// cached, default include_fields (pid, name, args, executable, ...). Events
+// are built in batches outside the timer; Run writes three process objects
+// into each.
+func BenchmarkRunCached(b *testing.B) {
+	f := bench.Shared(b, basicProcs, basicSockets)
+	c := pick(f)
+	w := newOurs(b, procs.Config{})
+	p := newBenchProcessor(b, w)
+	if ev, _ := p.Run(netEvent(c.Client, c.Server)); ev == nil {
+		b.Fatal("nil event")
+	} else if pid, _ := ev.GetValue("source.process.pid"); pid != c.Owner {
+		b.Fatalf("source.process.pid = %v, want %d: %s", pid, c.Owner, ev.Fields.StringToPrint())
+	}
+	const batch = 4096
+	evs := make([]*beat.Event, batch)
+	fill := func() {
+		for i := range evs {
+			evs[i] = netEvent(c.Client, c.Server)
+		}
+	}
+	fill()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		j := i % batch
+		if j == 0 && i > 0 {
+			b.StopTimer()
+			fill()
+			b.StartTimer()
+		}
+		if _, err := p.Run(evs[j]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMissStorm: every event names a local endpoint (127.0.0.1:1) no
+// process owns, each with a different peer, so every tuple is new to the
+// negative cache. ours: one Lookup per op, rescans bounded by
+// min_rescan_interval (default 250ms); seed: FindProcessesTupleTCP rescans
+// /proc/net/tcp and every /proc/<pid>/fd per event.
+func BenchmarkMissStorm(b *testing.B) {
+	bench.Shared(b, basicProcs, basicSockets)
+	local := netip.MustParseAddrPort("127.0.0.1:1")
+	remote := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), uint16(1024+i%60000))
+	}
+	b.Run("impl=ours", func(b *testing.B) {
+		cfg := procs.DefaultConfig()
+		w := newOurs(b, cfg)
+		w.Lookup(procs.TCP, local, remote(0)) // the first miss waits for a rescan
+		before := w.Stats().Rescans
+		b.ReportAllocs()
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			if w.Lookup(procs.TCP, local, remote(i+1)) != nil {
+				b.Fatal("unowned endpoint resolved")
+			}
+		}
+		el := time.Since(start)
+		b.StopTimer()
+		rescans := w.Stats().Rescans - before
+		b.ReportMetric(float64(b.N)/el.Seconds(), "lookups/s")
+		b.ReportMetric(float64(rescans)/max(el.Seconds()/cfg.MinRescanInterval.Seconds(), 1), "rescans/interval")
+	})
+	b.Run("impl=seed", func(b *testing.B) {
+		sw := newSeed(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			r := sw.FindProcessesTupleTCP(seedTuple(local, remote(i+1)))
+			if r.Src.PID != 0 {
+				b.Fatal("unowned endpoint resolved")
+			}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lookups/s")
+		b.ReportMetric(1, "rescans/lookup")
+	})
+}
+
+// BenchmarkColdResolve: each op, the fleet's highest-PID helper opens a new
+// connection (outside the timer); the timed part is resolving its local end,
+// which is in no snapshot yet: ours waits for one rescan (min_rescan_interval
+// set to 1ns so that no op is rate-limited), the seed rescans on the miss.
+func BenchmarkColdResolve(b *testing.B) {
+	for _, s := range scaleSizes {
+		b.Run(s.String(), func(b *testing.B) {
+			skipLarge(b, s)
+			f := bench.Shared(b, s.procs, s.sockets)
+			h := f.Last()
+			targets := f.Holders
+			b.Run("impl=ours", func(b *testing.B) {
+				w := newOurs(b, procs.Config{MinRescanInterval: time.Nanosecond})
+				c := pick(f)
+				w.Lookup(procs.TCP, c.Client, c.Server) // first rescan
+				before := w.Stats()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					target := targets[i%len(targets)].Listen
+					local, err := h.Dial(target)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					if p := w.Lookup(procs.TCP, local, target); p == nil || p.PID != h.PID {
+						b.Fatalf("new connection %v -> %v resolved to %+v, want PID %d", local, target, p, h.PID)
+					}
+				}
+				b.StopTimer()
+				st := w.Stats()
+				b.ReportMetric(float64(st.Rescans-before.Rescans)/float64(b.N), "rescans/op")
+				b.ReportMetric(float64(st.Sockets), "sockets")
+			})
+			b.Run("impl=seed", func(b *testing.B) {
+				sw := newSeed(b)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					target := targets[i%len(targets)].Listen
+					local, err := h.Dial(target)
+					if err != nil {
+						b.Fatal(err)
+					}
+					t := seedTuple(local, target)
+					b.StartTimer()
+					if r := sw.FindProcessesTupleTCP(t); r.Src.PID != h.PID {
+						b.Fatalf("seed resolved the new connection to %d, want %d", r.Src.PID, h.PID)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkParallelRun: the processor from 8 goroutines (SetParallelism on
+// GOMAXPROCS) on cached events, alone and while another goroutine forces a
+// rescan every 1ms with misses (rescans=busy): cached lookups read the
+// snapshot without locks and never wait for a rescan.
+func BenchmarkParallelRun(b *testing.B) {
+	f := bench.Shared(b, basicProcs, basicSockets)
+	c := pick(f)
+	for _, busy := range []bool{false, true} {
+		b.Run(fmt.Sprintf("rescans=%v", map[bool]string{false: "idle", true: "busy"}[busy]), func(b *testing.B) {
+			w := newOurs(b, procs.Config{MinRescanInterval: time.Millisecond})
+			p := newBenchProcessor(b, w)
+			if w.Lookup(procs.TCP, c.Client, c.Server) == nil {
+				b.Fatal("warm-up lookup missed")
+			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			before := w.Stats().Rescans
+			go func() {
+				defer close(done)
+				if !busy {
+					return
+				}
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					w.Lookup(procs.TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), uint16(1024+i%60000)))
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			var misses atomic.Int64
+			b.SetParallelism(8 / max(runtime.GOMAXPROCS(0), 1))
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					ev := netEvent(c.Client, c.Server)
+					if _, err := p.Run(ev); err != nil {
+						b.Error(err)
+					}
+					if _, ok := ev.Fields["process"]; !ok {
+						misses.Add(1)
+					}
+				}
+			})
+			b.StopTimer()
+			close(stop)
+			<-done
+			if n := misses.Load(); n > 0 {
+				b.Fatalf("%d cached events were not enriched", n)
+			}
+			b.ReportMetric(float64(w.Stats().Rescans-before), "rescans")
+		})
+	}
+}
+
+// BenchmarkEventConstruction is the share of BenchmarkParallelRun that is
+// building the event, not processing it.
+func BenchmarkEventConstruction(b *testing.B) {
+	c := bench.Conn{Client: netip.MustParseAddrPort("127.0.0.1:40000"), Server: netip.MustParseAddrPort("127.0.0.1:80")}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_ = netEvent(c.Client, c.Server)
+	}
+}
+
+// BenchmarkRandomTuples: lookups of random local loopback tuples (all
+// misses, all distinct) mixed with cached hits; reports the heap in use
+// after a GC before and after, which stays flat because the negative cache
+// is capped and the snapshot is bounded by the socket table. Run with
+// -benchtime=10000000x for the 10M lookups.
+func BenchmarkRandomTuples(b *testing.B) {
+	f := bench.Shared(b, basicProcs, basicSockets)
+	c := pick(f)
+	w := newOurs(b, procs.Config{})
+	w.Lookup(procs.TCP, c.Client, c.Server)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	before := heap()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i&1 == 0 {
+			w.Lookup(procs.TCP, c.Client, c.Server)
+			continue
+		}
+		r := rng.Uint64()
+		local := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(r), byte(r >> 8), byte(r >> 16)}), uint16(r>>24))
+		remote := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(r >> 40), byte(r >> 48), byte(r >> 56)}), uint16(r>>32))
+		w.Lookup(procs.TCP, local, remote)
+	}
+	b.StopTimer()
+	after := heap()
+	b.ReportMetric(float64(before)/(1<<20), "heapMB-before")
+	b.ReportMetric(float64(after)/(1<<20), "heapMB-after")
+	if after > before+256<<20 {
+		b.Fatalf("heap grew from %d to %d bytes over %d lookups", before, after, b.N)
+	}
+}
