@@ -153,7 +153,7 @@ func tcpServer(t *testing.T, network, addr string) (net.Listener, <-chan hello) 
 	if err != nil {
 		t.Skipf("listen %s %s: %v", network, addr, err)
 	}
-	out := make(chan hello, 256)
+	out := make(chan hello, 4096)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -261,7 +261,12 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 }
 
 func TestShortLivedTCPClients(t *testing.T) {
-	testShortLivedTCP(t, "tcp4", "127.0.0.1:0", 20)
+	n := 20
+	// TRACKER_TEST_CLIENTS=500 for a longer run.
+	if v, err := strconv.Atoi(os.Getenv("TRACKER_TEST_CLIENTS")); err == nil && v > 0 {
+		n = v
+	}
+	testShortLivedTCP(t, "tcp4", "127.0.0.1:0", n)
 }
 
 func TestShortLivedTCPClientsIPv6(t *testing.T) {
