@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,23 @@ func runHelper(mode, addr string) error {
 		}
 		_, err = io.WriteString(c, line)
 		c.Close()
+		return err
+	case "serve":
+		// Accept one connection on the inherited listener (fd 3), read
+		// its line, answer and exit.
+		ln, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			return err
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return err
+		}
+		_, err = io.WriteString(c, line)
 		return err
 	case "udp-unconnected":
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -273,6 +291,58 @@ func TestShortLivedTCPClientsIPv6(t *testing.T) {
 	testShortLivedTCP(t, "tcp6", "[::1]:0", 5)
 }
 
+// TestServerWorkerAttribution: the listener belongs to this process, but a
+// child that inherited it accepts and serves the connection. The accepted
+// socket must end up attributed to the child (its first read), not to the
+// listener's owner.
+func TestServerWorkerAttribution(t *testing.T) {
+	tr := newTracker(t, Options{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=serve")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	server := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	io.WriteString(c, "hello\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil {
+		t.Fatalf("no answer from the worker: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	h, err := parseHello(server, line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := waitLookup(tr, procs.TCP, server, client, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
+	if !ok || r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
+		t.Errorf("server side: got %+v ok=%v, want the worker pid %d start %d source io", r, ok, h.pid, h.startTicks)
+	}
+	// The client side is this process.
+	if r, ok := waitLookup(tr, procs.TCP, client, server, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
+		t.Errorf("client side: got %+v ok=%v, want pid %d source connect", r, ok, os.Getpid())
+	}
+}
+
 func testUDP(t *testing.T, mode string) {
 	tr := newTracker(t, Options{})
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -334,6 +404,7 @@ func TestRetentionExpiry(t *testing.T) {
 }
 
 func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
 	tr, err := New(Options{})
 	if err != nil {
 		t.Skipf("eBPF tracker unavailable here: %v", err)
@@ -350,6 +421,9 @@ func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 	// After Close the goroutines are gone: wg.Wait returned inside Close.
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Close, %d before New", n, before)
+	}
 	if _, ok := tr.Lookup(procs.TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); ok {
 		t.Error("lookup on an empty closed tracker found something")
 	}
