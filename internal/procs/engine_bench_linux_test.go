@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/netprocbeat/netprocbeat/testing/bench"
+	"golang.org/x/sys/unix"
 )
 
 func init() { bench.RunHolderIfRequested() }
@@ -103,6 +104,7 @@ func BenchmarkEngineSockets(b *testing.B) {
 					}
 					h := f.Last()
 					before := e.stats
+					cpu0 := cpuTime()
 					b.ReportAllocs()
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
@@ -132,11 +134,19 @@ func BenchmarkEngineSockets(b *testing.B) {
 						}
 					}
 					b.StopTimer()
+					b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op(incl.setup)")
 					reportEngine(b, e, before, len(dst))
 				})
 			}
 		})
 	}
+}
+
+// cpuTime is the CPU time (user+system, all threads) this process used.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ownerOf(socks []Socket, c bench.Conn) int {

@@ -119,9 +119,28 @@ func (s *snapshot) add(sock *Socket, p *Process) {
 		put(s.listen, local, p)
 		return
 	}
-	put(s.conn, local, p)
+	putConn(s.conn, local, p)
 	if sock.Remote.IsValid() && sock.Remote.Port() != 0 {
 		put(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
+	}
+}
+
+// ambiguous marks a local endpoint that connected sockets of different
+// processes share (Linux reuses an ephemeral port for connections to
+// different peers). The by-endpoint fallback then has no answer: guessing
+// one of the owners would name the wrong process for the others, and for a
+// connection born after the snapshot, so find reports the endpoint unknown
+// and the watcher rescans to find the exact tuple instead.
+var ambiguous = &Process{PID: -1}
+
+func putConn(m map[endKey]*Process, k endKey, p *Process) {
+	old, ok := m[k]
+	switch {
+	case !ok:
+		m[k] = p
+	case old == ambiguous || old == p:
+	case old == nil || p == nil || old.PID != p.PID:
+		m[k] = ambiguous
 	}
 }
 
@@ -167,7 +186,7 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 		}
 		known = true
 	}
-	if p, ok := s.conn[lk]; ok {
+	if p, ok := s.conn[lk]; ok && p != ambiguous {
 		if p != nil {
 			return p, true
 		}

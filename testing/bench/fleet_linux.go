@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -35,7 +36,8 @@ const holderEnv = "NETPROCBEAT_BENCH_HOLDER"
 //
 // Commands (one per line):
 //
-//	dial <ip:port>   open a new TCP connection, print its local address
+//	dial <ip:port> <local ip>   open a new TCP connection from local ip,
+//	                            print its local address
 func RunHolderIfRequested() {
 	if os.Getenv(holderEnv) == "" {
 		return
@@ -45,8 +47,9 @@ func RunHolderIfRequested() {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == "dial" {
-			c, err := net.Dial("tcp", f[1])
+		if len(f) == 3 && f[0] == "dial" {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(f[2])}}
+			c, err := d.Dial("tcp", f[1])
 			if err != nil {
 				fmt.Printf("ERR %v\n", err)
 				continue
@@ -260,12 +263,19 @@ func tcpListener() (int, netip.AddrPort, error) {
 	return fd, netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), uint16(s4.Port)), nil
 }
 
+var dialSeq atomic.Uint32
+
 // Dial makes the holder open a new TCP connection to addr (the connection
-// then exists only in the holder) and returns its local address.
+// then exists only in the holder) and returns its local address. Each dial
+// comes from a loopback address of its own (127.1.0.0/16, round robin), so
+// its local endpoint was in no earlier socket table: Linux would otherwise
+// reuse an ephemeral port already connected elsewhere.
 func (h *Holder) Dial(addr netip.AddrPort) (netip.AddrPort, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, err := fmt.Fprintf(h.stdin, "dial %s\n", addr); err != nil {
+	n := dialSeq.Add(1)
+	src := netip.AddrFrom4([4]byte{127, 1, byte(n >> 8), byte(n)})
+	if _, err := fmt.Fprintf(h.stdin, "dial %s %s\n", addr, src); err != nil {
 		return netip.AddrPort{}, err
 	}
 	line, err := h.stdout.ReadString('\n')
