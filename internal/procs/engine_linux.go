@@ -71,6 +71,7 @@ type engineStats struct {
 
 // procFds is what a process held the last time its fd table was read.
 type procFds struct {
+	ino    uint64   // inode of /proc/<pid>: the process instance, to procfs
 	start  uint64   // /proc/<pid>/stat starttime: the process instance
 	nfds   int64    // size of /proc/<pid>/fd when read; -1 if unknown
 	inodes []uint64 // socket inodes among its fds
@@ -177,14 +178,16 @@ func (e *linuxEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, erro
 
 // resolveOwners sets each socket's PID to the lowest PID holding its inode.
 //
-// The rule: every rescan lists /proc and, for each process, reads its stat
-// (the instance's start time) and the size of its fd/ directory, which
-// procfs reports as the number of open descriptors. A process's socket
-// inodes are re-read from fd/ when it is new, its start time changed (PID
-// reuse), its descriptor count changed or is unknown, or the walk is full;
-// otherwise the inodes read last time are reused ("trusted"). Owners are then
-// assigned in ascending PID order over all processes, so the answer is the
-// lowest holder among what was read or trusted.
+// The rule: every rescan lists /proc and, for each process, stats
+// /proc/<pid> (procfs gives each process instance its own inode number, so a
+// reused PID shows a new one) and /proc/<pid>/fd (whose size procfs reports
+// as the number of open descriptors). A process's socket inodes are re-read
+// from fd/ (with its stat's start time, through one pinned directory fd)
+// when it is new, its /proc inode changed, its descriptor count changed or
+// is unknown, or the walk is full; otherwise the inodes read last time are
+// reused ("trusted"). Owners are then assigned in ascending PID order over
+// all processes, so the answer is the lowest holder among what was read or
+// trusted.
 //
 // A walk is full (nothing trusted) on the first rescan, when proc is not a
 // procfs (a fake tree or a kernel before 6.2 gives no descriptor count),
@@ -310,6 +313,19 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 		return false
 	}
 	e.nameBuf = append(strconv.AppendInt(e.nameBuf[:0], int64(pid), 10), 0)
+	if p != nil && !full && e.fdCounts {
+		// Two stats instead of six syscalls: the same /proc/<pid> inode
+		// (procfs gives a new process instance a new one) with the same
+		// number of descriptors reuses the previous read.
+		name := string(e.nameBuf[:len(e.nameBuf)-1])
+		var st unix.Stat_t
+		if unix.Fstatat(procfd, name, &st, 0) == nil && st.Ino == p.ino &&
+			unix.Fstatat(procfd, name+"/fd", &st, 0) == nil && st.Size == p.nfds {
+			p.seen, p.trusted = e.walkGen, true
+			e.stats.trusted++
+			return true
+		}
+	}
 	// Opening the directory pins this process instance: if the PID exits
 	// and is reused, reads through dirfd fail instead of describing the
 	// newcomer, so stat and fd always belong to the same process.
@@ -318,6 +334,10 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 		return drop()
 	}
 	defer unix.Close(dirfd)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dirfd, &dst); err != nil {
+		return drop()
+	}
 	start, ok := e.startKeyAt(dirfd)
 	if !ok {
 		return drop()
@@ -329,11 +349,6 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 			size = st.Size
 		}
 	}
-	if p != nil && !full && p.start == start && size >= 0 && p.nfds == size {
-		p.seen, p.trusted = e.walkGen, true
-		e.stats.trusted++
-		return true
-	}
 	if p == nil {
 		p = &procFds{}
 	}
@@ -341,7 +356,10 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 	if !ok {
 		return drop()
 	}
-	p.start, p.nfds, p.inodes, p.seen, p.trusted = start, size, inodes, e.walkGen, false
+	p.ino, p.start, p.nfds, p.inodes, p.seen, p.trusted = dst.Ino, start, size, inodes, e.walkGen, false
+	if size < 0 {
+		p.ino = 0 // never trusted
+	}
 	e.fds[pid] = p
 	return false
 }
