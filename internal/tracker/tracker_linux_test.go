@@ -270,7 +270,7 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		}
 		// The accepting side is this test process: attributed at its
 		// first read (or via the listener before that).
-		sr, ok := waitLookup(tr, procs.TCP, server, h.client, nil)
+		sr, ok := waitLookup(tr, procs.TCP, server, h.client, func(r Record) bool { return r.Source == SourceIO })
 		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceIO {
 			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source io", h.client, sr, ok, os.Getpid(), myStart)
 		}
