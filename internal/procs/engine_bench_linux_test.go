@@ -14,6 +14,7 @@ package procs
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,7 +84,7 @@ func BenchmarkEngineTables(b *testing.B) {
 
 // BenchmarkEngineSockets: one whole Sockets call. walk=full re-reads every
 // process's fd table (the old engine's only mode, minus its allocations);
-// walk=incremental is the common rescan: the highest-PID helper opened one
+// walk=incremental is the common rescan: one of the 16 highest-PID helpers opened one
 // new connection since the last rescan (outside the timer), and the new
 // socket must come back with its owner.
 func BenchmarkEngineSockets(b *testing.B) {
@@ -102,7 +103,6 @@ func BenchmarkEngineSockets(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					h := f.Last()
 					before := e.stats
 					cpu0 := cpuTime()
 					b.ReportAllocs()
@@ -113,6 +113,7 @@ func BenchmarkEngineSockets(b *testing.B) {
 							e.lastFull = time.Time{}
 						} else {
 							b.StopTimer()
+							h := f.Dialer(i)
 							target := f.Holders[i%len(f.Holders)].Listen
 							ap, err := h.Dial(target)
 							if err != nil {
@@ -248,5 +249,89 @@ func BenchmarkEngineTablesDiag(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(dst)), "sockets")
 		})
+	}
+}
+
+// BenchmarkEngineResolve: the targeted cold path the watcher could use for a
+// miss (not wired yet, see docs/benchmarks.md): a sock_diag exact lookup of
+// the new connection plus the incremental owner walk for its inode only, no
+// table dump. Setup as walk=incremental.
+func BenchmarkEngineResolve(b *testing.B) {
+	for _, s := range engineSizes {
+		b.Run(s.String(), func(b *testing.B) {
+			skipLargeSize(b, s)
+			f := bench.Shared(b, s.procs, s.sockets)
+			e := newLinuxEngine(b)
+			if !e.useDiag || !e.fdCounts {
+				b.Skip("needs sock_diag and fd counts")
+			}
+			ctx := context.Background()
+			if _, err := e.Sockets(ctx, nil); err != nil {
+				b.Fatal(err)
+			}
+			before := e.stats
+			var cpu time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				h := f.Dialer(i)
+				target := f.Holders[i%len(f.Holders)].Listen
+				local, err := h.Dial(target)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c0 := cpuTime()
+				b.StartTimer()
+				sock, found, err := e.Resolve(ctx, TCP, local, target)
+				b.StopTimer()
+				cpu += cpuTime() - c0
+				if err != nil || !found || sock.PID != h.PID {
+					b.Fatalf("Resolve(%v -> %v) = %+v, %v, %v; want PID %d", local, target, sock, found, err, h.PID)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			reportEngine(b, e, before, s.sockets)
+		})
+	}
+}
+
+func TestEngineResolveFindsNewConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts helper processes")
+	}
+	f := bench.Start(t, 4, 40)
+	eng, err := NewEngine("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := eng.(*linuxEngine)
+	if !e.useDiag {
+		t.Skip("sock_diag disabled")
+	}
+	ctx := context.Background()
+	if _, err := e.Sockets(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := f.Holders[1]
+	target := f.Holders[2].Listen
+	local, err := h.Dial(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, found, err := e.Resolve(ctx, TCP, local, target)
+	if err != nil || !found || s.PID != h.PID || s.Local != local || s.Remote != target {
+		t.Fatalf("Resolve = %+v, %v, %v; want %v -> %v owned by %d", s, found, err, local, target, h.PID)
+	}
+	// A tuple that does not exist.
+	if _, found, err := e.Resolve(ctx, TCP, netip.MustParseAddrPort("127.0.0.1:1"), target); err != nil || found {
+		t.Fatalf("Resolve of a nonexistent tuple: found=%v err=%v", found, err)
+	}
+	// The listener side of a fleet connection (the accepted socket).
+	c := f.Conns[0]
+	s, found, err = e.Resolve(ctx, TCP, c.Server, c.Client)
+	if err != nil || !found || s.PID != c.Owner {
+		t.Fatalf("Resolve(accepted %v <- %v) = %+v, %v, %v; want PID %d", c.Server, c.Client, s, found, err, c.Owner)
 	}
 }

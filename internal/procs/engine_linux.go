@@ -167,7 +167,7 @@ func (e *linuxEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, erro
 			e.byInode[dst[i].Inode] = i
 		}
 	}
-	if err := e.resolveOwners(ctx, dst); err != nil {
+	if err := e.resolveOwners(ctx, dst, true); err != nil {
 		return dst, err
 	}
 	if bad > 0 {
@@ -203,7 +203,11 @@ func (e *linuxEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, erro
 // (a new socket with no other holder is never missed: it triggers the
 // fallback), or be reported for a socket it closed while another process
 // still holds it.
-func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket) error {
+//
+// wholeTable is false when socks is not the whole socket table (Resolve):
+// the walk then neither records ownerless inodes nor counts as the periodic
+// full walk.
+func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTable bool) error {
 	want := len(e.byInode)
 	procfd, err := unix.Open(e.proc, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -250,7 +254,7 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket) error {
 		unresolved = e.assign(pids, socks)
 		full = true
 	}
-	if full {
+	if full && wholeTable {
 		e.stats.fullWalks++
 		e.lastFull = now
 		clear(e.orphans)
@@ -636,6 +640,119 @@ func parsePasswd(r io.Reader) map[string]string {
 		}
 	}
 	return m
+}
+
+// Resolve finds the socket of one connection, local to remote, without
+// listing every socket: one sock_diag exact lookup (no dump) gives its
+// inode, and the owner walk of resolveOwners, with the same rule, finds the
+// lowest PID holding it. found is false when the kernel has no such socket.
+// It serves a cold lookup in a few milliseconds where a rescan has to dump
+// the whole table first (~1 µs of kernel time per socket); the watcher does
+// not call it yet (docs/benchmarks.md). host_path "/" only.
+func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	if !e.useDiag {
+		return s, false, ErrUnsupported
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	proto := uint8(unix.IPPROTO_TCP)
+	if t == UDP {
+		proto = unix.IPPROTO_UDP
+	}
+	l, r := local.Addr().Unmap(), remote.Addr().Unmap()
+	var one []Socket
+	if l.Is4() && r.Is4() {
+		one, err = e.diagExact(unix.AF_INET, proto, t, l.As16(), local.Port(), r.As16(), remote.Port(), true)
+		if err == nil && len(one) == 0 {
+			// An IPv4 peer of a dual-stack IPv6 socket.
+			one, err = e.diagExact(unix.AF_INET6, proto, t, l.As16(), local.Port(), r.As16(), remote.Port(), false)
+		}
+	} else {
+		one, err = e.diagExact(unix.AF_INET6, proto, t, l.As16(), local.Port(), r.As16(), remote.Port(), false)
+	}
+	if err != nil || len(one) == 0 {
+		return s, false, err
+	}
+	clear(e.byInode)
+	if one[0].Inode != 0 {
+		e.byInode[one[0].Inode] = 0
+		if err := e.resolveOwners(ctx, one, false); err != nil {
+			return one[0], true, err
+		}
+	}
+	return one[0], true, nil
+}
+
+// diagExact asks sock_diag for the one socket with this 4-tuple. a16 and
+// b16 are 16-byte addresses; for AF_INET only their last 4 bytes are used,
+// for AF_INET6 IPv4 addresses are sent in their mapped form.
+func (e *linuxEngine) diagExact(family, proto uint8, t Transport, a16 [16]byte, aport uint16, b16 [16]byte, bport uint16, v4 bool) ([]Socket, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var req [sizeofNlMsghdr + sizeofInetDiagReqV2]byte
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	ne.PutUint32(req[8:], 1)
+	req[16], req[17] = family, proto
+	ne.PutUint32(req[20:], 0xffffffff)
+	id := req[24:]
+	binary.BigEndian.PutUint16(id[0:], aport)
+	binary.BigEndian.PutUint16(id[2:], bport)
+	if v4 {
+		copy(id[4:8], a16[12:])
+		copy(id[20:24], b16[12:])
+	} else {
+		copy(id[4:20], a16[:])
+		copy(id[20:36], b16[:])
+	}
+	ne.PutUint32(id[40:], 0xffffffff) // INET_DIAG_NOCOOKIE
+	ne.PutUint32(id[44:], 0xffffffff)
+	if err := unix.Sendto(fd, req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	var buf [4096]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, buf[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		b := buf[:n]
+		if len(b) < sizeofNlMsghdr {
+			return nil, errors.New("sock_diag: truncated reply")
+		}
+		l := int(ne.Uint32(b[0:]))
+		if l < sizeofNlMsghdr || l > len(b) {
+			return nil, errors.New("sock_diag: truncated reply")
+		}
+		msg := b[sizeofNlMsghdr:l]
+		switch ne.Uint16(b[4:]) {
+		case unix.NLMSG_ERROR:
+			if len(msg) >= 4 {
+				switch errno := unix.Errno(-int32(ne.Uint32(msg))); errno {
+				case 0:
+					return nil, nil
+				case unix.ENOENT:
+					return nil, nil
+				default:
+					return nil, fmt.Errorf("sock_diag: %w", errno)
+				}
+			}
+			return nil, errors.New("sock_diag: error")
+		case unix.SOCK_DIAG_BY_FAMILY:
+			if len(msg) < sizeofInetDiagMsg {
+				return nil, errors.New("sock_diag: short reply")
+			}
+			return []Socket{diagSocket(msg, t)}, nil
+		}
+	}
 }
 
 // NETLINK_SOCK_DIAG gives the same rows as /proc/net/{tcp,tcp6,udp,udp6}

@@ -262,7 +262,7 @@ func BenchmarkMissStorm(b *testing.B) {
 	})
 }
 
-// BenchmarkColdResolve: each op, the fleet's highest-PID helper opens a new
+// BenchmarkColdResolve: each op, one of the fleet's 16 highest-PID helpers opens a new
 // connection (outside the timer); the timed part is resolving its local end,
 // which is in no snapshot yet: ours waits for one rescan (min_rescan_interval
 // set to 1ns so that no op is rate-limited), the seed rescans on the miss.
@@ -271,7 +271,6 @@ func BenchmarkColdResolve(b *testing.B) {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLarge(b, s)
 			f := bench.Shared(b, s.procs, s.sockets)
-			h := f.Last()
 			targets := f.Holders
 			b.Run("impl=ours", func(b *testing.B) {
 				w := newOurs(b, procs.Config{MinRescanInterval: time.Nanosecond})
@@ -282,6 +281,7 @@ func BenchmarkColdResolve(b *testing.B) {
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
+					h := f.Dialer(i)
 					target := targets[i%len(targets)].Listen
 					local, err := h.Dial(target)
 					if err != nil {
@@ -308,6 +308,7 @@ func BenchmarkColdResolve(b *testing.B) {
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
+					h := f.Dialer(i)
 					target := targets[i%len(targets)].Listen
 					local, err := h.Dial(target)
 					if err != nil {

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,6 +349,15 @@ func CloseShared() {
 		shared.f.Close()
 		shared.f = nil
 	}
+}
+
+// Dialer returns the holder that opens the i-th new connection of a
+// benchmark: the 16 highest PIDs in turn (late in an ascending /proc walk),
+// so that no one holder's fd table grows with b.N.
+func (f *Fleet) Dialer(i int) *Holder {
+	hs := slices.Clone(f.Holders)
+	slices.SortFunc(hs, func(a, b *Holder) int { return b.PID - a.PID })
+	return hs[i%min(16, len(hs))]
 }
 
 // Last returns the holder with the highest PID, the worst case for a walk
