@@ -9,8 +9,9 @@ import (
 
 // sharedKey identifies watchers that can be shared: same host and policy.
 type sharedKey struct {
-	root string
-	cfg  Config
+	root    string
+	cfg     Config // History is always nil here; historyKind stands for it
+	history string
 }
 
 type sharedEntry struct {
@@ -27,12 +28,15 @@ var registry = struct {
 }{m: map[sharedKey]*sharedEntry{}}
 
 // Shared returns the watcher for hostPath and cfg, creating it on first use,
-// and a release function; the last release closes it.
-func Shared(hostPath string, cfg Config, log *logp.Logger) (*Watcher, func(), error) {
+// and a release function; the last release closes it. historyKind names the
+// History the caller wants ("" for none); newHistory builds it when the
+// watcher is created and may return nil to run without one.
+func Shared(hostPath string, cfg Config, historyKind string, newHistory func() (History, error), log *logp.Logger) (*Watcher, func(), error) {
 	if hostPath == "" {
 		hostPath = "/"
 	}
-	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults()}
+	cfg.History = nil
+	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults(), history: historyKind}
 	registry.Lock()
 	defer registry.Unlock()
 	e, ok := registry.m[k]
@@ -41,7 +45,15 @@ func Shared(hostPath string, cfg Config, log *logp.Logger) (*Watcher, func(), er
 		if err != nil {
 			return nil, nil, err
 		}
-		e = &sharedEntry{w: New(engine, k.cfg, log)}
+		wcfg := k.cfg
+		if newHistory != nil {
+			h, err := newHistory()
+			if err != nil {
+				return nil, nil, err
+			}
+			wcfg.History = h
+		}
+		e = &sharedEntry{w: New(engine, wcfg, log)}
 		registry.m[k] = e
 	}
 	e.refs++

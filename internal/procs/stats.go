@@ -11,7 +11,7 @@ import (
 // counters are updated with atomics on the lookup path.
 type counters struct {
 	lookups, notLocal, hits, misses, negativeHits atomic.Uint64
-	rescans, errors, waitTimeouts                 atomic.Uint64
+	rescans, errors, waitTimeouts, historyHits    atomic.Uint64
 	lastRescanNanos, sockets, processes           atomic.Int64
 }
 
@@ -25,6 +25,7 @@ type Stats struct {
 	Rescans      uint64 // socket-table rescans started
 	Errors       uint64 // engine errors (rescans or process reads that failed)
 	WaitTimeouts uint64 // lookups that gave up waiting for a rescan
+	HistoryHits  uint64 // hits answered by History (the eBPF tracker)
 
 	LastRescan    time.Duration // duration of the last successful rescan
 	Sockets       int64         // rows in the current snapshot
@@ -43,6 +44,7 @@ func (w *Watcher) Stats() Stats {
 		Rescans:       w.stats.rescans.Load(),
 		Errors:        w.stats.errors.Load(),
 		WaitTimeouts:  w.stats.waitTimeouts.Load(),
+		HistoryHits:   w.stats.historyHits.Load(),
 		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
 		Sockets:       w.stats.sockets.Load(),
 		Processes:     w.stats.processes.Load(),

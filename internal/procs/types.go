@@ -107,3 +107,11 @@ func procName(comm string, args []string) string {
 type PartialError struct{ Msg string }
 
 func (e *PartialError) Error() string { return e.Msg }
+
+// History remembers socket owners past the socket's life, e.g. the eBPF
+// connection tracker. The watcher asks it when the snapshot has no answer,
+// so a connection that closed before its event was processed still
+// resolves. proc is a minimal description for when the owner has exited.
+type History interface {
+	Recall(t Transport, local, remote netip.AddrPort) (sock Socket, proc *Process, ok bool)
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,9 @@ type Config struct {
 	RescanTimeout time.Duration
 	// NegativeCacheSize caps the unknown-tuple cache.
 	NegativeCacheSize int
+	// History, if set, is asked before a rescan when the snapshot has no
+	// answer. The watcher closes it (if it is an io.Closer) on Close.
+	History History
 }
 
 // DefaultConfig returns the documented defaults.
@@ -100,6 +104,10 @@ type Watcher struct {
 
 	neg negCache
 
+	// hist caches owners described for History answers, by identity.
+	histMu sync.Mutex
+	hist   map[procKey]*cachedProc
+
 	stats counters
 
 	ctx    context.Context
@@ -132,6 +140,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		log:    log,
 		errs:   newRateLimitedLog(log, time.Minute),
 		procs:  map[procKey]*cachedProc{},
+		hist:   map[procKey]*cachedProc{},
 		neg:    newNegCache(cfg.NegativeCacheSize),
 		ctx:    ctx,
 		cancel: cancel,
@@ -154,6 +163,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 func (w *Watcher) Close() error {
 	w.cancel()
 	w.wg.Wait()
+	if c, ok := w.cfg.History.(io.Closer); ok {
+		return c.Close()
+	}
 	return nil
 }
 
@@ -187,6 +199,13 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		}
 		return p
 	}
+	if w.cfg.History != nil {
+		if p := w.recall(t, local, remote); p != nil {
+			w.stats.hits.Add(1)
+			w.stats.historyHits.Add(1)
+			return p
+		}
+	}
 	if known && !snap.stale.Load() {
 		// The row exists and nobody holds it; a rescan would not change that.
 		w.stats.misses.Add(1)
@@ -215,6 +234,42 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	w.stats.misses.Add(1)
 	return nil
 }
+
+// recall asks History for an owner the snapshot does not know, describing
+// it through the engine while it lives and from History's minimal record
+// once it has exited. Descriptions are cached by identity (PID + start).
+func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) *Process {
+	sock, minimal, ok := w.cfg.History.Recall(t, local, remote)
+	if !ok || sock.PID <= 0 {
+		return nil
+	}
+	k := procKey{sock.PID, sock.StartKey}
+	now := time.Now()
+	w.histMu.Lock()
+	c, ok := w.hist[k]
+	w.histMu.Unlock()
+	if ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+		return c.p
+	}
+	p, err := w.engine.Process(sock.PID, sock.StartKey)
+	if err != nil {
+		if minimal == nil {
+			return nil
+		}
+		p = minimal // exited (or recycled): what History saw is all there is
+	}
+	w.histMu.Lock()
+	if len(w.hist) >= histCacheSize {
+		clear(w.hist)
+	}
+	w.hist[k] = &cachedProc{p: p, loaded: now}
+	w.histMu.Unlock()
+	return p
+}
+
+// histCacheSize caps descriptions of History owners; short-lived clients
+// come and go, so the cache is simply dropped when full.
+const histCacheSize = 4096
 
 func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {
 	if a.IsLoopback() || s.isLocal(a) {
@@ -350,6 +405,9 @@ func (w *Watcher) rescan(gen uint64) {
 		w.stats.errors.Add(1)
 		w.errs.log("rescan-partial", fmt.Errorf("socket tables read with faults: %w", err))
 	} else if err != nil {
+		if w.ctx.Err() != nil {
+			return // closing: not a fault worth a warning
+		}
 		w.stats.errors.Add(1)
 		w.errs.log("rescan", fmt.Errorf("listing sockets failed after %v: %w; lookups keep the previous snapshot", time.Since(start).Round(time.Millisecond), err))
 		return

@@ -54,7 +54,10 @@ func New(c *conf.C, log *logp.Logger) (beat.Processor, error) {
 	} else {
 		log = log.Named(processorName)
 	}
-	return newProcessor(cfg, log, procs.Shared)
+	kind, newHistory := historyFor(cfg, log)
+	return newProcessor(cfg, log, func(hostPath string, wc procs.Config, log *logp.Logger) (*procs.Watcher, func(), error) {
+		return procs.Shared(hostPath, wc, kind, newHistory, log)
+	})
 }
 
 // acquireFunc returns a watcher for a host_path and policy, and a release
@@ -80,7 +83,10 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
 
 	w, release, err := acquire(cfg.HostPath, cfg.watcherConfig(), log)
+	var required *errTrackerRequired
 	switch {
+	case errors.As(err, &required):
+		return nil, fmt.Errorf("%s: %w", processorName, err)
 	case errors.Is(err, procs.ErrUnsupported):
 		log.Warnf("%v: events pass through unenriched", err)
 	case err != nil:
@@ -243,7 +249,7 @@ func lookupField(ev *beat.Event, path []string) (v any, found bool, shapeErr err
 		case nil:
 			return nil, false, nil
 		default:
-			return nil, false, fmt.Errorf("%s is a %T, not an object", strings.Join(path[:i], "."), cur)
+			return nil, false, fmt.Errorf("%s is %s of type %T, not an object", strings.Join(path[:i], "."), describe(cur), cur)
 		}
 		var ok bool
 		if cur, ok = m[k]; !ok {
@@ -372,11 +378,13 @@ func appendError(ev *beat.Event, msg string) {
 	case string:
 		_, _ = ev.PutValue("error.message", []string{x, msg})
 		return
+	// Copy before appending: the list may be shared with other events
+	// (a clone of an event shares its slices).
 	case []string:
-		_, _ = ev.PutValue("error.message", append(x, msg))
+		_, _ = ev.PutValue("error.message", append(slices.Clip(x), msg))
 		return
 	case []any:
-		_, _ = ev.PutValue("error.message", append(x, msg))
+		_, _ = ev.PutValue("error.message", append(slices.Clip(x), msg))
 		return
 	}
 	// "error" is not an object (or message has an odd type): keep the

@@ -41,6 +41,10 @@ type config struct {
 	MinRescanInterval time.Duration `config:"min_rescan_interval"`
 	RescanTimeout     time.Duration `config:"rescan_timeout"`
 	NegativeCacheSize int           `config:"negative_cache_size"`
+
+	// Tracker selects the eBPF connection tracker: auto, ebpf or procfs.
+	Tracker          string        `config:"tracker"`
+	TrackerRetention time.Duration `config:"tracker_retention"`
 }
 
 // allFields lists include_fields names in output order; each is a dotted
@@ -64,6 +68,8 @@ func defaultConfig() config {
 		MinRescanInterval: d.MinRescanInterval,
 		RescanTimeout:     d.RescanTimeout,
 		NegativeCacheSize: d.NegativeCacheSize,
+		Tracker:           trackerAuto,
+		TrackerRetention:  30 * time.Second,
 	}
 }
 
@@ -102,11 +108,16 @@ func (c *config) Validate() error {
 	}{
 		{"process_cache_ttl", c.ProcessCacheTTL}, {"socket_cache_ttl", c.SocketCacheTTL},
 		{"negative_cache_ttl", c.NegativeCacheTTL}, {"min_rescan_interval", c.MinRescanInterval},
-		{"rescan_timeout", c.RescanTimeout},
+		{"rescan_timeout", c.RescanTimeout}, {"tracker_retention", c.TrackerRetention},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration, got %v", d.name, d.v))
 		}
+	}
+	switch c.Tracker {
+	case trackerAuto, trackerEBPF, trackerProcfs:
+	default:
+		errs = append(errs, fmt.Errorf("tracker %q is not supported: use auto, ebpf or procfs", c.Tracker))
 	}
 	if c.NegativeCacheSize <= 0 {
 		errs = append(errs, fmt.Errorf("negative_cache_size must be positive, got %d", c.NegativeCacheSize))
