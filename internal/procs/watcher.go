@@ -365,8 +365,11 @@ func (w *Watcher) loop() {
 			if !w.wantAt.IsZero() && !now.Before(w.wantAt) {
 				if w.running == nil {
 					w.startRescanLocked(now)
+				} else {
+					// The rescan in flight may have read the tables before
+					// the request: keep it, for one interval later.
+					w.wantAt = now.Add(w.cfg.MinRescanInterval)
 				}
-				w.wantAt = time.Time{}
 			}
 			w.mu.Unlock()
 		}
