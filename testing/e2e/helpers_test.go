@@ -21,6 +21,7 @@ import (
 //
 //	<test binary> netprocbeat-e2e-helper send <tcp|udp> <addr> <marker>
 //	<test binary> netprocbeat-e2e-helper hold <prev tcp addrs|-> <prev udp addrs|-> <v6: 0|1>
+//	<test binary> netprocbeat-e2e-helper dial-from <local addr> <remote addr>
 //
 // Each prints one line on stdout once its sockets are open, then runs until
 // its stdin is closed. Only the helper itself holds its sockets (no
@@ -37,6 +38,8 @@ func helperMain(args []string) int {
 		err = helperSend(args[1:])
 	case "hold":
 		err = helperHold(args[1:])
+	case "dial-from":
+		err = helperDialFrom(args[1:])
 	default:
 		err = fmt.Errorf("unknown mode %q", args[0])
 	}
@@ -84,6 +87,45 @@ func helperSend(args []string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// helperDialFrom opens one TCP connection from a given local address to
+// remote, with SO_REUSEADDR and SO_REUSEPORT set before bind so that
+// several connections (to different remotes) can share one local port, as
+// the kernel also does for ephemeral ports when they run short.
+func helperDialFrom(args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("dial-from: want <local addr> <remote addr>")
+	}
+	local, err := net.ResolveTCPAddr("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	done := stdinClosed()
+	d := net.Dialer{
+		LocalAddr: local,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr != nil {
+					return
+				}
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	c, err := d.Dial("tcp", args[1])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Printf("ready %s\n", c.LocalAddr())
+	<-done
+	return nil
 }
 
 // holdReady is what a hold helper reports once its sockets are open.
