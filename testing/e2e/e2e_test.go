@@ -172,7 +172,7 @@ func TestTCPClientProcess(t *testing.T) {
 	// Once no rescan has run for longer than min_rescan_interval (250ms by
 	// default), a miss rescans synchronously, so the very first line of a
 	// new connection is normally attributed. That is logged, not required:
-	// on a loaded host it was seen unattributed (see the report); every
+	// on a loaded host (tens of thousands of sockets) it was seen unattributed; every
 	// attributed line must name the right process.
 	time.Sleep(600 * time.Millisecond)
 	marker2 := marker + "-second"
