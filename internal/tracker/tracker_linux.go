@@ -369,8 +369,10 @@ func (t *Tracker) Lookup(proto procs.Transport, local, remote netip.AddrPort) (R
 	}
 	if proto == procs.TCP {
 		// Only a connection-less record (a listener) may answer for a
-		// TCP connection.
-		if r, ok := t.listenerLocked(proto, local, try); ok && r.Source == SourceListen {
+		// TCP connection, and only while it listens: once closed, its port
+		// is free for any process's ephemeral connections, and a retained
+		// listener record would name the old owner for them.
+		if r, ok := t.listenerLocked(proto, local, try); ok && r.Source == SourceListen && r.Closed.IsZero() {
 			r.Source = SourceListener
 			return r, true
 		}
