@@ -317,14 +317,22 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 		return false
 	}
 	e.nameBuf = append(strconv.AppendInt(e.nameBuf[:0], int64(pid), 10), 0)
-	if p != nil && !full && e.fdCounts {
-		// Two stats instead of six syscalls: the same /proc/<pid> inode
-		// (procfs gives a new process instance a new one) with the same
-		// number of descriptors reuses the previous read.
+	// Two stats through procfd: the /proc/<pid> inode (procfs gives a new
+	// process instance a new one) and the number of descriptors. They are
+	// taken the same way whether or not the read is then reused, so the
+	// count never includes a directory this walk opened (which made our own
+	// process look changed on every walk).
+	ino, size := uint64(0), int64(-1)
+	if e.fdCounts {
 		name := string(e.nameBuf[:len(e.nameBuf)-1])
 		var st unix.Stat_t
-		if unix.Fstatat(procfd, name, &st, 0) == nil && st.Ino == p.ino &&
-			unix.Fstatat(procfd, name+"/fd", &st, 0) == nil && st.Size == p.nfds {
+		if unix.Fstatat(procfd, name, &st, 0) == nil {
+			ino = st.Ino
+			if unix.Fstatat(procfd, name+"/fd", &st, 0) == nil {
+				size = st.Size
+			}
+		}
+		if p != nil && !full && size >= 0 && ino == p.ino && size == p.nfds {
 			p.seen, p.trusted = e.walkGen, true
 			e.stats.trusted++
 			return true
@@ -342,16 +350,14 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 	if err := unix.Fstat(dirfd, &dst); err != nil {
 		return drop()
 	}
+	if dst.Ino != ino {
+		// Not the instance the stats above saw (or no stats): never trust
+		// this read.
+		size = -1
+	}
 	start, ok := e.startKeyAt(dirfd)
 	if !ok {
 		return drop()
-	}
-	size := int64(-1)
-	if e.fdCounts {
-		var st unix.Stat_t
-		if err := unix.Fstatat(dirfd, "fd", &st, 0); err == nil {
-			size = st.Size
-		}
 	}
 	if p == nil {
 		p = &procFds{}
@@ -361,9 +367,6 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 		return drop()
 	}
 	p.ino, p.start, p.nfds, p.inodes, p.seen, p.trusted = dst.Ino, start, size, inodes, e.walkGen, false
-	if size < 0 {
-		p.ino = 0 // never trusted
-	}
 	e.fds[pid] = p
 	return false
 }
