@@ -153,7 +153,7 @@ func put[K comparable](m map[K]*Process, k K, p *Process) {
 
 // find resolves a local endpoint. known reports whether any row matched,
 // owned or not: an unknown endpoint may be a socket born after the snapshot.
-func (s *snapshot) find(t Transport, local, remote netip.AddrPort, loose bool) (p *Process, known bool) {
+func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, known bool) {
 	if remote.IsValid() {
 		if p, ok := s.exact[connKeyOf(t, local, remote)]; ok {
 			if p != nil {
@@ -186,13 +186,14 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort, loose bool) (
 		}
 		known = true
 	}
-	// The by-endpoint fallback serves events whose peer is unknown, or whose
-	// peer differs from the socket's (NAT, proxies) once loose is set: the
-	// snapshot was taken after the lookup began. From an older snapshot, a
-	// known peer that missed the exact map may be another connection on a
-	// reused ephemeral port born since, and answering the old owner would
-	// name the wrong process; known stays false so the watcher rescans.
-	if !remote.IsValid() || loose {
+	// The by-endpoint fallback serves only events whose peer is unknown. A
+	// connected socket talks to one peer, and Linux reuses an ephemeral
+	// port for connections to different peers: with a known peer that
+	// missed the exact map, the socket found by endpoint is another
+	// connection (seen live with a benchmark churning loopback connections:
+	// a closed client's port was answered with the benchmark's PID), so
+	// answering its owner would name the wrong process.
+	if !remote.IsValid() {
 		if p, ok := s.conn[lk]; ok && p != ambiguous {
 			if p != nil {
 				return p, true

@@ -180,19 +180,18 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	}
 	w.stats.lookups.Add(1)
 	snap := w.snap.Load()
-	loose := false // the snapshot was taken after this lookup began
 	if snap.gen == 0 {
 		// Before the first rescan lands, addresses bound only in the socket
 		// table are not known to be local yet: wait for it like a miss.
 		if fresh := w.awaitRescan(snap, time.Now()); fresh != nil {
-			snap, loose = fresh, true
+			snap = fresh
 		}
 	}
 	if !w.isLocal(snap, local.Addr()) {
 		w.stats.notLocal.Add(1)
 		return nil
 	}
-	p, known := snap.find(t, local, remote, loose)
+	p, known := snap.find(t, local, remote)
 	if p != nil {
 		w.stats.hits.Add(1)
 		if snap.stale.Load() {
@@ -226,7 +225,7 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		return nil
 	}
 	if w.isLocal(fresh, local.Addr()) {
-		if p, _ = fresh.find(t, local, remote, true); p != nil {
+		if p, _ = fresh.find(t, local, remote); p != nil {
 			w.stats.hits.Add(1)
 			return p
 		}

@@ -62,6 +62,11 @@ type Tracker struct {
 
 	now      func() time.Time // tests
 	bootWall time.Time        // wall-clock time of boot, for Record.Start
+
+	// drained is closed (and replaced) each time the reader has consumed
+	// everything in the ring, so Recall can wait for events still in flight.
+	drainMu sync.Mutex
+	drained chan struct{}
 }
 
 // New loads the BPF programs, attaches them and starts reading their
@@ -80,11 +85,12 @@ func New(opts Options) (*Tracker, error) {
 	}
 
 	t := &Tracker{
-		opts:  opts,
-		table: make(map[key]Record),
-		comms: make(map[[16]int8]string),
-		stop:  make(chan struct{}),
-		now:   time.Now,
+		opts:    opts,
+		table:   make(map[key]Record),
+		comms:   make(map[[16]int8]string),
+		stop:    make(chan struct{}),
+		now:     time.Now,
+		drained: make(chan struct{}),
 	}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
@@ -177,7 +183,12 @@ func (t *Tracker) readLoop() {
 				return
 			default:
 			}
-			continue // deadline: poll again
+			// Deadline or flush: the ring has been read to its end.
+			t.drainMu.Lock()
+			close(t.drained)
+			t.drained = make(chan struct{})
+			t.drainMu.Unlock()
+			continue
 		}
 		if len(rec.RawSample) < int(unsafe.Sizeof(trackerEvent{})) {
 			continue
@@ -432,8 +443,40 @@ func (t *Tracker) Stats() Stats {
 // process that holds even after it exited. See docs/tracker.md.
 func (t *Tracker) Recall(proto procs.Transport, local, remote netip.AddrPort) (procs.Socket, *procs.Process, bool) {
 	r, ok := t.Lookup(proto, local, remote)
+	if !ok && t.sync(syncTimeout) {
+		// The connection's events may still sit in the ring (the reader
+		// batches them): a one-shot client's line can reach the beat before
+		// its record reaches the table.
+		r, ok = t.Lookup(proto, local, remote)
+	}
 	if !ok {
 		return procs.Socket{}, nil, false
 	}
 	return r.Socket(proto, unmap(local), unmap(remote)), r.Process(), true
+}
+
+// syncTimeout bounds how long a Recall miss waits for the reader.
+const syncTimeout = 20 * time.Millisecond
+
+// sync makes the reader consume the events already in the ring and waits
+// for it, at most timeout. It reports whether there was anything to read;
+// an idle ring costs two atomic loads, so misses stay cheap.
+func (t *Tracker) sync(timeout time.Duration) bool {
+	if t.rd.AvailableBytes() == 0 {
+		return false
+	}
+	t.drainMu.Lock()
+	ch := t.drained
+	t.drainMu.Unlock()
+	if err := t.rd.Flush(); err != nil {
+		return false
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+	case <-t.stop:
+	}
+	return true
 }

@@ -40,6 +40,8 @@ func helperMain(args []string) int {
 		err = helperHold(args[1:])
 	case "dial-from":
 		err = helperDialFrom(args[1:])
+	case "oneshot":
+		err = helperOneshot(args[1:])
 	default:
 		err = fmt.Errorf("unknown mode %q", args[0])
 	}
@@ -313,4 +315,21 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// helperOneshot is a one-shot client (curl, a cron job, a health check):
+// connect, write one line, close, exit. Its socket is gone before the beat
+// processes the line, so only the eBPF tracker can attribute it.
+func helperOneshot(args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("oneshot: want <addr> <line>")
+	}
+	c, err := net.Dial("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(c, "%s\n", args[1]); err != nil {
+		return err
+	}
+	return c.Close()
 }
