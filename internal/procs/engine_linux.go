@@ -56,6 +56,8 @@ type linuxEngine struct {
 
 	stats engineStats
 
+	ns nsState // network namespaces: netns_linux.go
+
 	users passwdCache
 }
 
@@ -130,6 +132,7 @@ func (e *linuxEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, erro
 	defer e.mu.Unlock()
 	e.stats.rescans++
 	var bad int
+	ownStart := len(dst)
 	for _, f := range procNetFiles {
 		if e.useDiag {
 			family, proto := uint8(unix.AF_INET), uint8(unix.IPPROTO_TCP)
@@ -160,6 +163,9 @@ func (e *linuxEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, erro
 		dst, n = ParseProcNet(data, f.t, dst)
 		bad += n
 	}
+	var nsBad int
+	dst, nsBad = e.appendNamespaces(dst, ownStart)
+	bad += nsBad
 
 	clear(e.byInode)
 	for i := range dst {
@@ -563,6 +569,8 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 		p.UID = u.UID
 		p.UserName = e.users.name(u.UID)
 	}
+	p.ContainerID = e.containerID(pid)
+	p.NetNS, p.Foreign = e.processNS(pid)
 	// go-sysinfo read the files by path, not through a pinned dirfd: check
 	// the PID still names the same process instance afterwards.
 	stat, err := os.ReadFile(filepath.Join(e.proc, strconv.Itoa(pid), "stat"))
@@ -575,30 +583,12 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 	return p, nil
 }
 
+// LocalAddrs lists the addresses of the reader's namespace and of every
+// other namespace seen at the last rescan (a container's own IP is local).
 func (e *linuxEngine) LocalAddrs() ([]netip.Addr, error) {
-	var out []netip.Addr
-	var errs []error
-	for _, f := range []struct {
-		name  string
-		parse func(io.Reader) ([]netip.Addr, error)
-	}{{"fib_trie", ParseFibTrie}, {"if_inet6", ParseIfInet6}} {
-		path := filepath.Join(e.proc, "net", f.name)
-		fh, err := os.Open(path)
-		if err != nil {
-			if f.name == "if_inet6" && errors.Is(err, os.ErrNotExist) {
-				continue // IPv6 disabled
-			}
-			errs = append(errs, err)
-			continue
-		}
-		addrs, err := f.parse(fh)
-		fh.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("parsing %s: %w", path, err))
-		}
-		out = append(out, addrs...)
-	}
-	return out, errors.Join(errs...)
+	out, err := readAddrs(filepath.Join(e.proc, "net"))
+	more, ferr := e.foreignAddrs()
+	return append(out, more...), errors.Join(err, ferr)
 }
 
 // passwdCache maps UIDs to user names from the host's etc/passwd, re-read

@@ -92,6 +92,15 @@ type snapshot struct {
 	// local holds every non-wildcard local address in the socket table.
 	local map[addrKey]struct{}
 
+	// byNS indexes each foreign network namespace's sockets on their own,
+	// for lookups the event ties to a container; containers maps container
+	// IDs to their namespace. Both are nil on hosts with one namespace.
+	byNS       map[uint64]*snapshot
+	containers map[string]uint64
+	// ambiguous counts endpoints that sockets of different namespaces
+	// share with different owners (the host's won).
+	ambiguous int
+
 	// stale is set once the snapshot is older than socket_cache_ttl; hits
 	// are still answered from it while a rescan is requested.
 	stale atomic.Bool
@@ -111,17 +120,37 @@ func newSnapshot(gen uint64, n int) *snapshot {
 // rows compete for a key the owned one with the lowest PID wins, so a socket
 // shared after fork resolves to the same process every time.
 func (s *snapshot) add(sock *Socket, p *Process) {
+	if sock.Foreign {
+		if s.byNS == nil {
+			s.byNS = map[uint64]*snapshot{}
+			s.containers = map[string]uint64{}
+		}
+		sub := s.byNS[sock.NetNS]
+		if sub == nil {
+			sub = newSnapshot(s.gen, 16)
+			s.byNS[sock.NetNS] = sub
+		}
+		sub.add1(sock, p)
+		if p != nil && p.ContainerID != "" {
+			s.containers[p.ContainerID] = sock.NetNS
+		}
+	}
+	s.add1(sock, p)
+}
+
+// add1 indexes sock in s itself.
+func (s *snapshot) add1(sock *Socket, p *Process) {
 	if a := sock.Local.Addr(); !a.IsUnspecified() {
 		s.local[keyOf(a)] = struct{}{}
 	}
 	local := endKeyOf(sock.Transport, sock.Local.Addr(), sock.Local.Port())
 	if sock.Listen {
-		put(s.listen, local, p)
+		s.ambiguous += put(s.listen, local, p)
 		return
 	}
 	putConn(s.conn, local, p)
 	if sock.Remote.IsValid() && sock.Remote.Port() != 0 {
-		put(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
+		s.ambiguous += put(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
 	}
 }
 
@@ -144,11 +173,36 @@ func putConn(m map[endKey]*Process, k endKey, p *Process) {
 	}
 }
 
-func put[K comparable](m map[K]*Process, k K, p *Process) {
+// put keeps the better owner for k: an owned socket over an unowned one,
+// the host namespace's over another namespace's (every container has its
+// own 127.0.0.1), then the lowest PID. It returns 1 when owners from
+// different namespaces competed for k, for the ambiguity count.
+func put[K comparable](m map[K]*Process, k K, p *Process) int {
 	old, ok := m[k]
-	if !ok || old == nil || (p != nil && p.PID < old.PID) {
+	switch {
+	case !ok || old == nil:
+		m[k] = p
+	case p == nil:
+	case old.Foreign != p.Foreign || old.NetNS != p.NetNS:
+		if old.Foreign && !p.Foreign {
+			m[k] = p
+		}
+		return 1
+	case p.PID < old.PID:
 		m[k] = p
 	}
+	return 0
+}
+
+// inContainer returns the index of the container's namespace, or nil.
+func (s *snapshot) inContainer(id string) *snapshot {
+	if s.containers == nil || id == "" {
+		return nil
+	}
+	if ns, ok := s.containers[id]; ok {
+		return s.byNS[ns]
+	}
+	return nil
 }
 
 // find resolves a local endpoint. known reports whether any row matched,

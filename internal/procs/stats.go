@@ -13,6 +13,7 @@ type counters struct {
 	lookups, notLocal, hits, misses, negativeHits atomic.Uint64
 	rescans, errors, waitTimeouts, historyHits    atomic.Uint64
 	lastRescanNanos, sockets, processes           atomic.Int64
+	ambiguous, namespaces                         atomic.Int64
 }
 
 // Stats is a point-in-time copy of a watcher's counters.
@@ -31,6 +32,8 @@ type Stats struct {
 	Sockets       int64         // rows in the current snapshot
 	Processes     int64         // processes cached (owners of current sockets)
 	NegativeCache int           // entries in the unknown-tuple cache
+	Ambiguous     int64         // endpoints shared across network namespaces with different owners (host won)
+	Namespaces    int64         // network namespaces other than the host's with sockets
 }
 
 // Stats returns the current counters.
@@ -49,6 +52,8 @@ func (w *Watcher) Stats() Stats {
 		Sockets:       w.stats.sockets.Load(),
 		Processes:     w.stats.processes.Load(),
 		NegativeCache: w.neg.len(),
+		Ambiguous:     w.stats.ambiguous.Load(),
+		Namespaces:    w.stats.namespaces.Load(),
 	}
 }
 

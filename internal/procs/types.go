@@ -51,6 +51,11 @@ type Socket struct {
 	// the engine's own units), so that a recycled PID is never mistaken for
 	// the process that held the socket.
 	StartKey uint64
+	// NetNS is the inode of the socket's network namespace (Linux; 0 when
+	// unknown). Foreign marks a namespace other than the host's: where the
+	// same endpoint exists in several namespaces, the host's socket wins.
+	NetNS   uint64
+	Foreign bool
 }
 
 // Process is what the watcher knows of a socket's owner. A *Process is
@@ -65,6 +70,13 @@ type Process struct {
 	Start            time.Time
 	UID              string
 	UserName         string
+
+	// ContainerID is the container the process runs in (from its cgroup
+	// path, as add_process_metadata finds it), "" for none.
+	ContainerID string
+	// NetNS and Foreign: the process's network namespace, as for Socket.
+	NetNS   uint64
+	Foreign bool
 
 	// StartKey is the engine's identity token for this PID instance.
 	StartKey uint64

@@ -271,6 +271,28 @@ func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) *Process {
 // come and go, so the cache is simply dropped when full.
 const histCacheSize = 4096
 
+// LookupInContainer is Lookup for an event that names the container it
+// belongs to: the container's network namespace is searched first, so its
+// 127.0.0.1 is not taken for the host's. Without a match there (or for an
+// unknown container) it is Lookup.
+func (w *Watcher) LookupInContainer(containerID string, t Transport, local, remote netip.AddrPort) *Process {
+	if sub := w.snap.Load().inContainer(containerID); sub != nil {
+		l := netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		r := remote
+		if r.IsValid() {
+			r = netip.AddrPortFrom(r.Addr().Unmap(), r.Port())
+		}
+		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
+			if p, _ := sub.find(t, l, r); p != nil {
+				w.stats.lookups.Add(1)
+				w.stats.hits.Add(1)
+				return p
+			}
+		}
+	}
+	return w.Lookup(t, local, remote)
+}
+
 func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {
 	if a.IsLoopback() || s.isLocal(a) {
 		return true
@@ -443,6 +465,8 @@ func (w *Watcher) rescan(gen uint64) {
 	time.AfterFunc(ttl, func() { snap.stale.Store(true) })
 	w.stats.lastRescanNanos.Store(int64(time.Since(start)))
 	w.stats.sockets.Store(int64(len(socks)))
+	w.stats.ambiguous.Store(int64(snap.ambiguous))
+	w.stats.namespaces.Store(int64(len(snap.byNS)))
 	w.stats.processes.Store(int64(len(w.procs)))
 }
 

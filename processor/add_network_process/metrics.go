@@ -26,9 +26,12 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.Rescans += st.Rescans
 			sum.Errors += st.Errors
 			sum.WaitTimeouts += st.WaitTimeouts
+			sum.HistoryHits += st.HistoryHits
 			sum.Sockets += st.Sockets
 			sum.Processes += st.Processes
 			sum.NegativeCache += st.NegativeCache
+			sum.Ambiguous += st.Ambiguous
+			sum.Namespaces += st.Namespaces
 			lastRescanNs = max(lastRescanNs, st.LastRescan.Nanoseconds())
 		})
 		v.OnRegistryStart()
@@ -43,6 +46,9 @@ func registerMetrics(reg *monitoring.Registry) {
 		monitoring.ReportInt(v, "errors", int64(sum.Errors))
 		monitoring.ReportInt(v, "wait_timeouts", int64(sum.WaitTimeouts))
 		monitoring.ReportInt(v, "rescan_last_ns", lastRescanNs)
+		monitoring.ReportInt(v, "history_hits", int64(sum.HistoryHits))
+		monitoring.ReportInt(v, "netns_ambiguous", sum.Ambiguous)
+		monitoring.ReportInt(v, "netns_foreign", sum.Namespaces)
 		monitoring.ReportNamespace(v, "cache", func() {
 			monitoring.ReportInt(v, "sockets", sum.Sockets)
 			monitoring.ReportInt(v, "processes", sum.Processes)
