@@ -40,6 +40,8 @@ type processor struct {
 	transport           []string
 	defaultTransport    procs.Transport
 	srcOut, dstOut, out string // <target>source.process, <target>destination.process, <target>process
+	containerOut        string // <target>container.id
+	containerField      []string
 	closeOnce           sync.Once
 }
 
@@ -81,6 +83,10 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 		prefix += "."
 	}
 	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
+	p.containerOut = prefix + "container.id"
+	if cfg.ContainerIDField != "" {
+		p.containerField = strings.Split(cfg.ContainerIDField, ".")
+	}
 
 	w, release, err := acquire(cfg.HostPath, cfg.watcherConfig(), log)
 	var required *errTrackerRequired
@@ -153,11 +159,12 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	}
 
 	var srcProc, dstProc *procs.Process
+	container := p.eventContainer(ev)
 	if src.present {
-		srcProc = p.watcher.Lookup(t, src.ap, dst.ap)
+		srcProc = p.watcher.LookupInContainer(container, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc = p.watcher.Lookup(t, dst.ap, src.ap)
+		dstProc = p.watcher.LookupInContainer(container, t, dst.ap, src.ap)
 	}
 	if srcProc != nil {
 		p.write(ev, p.srcOut, srcProc, &problems)
@@ -165,15 +172,47 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	if dstProc != nil {
 		p.write(ev, p.dstOut, dstProc, &problems)
 	}
-	if p.cfg.SetProcess {
-		// packetbeat's rule: the destination (usually the server) first.
-		if dstProc != nil {
-			p.write(ev, p.out, dstProc, &problems)
-		} else if srcProc != nil {
-			p.write(ev, p.out, srcProc, &problems)
+	// packetbeat's rule for process.*: the destination (usually the
+	// server) first. container.id follows the same side.
+	owner := dstProc
+	if owner == nil {
+		owner = srcProc
+	}
+	if owner != nil {
+		if p.cfg.SetProcess {
+			p.write(ev, p.out, owner, &problems)
+		}
+		if p.mask&fContainerID != 0 && owner.ContainerID != "" {
+			p.writeScalar(ev, p.containerOut, owner.ContainerID, &problems)
 		}
 	}
 	return p.finish(ev, problems, missing)
+}
+
+// eventContainer returns the container ID the event names in
+// container_id_field, or "".
+func (p *processor) eventContainer(ev *beat.Event) string {
+	if p.containerField == nil {
+		return ""
+	}
+	v, found, _ := lookupField(ev, p.containerField)
+	if s, ok := v.(string); found && ok {
+		return s
+	}
+	return ""
+}
+
+// writeScalar puts v at key unless a different value is there and
+// overwrite_keys is off, which is reported like write does.
+func (p *processor) writeScalar(ev *beat.Event, key, v string, problems *[]string) {
+	old, err := ev.GetValue(key)
+	if err == nil && old != nil && !p.cfg.OverwriteKeys {
+		if s, ok := old.(string); !ok || s != v {
+			*problems = append(*problems, fmt.Sprintf("kept existing %s (set overwrite_keys: true to replace)", key))
+		}
+		return
+	}
+	_, _ = ev.PutValue(key, v)
 }
 
 func (p *processor) finish(ev *beat.Event, problems, missing []string) (*beat.Event, error) {

@@ -34,6 +34,9 @@ type config struct {
 	IgnoreMissing    bool              `config:"ignore_missing"`
 	HostPath         string            `config:"host_path"`
 	Monitored        []monitoredConfig `config:"monitored"`
+	// ContainerIDField names an event field holding the container the event
+	// came from; its network namespace is searched first. "" = off.
+	ContainerIDField string `config:"container_id_field"`
 
 	ProcessCacheTTL   time.Duration `config:"process_cache_ttl"`
 	SocketCacheTTL    time.Duration `config:"socket_cache_ttl"`
@@ -49,7 +52,7 @@ type config struct {
 
 // allFields lists include_fields names in output order; each is a dotted
 // path under <side>.process.
-var allFields = []string{"pid", "name", "args", "executable", "start", "parent.pid", "working_directory", "user.id", "user.name"}
+var allFields = []string{"pid", "name", "args", "executable", "start", "parent.pid", "working_directory", "user.id", "user.name", "container.id"}
 
 func defaultConfig() config {
 	d := procs.DefaultConfig()
@@ -159,6 +162,7 @@ const (
 	fWorkingDirectory
 	fUserID
 	fUserName
+	fContainerID // written at <target>container.id, not under <side>.process
 )
 
 // maskOf returns the set of fields; an empty list means all of them. The

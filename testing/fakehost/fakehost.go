@@ -47,6 +47,10 @@ type Host struct {
 	// Addresses are the interface addresses, IPv4 or IPv6. Loopback
 	// (127.0.0.1 and ::1) is always present and need not be listed.
 	Addresses []string `yaml:"addresses"`
+	// NetNSAddresses are the interface addresses of other network
+	// namespaces (netns number → addresses), written under the namespace's
+	// lowest PID as proc/<pid>/net/{fib_trie,if_inet6}.
+	NetNSAddresses map[uint64][]string `yaml:"netns_addresses"`
 	// Sockets are the rows of /proc/net/{tcp,tcp6,udp,udp6}.
 	Sockets []Socket `yaml:"sockets"`
 	// Processes become /proc/<pid> directories.
@@ -74,6 +78,10 @@ type Socket struct {
 	// kernel marks a connect()ed UDP socket established) and CLOSE for an
 	// unconnected UDP socket.
 	State string `yaml:"state"`
+	// NetNS is the network namespace the socket lives in (0: the host's).
+	// Its table is written under the lowest PID of that namespace,
+	// proc/<pid>/net/, where a reader of another namespace finds it.
+	NetNS uint64 `yaml:"netns"`
 	// Inode is the socket's inode number, the link between the table and
 	// the socket:[inode] fd links of the processes holding it.
 	Inode uint64 `yaml:"inode"`
@@ -102,6 +110,12 @@ type Process struct {
 	// look into another user's process. (A mode-000 directory would not
 	// do: the tests run as root, which ignores modes.)
 	Unreadable bool `yaml:"unreadable_fd"`
+	// NetNS puts the process in a network namespace other than the host's
+	// (ns/net links to net:[NetNS]); 0 is the host's, with no link.
+	NetNS uint64 `yaml:"netns"`
+	// Cgroup is the cgroup path written to proc/<pid>/cgroup (cgroup v2
+	// form "0::<path>"), e.g. /system.slice/docker-<64 hex>.scope.
+	Cgroup string `yaml:"cgroup"`
 }
 
 // Load reads a Host from a YAML file. Unknown keys are errors so that a
@@ -200,24 +214,49 @@ type row struct {
 }
 
 func (h *Host) writeSockets(root string) error {
-	tables := map[string][]row{"tcp": nil, "tcp6": nil, "udp": nil, "udp6": nil}
+	byNS := map[uint64]map[string][]row{0: {"tcp": nil, "tcp6": nil, "udp": nil, "udp6": nil}}
+	for _, p := range h.Processes {
+		if p.NetNS != 0 && byNS[p.NetNS] == nil {
+			byNS[p.NetNS] = map[string][]row{"tcp": nil, "tcp6": nil, "udp": nil, "udp6": nil}
+		}
+	}
 	for i, s := range h.Sockets {
 		table, r, err := s.resolve()
 		if err != nil {
 			return fmt.Errorf("fakehost: socket %d (%s %s): %w", i, s.Proto, s.Local, err)
 		}
+		tables, ok := byNS[s.NetNS]
+		if !ok {
+			return fmt.Errorf("fakehost: socket %d (%s %s): no process is in netns %d", i, s.Proto, s.Local, s.NetNS)
+		}
 		tables[table] = append(tables[table], r)
 	}
-	dir := filepath.Join(root, "proc", "net")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for name, rows := range tables {
-		if err := os.WriteFile(filepath.Join(dir, name), formatTable(name, rows), 0o444); err != nil {
+	for ns, tables := range byNS {
+		dir := filepath.Join(root, "proc", "net")
+		if ns != 0 {
+			dir = filepath.Join(root, "proc", strconv.Itoa(h.nsLeader(ns)), "net")
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
+		}
+		for name, rows := range tables {
+			if err := os.WriteFile(filepath.Join(dir, name), formatTable(name, rows), 0o444); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// nsLeader is the lowest PID in network namespace ns.
+func (h *Host) nsLeader(ns uint64) int {
+	pid := 0
+	for _, p := range h.Processes {
+		if p.NetNS == ns && (pid == 0 || p.PID < pid) {
+			pid = p.PID
+		}
+	}
+	return pid
 }
 
 // resolve picks the table for s and fills in its defaults.
@@ -402,9 +441,29 @@ func hex6(ap netip.AddrPort) string {
 // writeAddrs writes fib_trie (IPv4 LOCAL routes, where Linux lists the
 // host's own IPv4 addresses) and if_inet6 (the IPv6 addresses).
 func (h *Host) writeAddrs(root string) error {
+	if err := writeAddrsIn(filepath.Join(root, "proc", "net"), h.Addresses); err != nil {
+		return err
+	}
+	for ns, addrs := range h.NetNSAddresses {
+		pid := h.nsLeader(ns)
+		if pid == 0 {
+			return fmt.Errorf("fakehost: netns_addresses: no process is in netns %d", ns)
+		}
+		dir := filepath.Join(root, "proc", strconv.Itoa(pid), "net")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := writeAddrsIn(dir, addrs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeAddrsIn(dir string, addresses []string) error {
 	v4 := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	v6 := []netip.Addr{netip.IPv6Loopback()}
-	for _, s := range h.Addresses {
+	for _, s := range addresses {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return fmt.Errorf("fakehost: address: %w", err)
@@ -422,7 +481,6 @@ func (h *Host) writeAddrs(root string) error {
 	}
 	v4, v6 = sortAddrs(v4), sortAddrs(v6)
 
-	dir := filepath.Join(root, "proc", "net")
 	if err := os.WriteFile(filepath.Join(dir, "fib_trie"), fibTrie(v4), 0o444); err != nil {
 		return err
 	}
@@ -509,6 +567,19 @@ func writeProcess(dir string, p *Process) error {
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o444); err != nil {
+			return err
+		}
+	}
+	if p.Cgroup != "" {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::"+p.Cgroup+"\n"), 0o444); err != nil {
+			return err
+		}
+	}
+	if p.NetNS != 0 {
+		if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o555); err != nil {
+			return err
+		}
+		if err := symlink(fmt.Sprintf("net:[%d]", p.NetNS), filepath.Join(dir, "ns", "net")); err != nil {
 			return err
 		}
 	}
