@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		helperDial(os.Getenv("ANP_HELPER_NET"), addr)
 		return
 	}
+	if addr := os.Getenv("ANP_HELPER_LISTEN"); addr != "" {
+		helperListen(addr)
+		return
+	}
 	os.Exit(m.Run())
 }
 
@@ -44,6 +48,19 @@ func helperDial(network, addr string) {
 	fmt.Println(c.LocalAddr().String())
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	c.Close()
+}
+
+// helperListen listens on addr (TCP), prints the bound address, and holds
+// the socket until stdin closes.
+func helperListen(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(l.Addr().String())
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	l.Close()
 }
 
 // startClient runs a helper process that dials addr and returns its PID and
