@@ -136,3 +136,36 @@ func TestNetworkNamespaces(t *testing.T) {
 		t.Errorf("container.id = %v, want %s", got, cid)
 	}
 }
+
+// TestHostPathBindMount runs the processor the way a containerised beat
+// does, with the host's /proc mounted elsewhere (here a bind mount of this
+// host's /proc under a temporary host_path), and resolves a real socket.
+func TestHostPathBindMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind-mount /proc")
+	}
+	root := t.TempDir()
+	procDir := filepath.Join(root, "proc")
+	if err := os.Mkdir(procDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "/proc", procDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount /proc: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", procDir).Run() })
+
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	p := newFromYAML(t, fmt.Sprintf("host_path: %q\n", root))
+	ev, err := p.Run(event("198.51.100.9", 40000, "127.0.0.1", port, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := getInt(t, ev, "destination.process.pid"); got != os.Getpid() {
+		t.Errorf("with host_path %s: destination.process.pid = %d, want %d", root, got, os.Getpid())
+	}
+}
