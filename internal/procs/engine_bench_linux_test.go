@@ -335,3 +335,53 @@ func TestEngineResolveFindsNewConnection(t *testing.T) {
 		t.Fatalf("Resolve(accepted %v <- %v) = %+v, %v, %v; want PID %d", c.Server, c.Client, s, found, err, c.Owner)
 	}
 }
+
+// TestResolveHistoryAnswersNewConnection: a watcher with NewResolveHistory
+// resolves a connection born after its snapshot without a rescan, and the
+// query budget sends misses beyond it down the usual path.
+func TestResolveHistoryAnswersNewConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts helper processes")
+	}
+	f := bench.Start(t, 4, 40)
+	eng, err := NewEngine("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !eng.(*linuxEngine).useDiag {
+		t.Skip("sock_diag disabled")
+	}
+	cfg := Config{MinRescanInterval: time.Hour, SocketTTL: time.Hour}
+	cfg.History = NewResolveHistory(eng, nil, 2, time.Hour, time.Second)
+	w := New(eng, cfg, nil)
+	defer w.Close()
+	c := f.Conns[0]
+	if p := w.Lookup(TCP, c.Client, c.Server); p == nil || p.PID != c.Owner {
+		t.Fatalf("fleet connection resolved to %+v, want %d", p, c.Owner)
+	}
+	rescans := w.Stats().Rescans
+	h, target := f.Holders[3], f.Holders[0].Listen
+	local, err := h.Dial(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ { // the repeats come from the answer cache
+		if p := w.Lookup(TCP, local, target); p == nil || p.PID != h.PID {
+			t.Fatalf("lookup %d of a new connection = %+v, want PID %d", i, p, h.PID)
+		}
+	}
+	if st := w.Stats(); st.Rescans != rescans {
+		t.Errorf("%d rescans for a connection History resolved", st.Rescans-rescans)
+	}
+	// The budget (2 per hour) is spent after one more query: a tuple that
+	// does not exist, then a new connection, which now waits for the
+	// rate-limited rescan path and is not answered within the hour.
+	w.Lookup(TCP, netip.MustParseAddrPort("127.0.0.1:1"), target)
+	local2, err := h.Dial(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := w.Lookup(TCP, local2, target); p != nil {
+		t.Errorf("over budget, a new connection was resolved to %d without a rescan", p.PID)
+	}
+}

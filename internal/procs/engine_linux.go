@@ -646,7 +646,11 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	if !e.useDiag {
 		return s, false, ErrUnsupported
 	}
-	e.mu.Lock()
+	// A rescan in flight holds the engine and will list this socket anyway:
+	// do not queue a lookup behind it.
+	if !e.mu.TryLock() {
+		return s, false, errEngineBusy
+	}
 	defer e.mu.Unlock()
 	proto := uint8(unix.IPPROTO_TCP)
 	if t == UDP {
@@ -675,6 +679,8 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	}
 	return one[0], true, nil
 }
+
+var errEngineBusy = errors.New("the engine is busy with a rescan")
 
 // diagExact asks sock_diag for the one socket with this 4-tuple. a16 and
 // b16 are 16-byte addresses; for AF_INET only their last 4 bytes are used,
