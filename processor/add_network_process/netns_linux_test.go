@@ -3,7 +3,6 @@
 package add_network_process
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -29,23 +28,8 @@ func startInNetns(t *testing.T, ns, addr string) (int, hostPort) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "ANP_HELPER_LISTEN="+addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.HasPrefix(line, "ERR") {
-		t.Fatalf("listener in netns %s on %s failed: %q %v", ns, addr, line, err)
-	}
-	host, port, _ := net.SplitHostPort(strings.TrimSpace(line))
+	line := runHelper(t, cmd, "listen on "+addr+" in netns "+ns)
+	host, port, _ := net.SplitHostPort(line)
 	p, _ := strconv.Atoi(port)
 	return cmd.Process.Pid, hostPort{host, p}
 }

@@ -63,12 +63,11 @@ func helperListen(addr string) {
 	l.Close()
 }
 
-// startClient runs a helper process that dials addr and returns its PID and
-// local address; the process exits at test cleanup.
-func startClient(t *testing.T, network, addr string) (int, *net.UDPAddr) {
+// runHelper starts cmd (this test binary in a helper mode), returns the
+// address it prints once its socket is open, and stops it (by closing its
+// stdin) at test cleanup.
+func runHelper(t *testing.T, cmd *exec.Cmd, what string) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "ANP_HELPER_DIAL="+addr, "ANP_HELPER_NET="+network)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +82,19 @@ func startClient(t *testing.T, network, addr string) (int, *net.UDPAddr) {
 	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || strings.HasPrefix(line, "ERR") {
-		t.Fatalf("helper failed to dial %s %s: %q %v", network, addr, line, err)
+		t.Fatalf("helper failed to %s: %q %v", what, line, err)
 	}
-	local, err := net.ResolveUDPAddr("udp", strings.TrimSpace(line))
+	return strings.TrimSpace(line)
+}
+
+// startClient runs a helper process that dials addr and returns its PID and
+// local address; the process exits at test cleanup.
+func startClient(t *testing.T, network, addr string) (int, *net.UDPAddr) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ANP_HELPER_DIAL="+addr, "ANP_HELPER_NET="+network)
+	line := runHelper(t, cmd, "dial "+network+" "+addr)
+	local, err := net.ResolveUDPAddr("udp", line)
 	if err != nil {
 		t.Fatalf("helper printed %q: %v", line, err)
 	}
