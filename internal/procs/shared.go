@@ -53,6 +53,10 @@ func Shared(hostPath string, cfg Config, historyKind string, newHistory func() (
 			}
 			wcfg.History = h
 		}
+		// A snapshot miss for a connection with a known peer asks the
+		// engine for that one connection (at most 16 times per
+		// min_rescan_interval) before falling back to a rescan.
+		wcfg.History = NewResolveHistory(engine, wcfg.History, 16, wcfg.MinRescanInterval, wcfg.RescanTimeout)
 		e = &sharedEntry{w: New(engine, wcfg, log)}
 		registry.m[k] = e
 	}

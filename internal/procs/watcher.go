@@ -101,6 +101,8 @@ type Watcher struct {
 	// Owned by the rescan goroutine; only one rescan runs at a time.
 	procs   map[procKey]*cachedProc
 	sockBuf []Socket
+	// staleTimer marks the current snapshot stale; owned by the rescan.
+	staleTimer *time.Timer
 
 	neg negCache
 
@@ -178,7 +180,6 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	if remote.IsValid() {
 		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	}
-	w.stats.lookups.Add(1)
 	snap := w.snap.Load()
 	if snap.gen == 0 {
 		// Before the first rescan lands, addresses bound only in the socket
@@ -284,7 +285,6 @@ func (w *Watcher) LookupInContainer(containerID string, t Transport, local, remo
 		}
 		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
 			if p, _ := sub.find(t, l, r); p != nil {
-				w.stats.lookups.Add(1)
 				w.stats.hits.Add(1)
 				return p
 			}
@@ -462,7 +462,12 @@ func (w *Watcher) rescan(gen uint64) {
 	}
 	w.snap.Store(snap)
 	ttl := w.cfg.SocketTTL
-	time.AfterFunc(ttl, func() { snap.stale.Store(true) })
+	// Stop the previous snapshot's timer: its closure would keep that
+	// snapshot (and its maps) alive for socket_cache_ttl after it is gone.
+	if w.staleTimer != nil {
+		w.staleTimer.Stop()
+	}
+	w.staleTimer = time.AfterFunc(ttl, func() { snap.stale.Store(true) })
 	w.stats.lastRescanNanos.Store(int64(time.Since(start)))
 	w.stats.sockets.Store(int64(len(socks)))
 	w.stats.ambiguous.Store(int64(snap.ambiguous))
@@ -506,7 +511,7 @@ func (w *Watcher) refreshAddrs() {
 type negCache struct {
 	mu  sync.Mutex
 	cap int
-	m   map[tupleKey]negEntry
+	m   map[connKey]negEntry // connKey hashes as plain memory; tupleKey field by field
 }
 
 type negEntry struct {
@@ -516,12 +521,13 @@ type negEntry struct {
 }
 
 func newNegCache(capacity int) negCache {
-	return negCache{cap: capacity, m: make(map[tupleKey]negEntry)}
+	return negCache{cap: capacity, m: make(map[connKey]negEntry)}
 }
 
 func (c *negCache) valid(k tupleKey, now time.Time, gen uint64) bool {
+	ck := connKeyOf(k.t, k.local, k.remote)
 	c.mu.Lock()
-	e, ok := c.m[k]
+	e, ok := c.m[ck]
 	c.mu.Unlock()
 	if !ok || now.UnixNano() >= e.until {
 		return false
@@ -530,13 +536,14 @@ func (c *negCache) valid(k tupleKey, now time.Time, gen uint64) bool {
 }
 
 func (c *negCache) put(k tupleKey, until time.Time, gen uint64, confirmed bool) {
+	ck := connKeyOf(k.t, k.local, k.remote)
 	c.mu.Lock()
 	if len(c.m) >= c.cap {
 		// Dropping everything keeps the bound trivially; the worst case is
 		// one extra rate-limited rescan per dropped tuple.
 		clear(c.m)
 	}
-	c.m[k] = negEntry{until: until.UnixNano(), gen: gen, confirmed: confirmed}
+	c.m[ck] = negEntry{until: until.UnixNano(), gen: gen, confirmed: confirmed}
 	c.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/beats/v7/libbeat/processors"
@@ -43,6 +44,9 @@ type processor struct {
 	containerOut        string // <target>container.id
 	containerField      []string
 	closeOnce           sync.Once
+
+	renders sync.Map // *procs.Process -> *rendered
+	renderN atomic.Int64
 }
 
 // New builds the processor from its beat configuration.
@@ -304,41 +308,87 @@ func lookupField(ev *beat.Event, path []string) (v any, found bool, shapeErr err
 	return cur, true, nil
 }
 
-// fields renders a process as the ECS object written under <side>.process.
-func (p *processor) fields(pr *procs.Process) mapstr.M {
-	m := make(mapstr.M, 8)
+// rendered is a process's output fields with their values already boxed
+// in interfaces: a *procs.Process is immutable, so this is done once per
+// process, not per event. Every event still gets maps of its own.
+type rendered struct {
+	top        []kv // pid, name, executable, start, working_directory
+	args       []string
+	ppid       any // nil: no parent field
+	user       []kv
+	fieldCount int
+}
+
+type kv struct {
+	k string
+	v any
+}
+
+// renderCacheMax bounds the render cache; it is cleared when full (a
+// *Process is replaced at least every process_cache_ttl, so old entries
+// only linger until then).
+const renderCacheMax = 4096
+
+func (p *processor) render(pr *procs.Process) *rendered {
+	if r, ok := p.renders.Load(pr); ok {
+		return r.(*rendered)
+	}
+	r := &rendered{}
 	if p.mask&fPID != 0 {
-		m["pid"] = pr.PID
+		r.top = append(r.top, kv{"pid", pr.PID})
 	}
 	if p.mask&fName != 0 && pr.Name != "" {
-		m["name"] = p.alias(pr)
+		r.top = append(r.top, kv{"name", p.alias(pr)})
 	}
 	if p.mask&fArgs != 0 && len(pr.Args) > 0 {
-		m["args"] = append([]string(nil), pr.Args...)
+		r.args = pr.Args
 	}
 	if p.mask&fExecutable != 0 && pr.Executable != "" {
-		m["executable"] = pr.Executable
+		r.top = append(r.top, kv{"executable", pr.Executable})
 	}
 	if p.mask&fStart != 0 && !pr.Start.IsZero() {
-		m["start"] = pr.Start
+		r.top = append(r.top, kv{"start", pr.Start})
 	}
 	if p.mask&fParentPID != 0 && pr.PPID > 0 {
-		m["parent"] = mapstr.M{"pid": pr.PPID}
+		r.ppid = pr.PPID
 	}
 	if p.mask&fWorkingDirectory != 0 && pr.WorkingDirectory != "" {
-		m["working_directory"] = pr.WorkingDirectory
+		r.top = append(r.top, kv{"working_directory", pr.WorkingDirectory})
 	}
-	if p.mask&(fUserID|fUserName) != 0 {
-		u := mapstr.M{}
-		if p.mask&fUserID != 0 && pr.UID != "" {
-			u["id"] = pr.UID
+	if p.mask&fUserID != 0 && pr.UID != "" {
+		r.user = append(r.user, kv{"id", pr.UID})
+	}
+	if p.mask&fUserName != 0 && pr.UserName != "" {
+		r.user = append(r.user, kv{"name", pr.UserName})
+	}
+	r.fieldCount = len(r.top) + 3
+	if p.renderN.Add(1) > renderCacheMax {
+		p.renders.Clear()
+		p.renderN.Store(1)
+	}
+	p.renders.Store(pr, r)
+	return r
+}
+
+// fields renders a process as the ECS object written under <side>.process.
+func (p *processor) fields(pr *procs.Process) mapstr.M {
+	r := p.render(pr)
+	m := make(mapstr.M, r.fieldCount)
+	for _, e := range r.top {
+		m[e.k] = e.v
+	}
+	if r.args != nil {
+		m["args"] = append([]string(nil), r.args...)
+	}
+	if r.ppid != nil {
+		m["parent"] = mapstr.M{"pid": r.ppid}
+	}
+	if len(r.user) > 0 {
+		u := make(mapstr.M, len(r.user))
+		for _, e := range r.user {
+			u[e.k] = e.v
 		}
-		if p.mask&fUserName != 0 && pr.UserName != "" {
-			u["name"] = pr.UserName
-		}
-		if len(u) > 0 {
-			m["user"] = u
-		}
+		m["user"] = u
 	}
 	return m
 }
