@@ -806,7 +806,9 @@ func (e *linuxEngine) diagDump(family uint8, proto uint8, t Transport, dst []Soc
 				return dst, errors.New("sock_diag: truncated message")
 			}
 			msg := b[sizeofNlMsghdr:l]
-			b = b[(l+3)&^3:]
+			// The kernel pads every message to 4 bytes; a last message
+			// without its padding must not slice past the buffer.
+			b = b[min((l+3)&^3, len(b)):]
 			switch typ {
 			case unix.NLMSG_DONE:
 				return dst, nil

@@ -226,7 +226,8 @@ func ParseFibTrie(r io.Reader) ([]netip.Addr, error) {
 			}
 			continue
 		}
-		if bytes.HasPrefix(line, []byte("/32 host LOCAL")) && last.IsValid() && !seen[last] {
+		// fib_trie is IPv4 only: anything else on a leaf line is garbage.
+		if bytes.HasPrefix(line, []byte("/32 host LOCAL")) && last.IsValid() && last.Is4() && !seen[last] {
 			seen[last] = true
 			out = append(out, last)
 		}
