@@ -304,3 +304,27 @@ func TestHistoryResolvesClosedConnections(t *testing.T) {
 		t.Errorf("unknown tuple resolved to %+v", p)
 	}
 }
+
+func TestRescanOverBudgetMissesInsteadOfStalling(t *testing.T) {
+	f := &fakeEngine{}
+	f.set([]Socket{listener, conn}, procA, procB)
+	w := newTestWatcher(t, f, Config{MinRescanInterval: time.Nanosecond, RescanTimeout: 50 * time.Millisecond})
+	waitFor(t, func() bool { return w.snap.Load().gen == 1 && w.Stats().Rescans == 1 })
+	// A /proc so large that a rescan cannot finish within its budget.
+	f.mu.Lock()
+	f.delay = time.Hour
+	f.mu.Unlock()
+	time.Sleep(time.Millisecond)
+	start := time.Now()
+	if p := w.Lookup(TCP, addrPort(lo, 40999), server); p != nil {
+		t.Fatalf("resolved %+v while no rescan could finish", p)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Errorf("the lookup waited %v for a rescan with a 50ms budget", waited)
+	}
+	waitFor(t, func() bool { return w.Stats().Errors >= 1 })
+	// The abandoned rescan kept the previous snapshot: known tuples resolve.
+	if p := w.Lookup(TCP, client, server); p == nil || p.PID != 200 {
+		t.Errorf("after an abandoned rescan got %+v, want the previous answer", p)
+	}
+}

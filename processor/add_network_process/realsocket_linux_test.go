@@ -18,6 +18,8 @@ import (
 	"github.com/elastic/elastic-agent-libs/logp/logptest"
 	"github.com/elastic/elastic-agent-libs/mapstr"
 	"github.com/elastic/elastic-agent-libs/monitoring"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
 
 // TestMain lets the test binary act as a client process: the tests need a
@@ -246,5 +248,38 @@ func TestMetricsArePublished(t *testing.T) {
 	}
 	if got := snap.Ints["add_network_process.cache.sockets"]; got < 1 {
 		t.Errorf("add_network_process.cache.sockets = %d, want the listener counted", got)
+	}
+}
+
+func TestProcessorsShareOneWatcherAndCloseIt(t *testing.T) {
+	c, err := conf.NewConfigFrom("tracker: procfs\nhost_path: /\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logptest.NewTestingLogger(t, "")
+	a, err := New(c, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(c, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa, wb := a.(*processor).watcher, b.(*processor).watcher
+	if wa == nil || wa != wb {
+		t.Fatalf("two processors with the same host_path got watchers %p and %p, want one shared", wa, wb)
+	}
+	count := func() int {
+		n := 0
+		procs.EachShared(func(string, procs.Stats) { n++ })
+		return n
+	}
+	a.(interface{ Close() error }).Close()
+	if count() != 1 {
+		t.Errorf("the shared watcher went away while a processor still used it")
+	}
+	b.(interface{ Close() error }).Close()
+	if n := count(); n != 0 {
+		t.Errorf("%d shared watchers left after the last processor closed", n)
 	}
 }
