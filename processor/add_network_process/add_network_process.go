@@ -40,8 +40,9 @@ type processor struct {
 	dstIP, dstPort      []string
 	transport           []string
 	defaultTransport    procs.Transport
-	srcOut, dstOut, out string // <target>source.process, <target>destination.process, <target>process
-	containerOut        string // <target>container.id
+	srcOut, dstOut, out string              // <target>source.process, <target>destination.process, <target>process
+	containerOut        string              // <target>container.id
+	outPaths            map[string][]string // the keys above, split once
 	containerField      []string
 	closeOnce           sync.Once
 
@@ -88,6 +89,10 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	}
 	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
 	p.containerOut = prefix + "container.id"
+	p.outPaths = map[string][]string{}
+	for _, k := range []string{p.srcOut, p.dstOut, p.out} {
+		p.outPaths[k] = strings.Split(k, ".")
+	}
 	if cfg.ContainerIDField != "" {
 		p.containerField = strings.Split(cfg.ContainerIDField, ".")
 	}
@@ -409,6 +414,15 @@ func (p *processor) alias(pr *procs.Process) string {
 // two processes would be worse than either), and the kept fields are named.
 func (p *processor) write(ev *beat.Event, key string, pr *procs.Process, problems *[]string) {
 	m := p.fields(pr)
+	// The usual case, no such object yet: set it through the pre-split
+	// path instead of splitting the dotted key twice more.
+	if parent := parentMap(ev.Fields, p.outPaths[key]); parent != nil {
+		last := p.outPaths[key][len(p.outPaths[key])-1]
+		if v, exists := parent[last]; !exists || v == nil {
+			parent[last] = m
+			return
+		}
+	}
 	existing, err := ev.GetValue(key)
 	if err != nil || existing == nil || p.cfg.OverwriteKeys {
 		if _, isMap := asMap(existing); isMap && p.cfg.OverwriteKeys {
@@ -439,6 +453,29 @@ func (p *processor) write(ev *beat.Event, key string, pr *procs.Process, problem
 	}
 	slices.Sort(kept)
 	*problems = append(*problems, fmt.Sprintf("kept existing %s (set overwrite_keys: true to replace)", strings.Join(kept, ", ")))
+}
+
+// parentMap returns the object that holds path's last key, creating
+// missing intermediate objects, or nil if one of them is not an object.
+func parentMap(m mapstr.M, path []string) mapstr.M {
+	if len(path) == 0 {
+		return nil
+	}
+	for _, k := range path[:len(path)-1] {
+		v, ok := m[k]
+		if !ok || v == nil {
+			child := mapstr.M{}
+			m[k] = child
+			m = child
+			continue
+		}
+		next, isMap := asMap(v)
+		if !isMap {
+			return nil
+		}
+		m = next
+	}
+	return m
 }
 
 // asMap accepts both map forms found in events (decoded JSON gives plain
