@@ -31,3 +31,25 @@ func TestParseCgroupContainerID(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseCgroupContainerID: any /proc/<pid>/cgroup content gives either
+// no ID or a 64-hex-digit one that appears in the input.
+func FuzzParseCgroupContainerID(f *testing.F) {
+	f.Add("0::/system.slice/docker-2dcbab615aebfa9313feffc5cfdacd381543cfa04c6be3f39ac656e55ef34805.scope\n")
+	f.Add("12:pids:/docker/2dcbab615aebfa9313feffc5cfdacd381543cfa04c6be3f39ac656e55ef34805\n0::/\n")
+	f.Add("::\n:\n\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		id, err := ParseCgroupContainerID(strings.NewReader(in))
+		if err != nil || id == "" {
+			return
+		}
+		if len(id) != 64 || !strings.Contains(in, id) {
+			t.Fatalf("id %q from %q", id, in)
+		}
+		for _, c := range id {
+			if !strings.ContainsRune("0123456789abcdef", c) {
+				t.Fatalf("id %q is not lower-case hex", id)
+			}
+		}
+	})
+}
