@@ -27,35 +27,7 @@ import (
 // on the same host, netprocbeat attributed TCP clients to the benchmark
 // process, whose connection had the same local port.
 func TestSharedLocalPortNotMisattributed(t *testing.T) {
-	var mu sync.Mutex
-	var accepted []net.Conn
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range accepted {
-			c.Close()
-		}
-	})
-	listen := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				accepted = append(accepted, c)
-				mu.Unlock()
-			}
-		}()
-		return l.Addr().String()
-	}
-	peerA, peerB := listen(), listen()
+	peerA, peerB := acceptingPeer(t), acceptingPeer(t)
 
 	ha := startHelper(t, "dial-from", "127.0.0.1:0", peerA)
 	local := ha.ready
@@ -114,35 +86,7 @@ func TestSharedLocalPortNotMisattributed(t *testing.T) {
 // B, opened after the processor's snapshot, must be found once a rescan is
 // allowed: the ownerless L<->A row says nothing about L<->B.
 func TestTimeWaitOnLocalPortDoesNotHideNewConnection(t *testing.T) {
-	var mu sync.Mutex
-	var accepted []net.Conn
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range accepted {
-			c.Close()
-		}
-	})
-	listen := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				accepted = append(accepted, c)
-				mu.Unlock()
-			}
-		}()
-		return l.Addr().String()
-	}
-	peerA, peerB := listen(), listen()
+	peerA, peerB := acceptingPeer(t), acceptingPeer(t)
 
 	ha := startHelper(t, "dial-from", "127.0.0.1:0", peerA)
 	local := ha.ready
@@ -169,4 +113,36 @@ func TestTimeWaitOnLocalPortDoesNotHideNewConnection(t *testing.T) {
 		t.Errorf("%s -> %s: source.process.pid = %d, want its owner %d; the ownerless row %s -> %s hides it",
 			local, peerB, got, hb.pid, local, peerA)
 	}
+}
+
+// acceptingPeer listens on a loopback port and holds every accepted
+// connection open until the test ends; it returns the listening address.
+func acceptingPeer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var accepted []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range accepted {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
+		}
+	}()
+	return l.Addr().String()
 }
