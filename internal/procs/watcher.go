@@ -200,6 +200,15 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		}
 		return p
 	}
+	// The negative cache comes first: a tuple in it was already put to
+	// History (which may cost a sock_diag query or a wait for the tracker's
+	// ring), so a storm of misses for it costs a map probe each.
+	key := tupleKey{t, local, remote}
+	now := time.Now()
+	if w.neg.valid(key, now, snap.gen) {
+		w.stats.negativeHits.Add(1)
+		return nil
+	}
 	if w.cfg.History != nil {
 		if p := w.recall(t, local, remote); p != nil {
 			w.stats.hits.Add(1)
@@ -208,14 +217,10 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		}
 	}
 	if known && !snap.stale.Load() {
-		// The row exists and nobody holds it; a rescan would not change that.
+		// The row exists and nobody holds it (TIME_WAIT, orphaned); a
+		// rescan would not change that.
+		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
 		w.stats.misses.Add(1)
-		return nil
-	}
-	key := tupleKey{t, local, remote}
-	now := time.Now()
-	if w.neg.valid(key, now, snap.gen) {
-		w.stats.negativeHits.Add(1)
 		return nil
 	}
 	fresh := w.awaitRescan(snap, now)
