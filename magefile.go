@@ -35,13 +35,15 @@ func Build() error {
 
 // Test runs go test ./..., then go test -race over internal/ and processor/ (the concurrent code).
 func Test() error {
-	if err := run(nil, mg.GoCmd(), "test", "./..."); err != nil {
+	// -count=1: these tests read the live kernel (sockets, namespaces, eBPF);
+	// a cached pass from another day proves nothing about this machine.
+	if err := run(nil, mg.GoCmd(), "test", "-count=1", "./..."); err != nil {
 		return err
 	}
 	// The race detector needs cgo (a C compiler); ask for it explicitly so a
 	// missing compiler fails loudly instead of as "-race requires cgo".
 	return run(map[string]string{"CGO_ENABLED": "1"},
-		mg.GoCmd(), "test", "-race", "./internal/...", "./processor/...")
+		mg.GoCmd(), "test", "-count=1", "-race", "./internal/...", "./processor/...")
 }
 
 // Golden regenerates the golden files: go test ./testing/golden -update.
