@@ -40,10 +40,12 @@ func skipLargeSize(b *testing.B, s benchSize) {
 	}
 }
 
-func newLinuxEngine(b *testing.B) *linuxEngine {
+// newLinuxEngine is the engine on this host's /proc.
+func newLinuxEngine(tb testing.TB) *linuxEngine {
+	tb.Helper()
 	e, err := NewEngine("/")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return e.(*linuxEngine)
 }
@@ -167,11 +169,7 @@ func TestEngineIncrementalMatchesFullWalk(t *testing.T) {
 		t.Skip("starts helper processes")
 	}
 	f := bench.Start(t, 8, 200)
-	inc, err := NewEngine("/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := inc.(*linuxEngine)
+	e := newLinuxEngine(t)
 	if !e.fdCounts {
 		t.Skip("this kernel does not report fd counts: every walk is full")
 	}
@@ -302,11 +300,7 @@ func TestEngineResolveFindsNewConnection(t *testing.T) {
 		t.Skip("starts helper processes")
 	}
 	f := bench.Start(t, 4, 40)
-	eng, err := NewEngine("/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := eng.(*linuxEngine)
+	e := newLinuxEngine(t)
 	if !e.useDiag {
 		t.Skip("sock_diag disabled")
 	}
@@ -344,11 +338,8 @@ func TestResolveHistoryAnswersNewConnection(t *testing.T) {
 		t.Skip("starts helper processes")
 	}
 	f := bench.Start(t, 4, 40)
-	eng, err := NewEngine("/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !eng.(*linuxEngine).useDiag {
+	eng := newLinuxEngine(t)
+	if !eng.useDiag {
 		t.Skip("sock_diag disabled")
 	}
 	cfg := Config{MinRescanInterval: time.Hour, SocketTTL: time.Hour}
