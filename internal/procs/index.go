@@ -1,13 +1,9 @@
 package procs
 
 import (
-	"context"
 	"encoding/binary"
-	"io"
 	"net/netip"
-	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 )
 
@@ -265,112 +261,4 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 func (s *snapshot) isLocal(a netip.Addr) bool {
 	_, ok := s.local[keyOf(a)]
 	return ok
-}
-
-// Resolver is implemented by engines that can find the owner of one
-// connection without listing every socket (the Linux engine, through a
-// sock_diag exact lookup and an owner walk for that one inode).
-type Resolver interface {
-	Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error)
-}
-
-// NewResolveHistory returns a History for Config.History that answers a
-// snapshot miss for a connection with a known peer by asking the engine for
-// that connection alone, after next (nil for none) has had its turn: a cold
-// lookup then costs one exact query and an incremental owner walk instead of
-// a rescan of every socket (docs/benchmarks.md). The watcher calls History on
-// every snapshot miss, before its negative cache, so the engine is asked at
-// most perInterval times per interval; beyond that, and while the engine is
-// busy with a rescan, the miss takes the usual rate-limited rescan path. It
-// returns next when the engine cannot resolve single connections.
-func NewResolveHistory(e Engine, next History, perInterval int, interval, timeout time.Duration) History {
-	r, ok := e.(Resolver)
-	if !ok || perInterval <= 0 || interval <= 0 {
-		return next
-	}
-	return &resolveHistory{r: r, next: next, per: perInterval, interval: interval, timeout: timeout}
-}
-
-type resolveHistory struct {
-	r        Resolver
-	next     History
-	per      int
-	interval time.Duration
-	timeout  time.Duration
-
-	mu          sync.Mutex
-	windowStart time.Time
-	used        int
-	// found remembers answers for 10 intervals, so that the events of a
-	// new connection that follow the first do not each query the engine
-	// before a rescan takes the socket into the snapshot.
-	found map[connKey]foundEntry
-}
-
-type foundEntry struct {
-	s     Socket
-	until time.Time
-}
-
-const resolveCacheSize = 4096
-
-func (h *resolveHistory) Recall(t Transport, local, remote netip.AddrPort) (Socket, *Process, bool) {
-	if h.next != nil {
-		if s, p, ok := h.next.Recall(t, local, remote); ok {
-			return s, p, true
-		}
-	}
-	if !remote.IsValid() || remote.Port() == 0 || local.Port() == 0 {
-		return Socket{}, nil, false
-	}
-	k := connKeyOf(t, local, remote)
-	now := time.Now()
-	h.mu.Lock()
-	if f, ok := h.found[k]; ok && now.Before(f.until) {
-		h.mu.Unlock()
-		return f.s, nil, true
-	}
-	h.mu.Unlock()
-	if !h.take(now) {
-		return Socket{}, nil, false
-	}
-	ctx := context.Background()
-	if h.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.timeout)
-		defer cancel()
-	}
-	s, found, err := h.r.Resolve(ctx, t, local, remote)
-	if err != nil || !found || s.PID <= 0 {
-		return Socket{}, nil, false
-	}
-	h.mu.Lock()
-	if h.found == nil || len(h.found) >= resolveCacheSize {
-		h.found = make(map[connKey]foundEntry)
-	}
-	h.found[k] = foundEntry{s, now.Add(10 * h.interval)}
-	h.mu.Unlock()
-	return s, nil, true
-}
-
-// take spends one of the interval's queries.
-func (h *resolveHistory) take(now time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if now.Sub(h.windowStart) >= h.interval {
-		h.windowStart, h.used = now, 0
-	}
-	if h.used >= h.per {
-		return false
-	}
-	h.used++
-	return true
-}
-
-// Close closes next, which the watcher would otherwise not see.
-func (h *resolveHistory) Close() error {
-	if c, ok := h.next.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
 }

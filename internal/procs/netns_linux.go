@@ -173,32 +173,6 @@ func (e *linuxEngine) foreignAddrs() ([]netip.Addr, error) {
 	return out, errors.Join(errs...)
 }
 
-// processNS returns pid's namespace and whether it is foreign, as of the
-// last rescan's host namespace.
-func (e *linuxEngine) processNS(pid int) (uint64, bool) {
-	var buf [64]byte
-	id := uint64(0)
-	if n, err := unix.Readlink(filepath.Join(e.proc, strconv.Itoa(pid), "ns", "net"), buf[:]); err == nil && n > 0 {
-		id = parseNSLink(buf[:n])
-	}
-	own, host := e.ns.ownAt.Load(), e.ns.hostAt.Load()
-	if id == 0 {
-		id = own
-	}
-	return id, id != 0 && id != host
-}
-
-// containerID reads pid's cgroup file for a container ID.
-func (e *linuxEngine) containerID(pid int) string {
-	f, err := os.Open(filepath.Join(e.proc, strconv.Itoa(pid), "cgroup"))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	id, _ := ParseCgroupContainerID(f)
-	return id
-}
-
 // readAddrs parses fib_trie and if_inet6 in dir (a proc/net directory).
 func readAddrs(dir string) ([]netip.Addr, error) {
 	var out []netip.Addr

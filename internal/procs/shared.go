@@ -9,14 +9,15 @@ import (
 
 // sharedKey identifies watchers that can be shared: same host and policy.
 type sharedKey struct {
-	root    string
-	cfg     Config // History is always nil here; historyKind stands for it
-	history string
+	root     string
+	cfg      Config // Fallback is always nil here; fallback stands for it
+	fallback string
 }
 
 type sharedEntry struct {
-	w    *Watcher
-	refs int
+	w        *Watcher
+	fallback OwnerSource // what newFallback built (nil for none)
+	refs     int
 }
 
 // registry is the one piece of package-level state, on purpose: processors
@@ -28,15 +29,15 @@ var registry = struct {
 }{m: map[sharedKey]*sharedEntry{}}
 
 // Shared returns the watcher for hostPath and cfg, creating it on first use,
-// and a release function; the last release closes it. historyKind names the
-// History the caller wants ("" for none); newHistory builds it when the
+// and a release function; the last release closes it. fallbackKind names the
+// fallback the caller wants ("" for none); newFallback builds it when the
 // watcher is created and may return nil to run without one.
-func Shared(hostPath string, cfg Config, historyKind string, newHistory func() (History, error), log *logp.Logger) (*Watcher, func(), error) {
+func Shared(hostPath string, cfg Config, fallbackKind string, newFallback func() (OwnerSource, error), log *logp.Logger) (*Watcher, func(), error) {
 	if hostPath == "" {
 		hostPath = "/"
 	}
-	cfg.History = nil
-	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults(), history: historyKind}
+	cfg.Fallback = nil
+	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults(), fallback: fallbackKind}
 	registry.Lock()
 	defer registry.Unlock()
 	e, ok := registry.m[k]
@@ -46,18 +47,19 @@ func Shared(hostPath string, cfg Config, historyKind string, newHistory func() (
 			return nil, nil, err
 		}
 		wcfg := k.cfg
-		if newHistory != nil {
-			h, err := newHistory()
-			if err != nil {
+		var fallback OwnerSource
+		if newFallback != nil {
+			var err error
+			if fallback, err = newFallback(); err != nil {
 				return nil, nil, err
 			}
-			wcfg.History = h
+			wcfg.Fallback = fallback
 		}
 		// A snapshot miss for a connection with a known peer asks the
 		// engine for that one connection (at most 16 times per
 		// min_rescan_interval) before falling back to a rescan.
-		wcfg.History = NewResolveHistory(engine, wcfg.History, 16, wcfg.MinRescanInterval, wcfg.RescanTimeout)
-		e = &sharedEntry{w: New(engine, wcfg, log)}
+		wcfg.Fallback = NewResolveSource(engine, wcfg.Fallback, 16, wcfg.MinRescanInterval, wcfg.RescanTimeout)
+		e = &sharedEntry{w: New(engine, wcfg, log), fallback: fallback}
 		registry.m[k] = e
 	}
 	e.refs++
@@ -78,22 +80,22 @@ func Shared(hostPath string, cfg Config, historyKind string, newHistory func() (
 	}, nil
 }
 
-// EachShared calls f with the host_path and counters of every live shared
-// watcher, for metrics reporting.
-func EachShared(f func(hostPath string, st Stats)) {
+// EachShared calls f with the host_path, counters and caller-built fallback
+// owner source (nil for none) of every live shared watcher, for metrics
+// reporting.
+func EachShared(f func(hostPath string, st Stats, fallback OwnerSource)) {
+	type entry struct {
+		root     string
+		w        *Watcher
+		fallback OwnerSource
+	}
 	registry.Lock()
-	entries := make([]struct {
-		root string
-		w    *Watcher
-	}, 0, len(registry.m))
+	entries := make([]entry, 0, len(registry.m))
 	for k, e := range registry.m {
-		entries = append(entries, struct {
-			root string
-			w    *Watcher
-		}{k.root, e.w})
+		entries = append(entries, entry{k.root, e.w, e.fallback})
 	}
 	registry.Unlock()
 	for _, e := range entries {
-		f(e.root, e.w.Stats())
+		f(e.root, e.w.Stats(), e.fallback)
 	}
 }

@@ -10,10 +10,11 @@ import (
 
 // counters are updated with atomics on the lookup path.
 type counters struct {
-	notLocal, hits, misses, negativeHits       atomic.Uint64
-	rescans, errors, waitTimeouts, historyHits atomic.Uint64
-	lastRescanNanos, sockets, processes        atomic.Int64
-	ambiguous, namespaces                      atomic.Int64
+	notLocal, hits, misses, negativeHits atomic.Uint64
+	rescans, errors, waitTimeouts        atomic.Uint64
+	trackerHits, resolveHits             atomic.Uint64
+	lastRescanNanos, sockets, processes  atomic.Int64
+	ambiguous, namespaces                atomic.Int64
 }
 
 // Stats is a point-in-time copy of a watcher's counters.
@@ -26,7 +27,12 @@ type Stats struct {
 	Rescans      uint64 // socket-table rescans started
 	Errors       uint64 // engine errors (rescans or process reads that failed)
 	WaitTimeouts uint64 // lookups that gave up waiting for a rescan
-	HistoryHits  uint64 // hits answered by History (the eBPF tracker)
+	// TrackerHits: hits answered by Config.Fallback's own records (the
+	// eBPF tracker, for connections gone from the socket table).
+	TrackerHits uint64
+	// ResolveHits: hits answered by NewResolveSource's live sock_diag
+	// lookup of the one connection, before the snapshot had it.
+	ResolveHits uint64
 
 	LastRescan    time.Duration // duration of the last successful rescan
 	Sockets       int64         // rows in the current snapshot
@@ -49,7 +55,8 @@ func (w *Watcher) Stats() Stats {
 		Rescans:       w.stats.rescans.Load(),
 		Errors:        w.stats.errors.Load(),
 		WaitTimeouts:  w.stats.waitTimeouts.Load(),
-		HistoryHits:   w.stats.historyHits.Load(),
+		TrackerHits:   w.stats.trackerHits.Load(),
+		ResolveHits:   w.stats.resolveHits.Load(),
 		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
 		Sockets:       w.stats.sockets.Load(),
 		Processes:     w.stats.processes.Load(),

@@ -63,7 +63,7 @@ type Socket struct {
 type Process struct {
 	PID              int
 	PPID             int
-	Name             string // the seed's procName rule: comm, or argv[0]'s base when comm may be truncated
+	Name             string // packetbeat's procName rule: comm, or argv[0]'s base when comm may be truncated
 	Args             []string
 	Executable       string
 	WorkingDirectory string
@@ -100,7 +100,7 @@ type Engine interface {
 	LocalAddrs() ([]netip.Addr, error)
 }
 
-// procName is the seed's naming rule: /proc/<pid>/comm holds at most 15
+// procName is packetbeat's naming rule: /proc/<pid>/comm holds at most 15
 // bytes (TASK_COMM_LEN-1), so a 15-byte-or-longer comm may be truncated and
 // the base name of argv[0] is the better name when there is one.
 func procName(comm string, args []string) string {
@@ -120,10 +120,12 @@ type PartialError struct{ Msg string }
 
 func (e *PartialError) Error() string { return e.Msg }
 
-// History remembers socket owners past the socket's life, e.g. the eBPF
-// connection tracker. The watcher asks it when the snapshot has no answer,
-// so a connection that closed before its event was processed still
-// resolves. proc is a minimal description for when the owner has exited.
-type History interface {
+// OwnerSource is a fallback source of socket owners, asked when the
+// snapshot has no answer: the eBPF connection tracker (owners remembered
+// past the socket's life, so a connection that closed before its event was
+// processed still resolves) and NewResolveSource's live single-connection
+// lookup. sock carries the owner's PID and StartKey; proc is a minimal
+// description for when the owner has exited (nil if there is none).
+type OwnerSource interface {
 	Recall(t Transport, local, remote netip.AddrPort) (sock Socket, proc *Process, ok bool)
 }

@@ -1,6 +1,6 @@
 // Package procs answers "which local process owns this socket?" for network
 // events. It descends from packetbeat's procs package: an OS engine behind an
-// interface, wildcard-bind fallback, IPv4/IPv6. Unlike the seed it never
+// interface, wildcard-bind fallback, IPv4/IPv6. Unlike packetbeat's procs it never
 // rescans /proc once per event: lookups read an immutable snapshot without
 // locks, unknown tuples are cached as unknown, and rescans are coalesced and
 // rate-limited; process identity is PID + start time, so a recycled PID is
@@ -41,9 +41,10 @@ type Config struct {
 	RescanTimeout time.Duration
 	// NegativeCacheSize caps the unknown-tuple cache.
 	NegativeCacheSize int
-	// History, if set, is asked before a rescan when the snapshot has no
-	// answer. The watcher closes it (if it is an io.Closer) on Close.
-	History History
+	// Fallback, if set, is asked when the snapshot has no answer and the
+	// negative cache does not hold the tuple, before a rescan. The watcher
+	// closes it (if it is an io.Closer) on Close.
+	Fallback OwnerSource
 }
 
 // DefaultConfig returns the documented defaults.
@@ -106,9 +107,9 @@ type Watcher struct {
 
 	neg negCache
 
-	// hist caches owners described for History answers, by identity.
-	histMu sync.Mutex
-	hist   map[procKey]*cachedProc
+	// recalled caches owners described for Fallback answers, by identity.
+	recalledMu sync.Mutex
+	recalled   map[procKey]*cachedProc
 
 	stats counters
 
@@ -137,16 +138,16 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
-		engine: engine,
-		cfg:    cfg,
-		log:    log,
-		errs:   newRateLimitedLog(log, time.Minute),
-		procs:  map[procKey]*cachedProc{},
-		hist:   map[procKey]*cachedProc{},
-		neg:    newNegCache(cfg.NegativeCacheSize),
-		ctx:    ctx,
-		cancel: cancel,
-		wake:   make(chan struct{}, 1),
+		engine:   engine,
+		cfg:      cfg,
+		log:      log,
+		errs:     newRateLimitedLog(log, time.Minute),
+		procs:    map[procKey]*cachedProc{},
+		recalled: map[procKey]*cachedProc{},
+		neg:      newNegCache(cfg.NegativeCacheSize),
+		ctx:      ctx,
+		cancel:   cancel,
+		wake:     make(chan struct{}, 1),
 	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
@@ -165,7 +166,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 func (w *Watcher) Close() error {
 	w.cancel()
 	w.wg.Wait()
-	if c, ok := w.cfg.History.(io.Closer); ok {
+	if c, ok := w.cfg.Fallback.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil
@@ -201,7 +202,7 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		return p
 	}
 	// The negative cache comes first: a tuple in it was already put to
-	// History (which may cost a sock_diag query or a wait for the tracker's
+	// Fallback (which may cost a sock_diag query or a wait for the tracker's
 	// ring), so a storm of misses for it costs a map probe each.
 	key := tupleKey{t, local, remote}
 	now := time.Now()
@@ -209,10 +210,14 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		w.stats.negativeHits.Add(1)
 		return nil
 	}
-	if w.cfg.History != nil {
-		if p := w.recall(t, local, remote); p != nil {
+	if w.cfg.Fallback != nil {
+		if p, live := w.recall(t, local, remote); p != nil {
 			w.stats.hits.Add(1)
-			w.stats.historyHits.Add(1)
+			if live {
+				w.stats.resolveHits.Add(1)
+			} else {
+				w.stats.trackerHits.Add(1)
+			}
 			return p
 		}
 	}
@@ -241,41 +246,50 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	return nil
 }
 
-// recall asks History for an owner the snapshot does not know, describing
-// it through the engine while it lives and from History's minimal record
+// recall asks Fallback for an owner the snapshot does not know, describing
+// it through the engine while it lives and from Fallback's minimal record
 // once it has exited. Descriptions are cached by identity (PID + start).
-func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) *Process {
-	sock, minimal, ok := w.cfg.History.Recall(t, local, remote)
+// live reports an answer read from the kernel's current socket table (the
+// resolve source) rather than from a record of the past.
+func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) (p *Process, live bool) {
+	var sock Socket
+	var minimal *Process
+	var ok bool
+	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+		sock, minimal, live, ok = rs.recall(t, local, remote)
+	} else {
+		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote)
+	}
 	if !ok || sock.PID <= 0 {
-		return nil
+		return nil, false
 	}
 	k := procKey{sock.PID, sock.StartKey}
 	now := time.Now()
-	w.histMu.Lock()
-	c, ok := w.hist[k]
-	w.histMu.Unlock()
+	w.recalledMu.Lock()
+	c, ok := w.recalled[k]
+	w.recalledMu.Unlock()
 	if ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
-		return c.p
+		return c.p, live
 	}
 	p, err := w.engine.Process(sock.PID, sock.StartKey)
 	if err != nil {
 		if minimal == nil {
-			return nil
+			return nil, false
 		}
-		p = minimal // exited (or recycled): what History saw is all there is
+		p = minimal // exited (or recycled): what Fallback saw is all there is
 	}
-	w.histMu.Lock()
-	if len(w.hist) >= histCacheSize {
-		clear(w.hist)
+	w.recalledMu.Lock()
+	if len(w.recalled) >= recalledCacheSize {
+		clear(w.recalled)
 	}
-	w.hist[k] = &cachedProc{p: p, loaded: now}
-	w.histMu.Unlock()
-	return p
+	w.recalled[k] = &cachedProc{p: p, loaded: now}
+	w.recalledMu.Unlock()
+	return p, live
 }
 
-// histCacheSize caps descriptions of History owners; short-lived clients
+// recalledCacheSize caps descriptions of Fallback owners; short-lived clients
 // come and go, so the cache is simply dropped when full.
-const histCacheSize = 4096
+const recalledCacheSize = 4096
 
 // LookupInContainer is Lookup for an event that names the container it
 // belongs to: the container's network namespace is searched first, so its

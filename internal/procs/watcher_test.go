@@ -262,44 +262,44 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// fakeHistory answers like the eBPF tracker for one closed connection.
-type fakeHistory struct {
+// fakeSource answers like the eBPF tracker for one closed connection.
+type fakeSource struct {
 	sock Socket
 	proc *Process
 }
 
-func (h fakeHistory) Recall(t Transport, local, remote netip.AddrPort) (Socket, *Process, bool) {
+func (h fakeSource) Recall(t Transport, local, remote netip.AddrPort) (Socket, *Process, bool) {
 	if t == h.sock.Transport && local == h.sock.Local && remote == h.sock.Remote {
 		return h.sock, h.proc, true
 	}
 	return Socket{}, nil, false
 }
 
-func TestHistoryResolvesClosedConnections(t *testing.T) {
+func TestFallbackResolvesClosedConnections(t *testing.T) {
 	f := &fakeEngine{}
 	f.set([]Socket{listener}, procA) // the client's socket is already gone
 	gone := &Process{PID: 300, StartKey: 5, Name: "curl"}
-	h := fakeHistory{sock: Socket{Transport: TCP, Local: client, Remote: server, PID: 300, StartKey: 5}, proc: gone}
-	w := newTestWatcher(t, f, Config{History: h, MinRescanInterval: time.Hour})
+	h := fakeSource{sock: Socket{Transport: TCP, Local: client, Remote: server, PID: 300, StartKey: 5}, proc: gone}
+	w := newTestWatcher(t, f, Config{Fallback: h, MinRescanInterval: time.Hour})
 
 	// The process has exited too: the engine cannot describe it, so the
-	// minimal record History kept is reported.
+	// minimal record the source kept is reported.
 	if p := w.Lookup(TCP, client, server); p == nil || p.PID != 300 || p.Name != "curl" {
-		t.Fatalf("closed client = %+v, want History's PID 300", p)
+		t.Fatalf("closed client = %+v, want the source's PID 300", p)
 	}
 	// While the process lives, the engine's full description wins.
 	alive := &Process{PID: 300, StartKey: 5, Name: "curl", Executable: "/usr/bin/curl"}
 	f.set([]Socket{listener}, procA, alive)
-	w.histMu.Lock()
-	clear(w.hist)
-	w.histMu.Unlock()
+	w.recalledMu.Lock()
+	clear(w.recalled)
+	w.recalledMu.Unlock()
 	if p := w.Lookup(TCP, client, server); p == nil || p.Executable != "/usr/bin/curl" {
 		t.Fatalf("live client = %+v, want the engine's description", p)
 	}
-	if st := w.Stats(); st.HistoryHits != 2 {
-		t.Errorf("HistoryHits = %d, want 2", st.HistoryHits)
+	if st := w.Stats(); st.TrackerHits != 2 || st.ResolveHits != 0 {
+		t.Errorf("TrackerHits, ResolveHits = %d, %d, want 2, 0", st.TrackerHits, st.ResolveHits)
 	}
-	// An unknown tuple is not invented by History.
+	// An unknown tuple is not invented by the source.
 	if p := w.Lookup(TCP, addrPort(lo, 40001), server); p != nil {
 		t.Errorf("unknown tuple resolved to %+v", p)
 	}

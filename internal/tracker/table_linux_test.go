@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
 
 // The table logic, fed synthetic kernel events: runs without privileges.
@@ -21,14 +19,15 @@ func (c *fakeClock) now() time.Time { return c.t }
 func newTable(opts Options) (*Tracker, *fakeClock) {
 	clk := &fakeClock{time.Unix(1_700_000_000, 0)}
 	return &Tracker{
-		opts:  opts.withDefaults(),
-		table: make(map[key]Record),
-		comms: make(map[[16]int8]string),
-		now:   clk.now,
+		opts:   opts.withDefaults(),
+		table:  make(map[key]Record),
+		nsRefs: make(map[uint32]int),
+		comms:  make(map[[16]int8]string),
+		now:    clk.now,
 	}, clk
 }
 
-func mkEvent(typ uint8, proto procs.Transport, local, remote string, pid uint32, startNS uint64, comm string) *trackerEvent {
+func mkEvent(typ uint8, proto Proto, local, remote string, pid uint32, startNS uint64, comm string) *trackerEvent {
 	l, r := netip.MustParseAddrPort(local), netip.MustParseAddrPort(remote)
 	ev := &trackerEvent{
 		Pid:     pid,
@@ -58,8 +57,8 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func TestTableConnectCloseRetention(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 10 * time.Second})
-	tr.handle(mkEvent(evConnect, procs.TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
-	r, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
+	tr.handle(mkEvent(evConnect, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	r, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
 	if !ok || r.PID != 42 || r.Comm != "curl" || r.Source != SourceConnect || !r.Closed.IsZero() {
 		t.Fatalf("after connect: %+v %v", r, ok)
 	}
@@ -67,25 +66,25 @@ func TestTableConnectCloseRetention(t *testing.T) {
 		t.Errorf("start: ticks %d boottime %v, want 12345 and 123.45s", r.StartTicks, r.StartBoottime)
 	}
 	// The reverse direction is another socket.
-	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.2:443"), ap("10.0.0.1:40000")); ok {
+	if _, ok := tr.Lookup(TCP, ap("10.0.0.2:443"), ap("10.0.0.1:40000")); ok {
 		t.Error("reverse tuple matched")
 	}
-	if _, ok := tr.Lookup(procs.UDP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+	if _, ok := tr.Lookup(UDP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
 		t.Error("other transport matched")
 	}
 
 	clk.t = clk.t.Add(time.Second)
-	tr.handle(mkEvent(evClose, procs.TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
-	r, ok = tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
+	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	r, ok = tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
 	if !ok || r.Closed != clk.t || r.Source != SourceConnect {
 		t.Fatalf("after close: %+v %v (source must stay connect)", r, ok)
 	}
 	clk.t = clk.t.Add(10 * time.Second)
-	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); !ok {
+	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); !ok {
 		t.Error("expired at exactly the retention")
 	}
 	clk.t = clk.t.Add(time.Millisecond)
-	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
 		t.Error("found after the retention")
 	}
 	tr.expireLocked(clk.t)
@@ -96,11 +95,11 @@ func TestTableConnectCloseRetention(t *testing.T) {
 
 func TestTablePIDReuse(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evConnect, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
-	tr.handle(mkEvent(evClose, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	tr.handle(mkEvent(evClose, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
 	// Same PID, another process instance, same tuple later on.
-	tr.handle(mkEvent(evConnect, procs.TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
-	r, ok := tr.Lookup(procs.TCP, ap("127.0.0.1:5000"), ap("127.0.0.1:80"))
+	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
+	r, ok := tr.Lookup(TCP, ap("127.0.0.1:5000"), ap("127.0.0.1:80"))
 	if !ok || r.Comm != "new" || r.StartTicks != 900 || !r.Closed.IsZero() {
 		t.Fatalf("got %+v %v, want the new open instance (start 900 ticks)", r, ok)
 	}
@@ -108,20 +107,20 @@ func TestTablePIDReuse(t *testing.T) {
 
 func TestTableAcceptThenWorker(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evListen, procs.TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
+	tr.handle(mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
 	// A connection nobody has read from yet falls back to the listener.
-	r, ok := tr.Lookup(procs.TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
+	r, ok := tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 100 || r.Source != SourceListener {
 		t.Fatalf("listener fallback: %+v %v", r, ok)
 	}
-	tr.handle(mkEvent(evAccept, procs.TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
-	tr.handle(mkEvent(evSendRecv, procs.TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
-	r, ok = tr.Lookup(procs.TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
+	tr.handle(mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
+	tr.handle(mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
+	r, ok = tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 101 || r.Source != SourceIO {
 		t.Fatalf("worker: %+v %v", r, ok)
 	}
 	// The listener itself never answers for a UDP lookup.
-	if _, ok := tr.Lookup(procs.UDP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555")); ok {
+	if _, ok := tr.Lookup(UDP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555")); ok {
 		t.Error("TCP listener matched a UDP lookup")
 	}
 }
@@ -129,9 +128,9 @@ func TestTableAcceptThenWorker(t *testing.T) {
 func TestTableUDPWildcardAndIdle(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 5 * time.Second})
 	// Unconnected socket bound to the wildcard: dport 0.
-	tr.handle(mkEvent(evSendRecv, procs.UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
-	tr.handle(mkEvent(evSendRecv, procs.UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
-	tr.handle(mkEvent(evSendRecv, procs.UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
+	tr.handle(mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
+	tr.handle(mkEvent(evSendRecv, UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
+	tr.handle(mkEvent(evSendRecv, UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
 	cases := []struct {
 		local, remote string
 		pid           int
@@ -143,7 +142,7 @@ func TestTableUDPWildcardAndIdle(t *testing.T) {
 		{"[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55},
 	}
 	for _, c := range cases {
-		r, ok := tr.Lookup(procs.UDP, ap(c.local), ap(c.remote))
+		r, ok := tr.Lookup(UDP, ap(c.local), ap(c.remote))
 		if !ok || r.PID != c.pid {
 			t.Errorf("%s -> %s: %+v %v, want pid %d", c.local, c.remote, r, ok, c.pid)
 		}
@@ -151,7 +150,7 @@ func TestTableUDPWildcardAndIdle(t *testing.T) {
 	// UDP has no close: a socket not announced for Retention plus the
 	// refresh window is gone.
 	clk.t = clk.t.Add(5*time.Second + udpRefresh + time.Millisecond)
-	if _, ok := tr.Lookup(procs.UDP, ap("10.0.0.5:53"), ap("198.51.100.7:3333")); ok {
+	if _, ok := tr.Lookup(UDP, ap("10.0.0.5:53"), ap("198.51.100.7:3333")); ok {
 		t.Error("idle UDP record still found")
 	}
 }
@@ -161,15 +160,15 @@ func TestTableCapEvictsOldest(t *testing.T) {
 	for i := range 40 {
 		clk.t = clk.t.Add(time.Second)
 		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(10000+i))
-		tr.handle(mkEvent(evConnect, procs.TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
+		tr.handle(mkEvent(evConnect, TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
 	}
 	if len(tr.table) > 16 {
 		t.Fatalf("table holds %d entries, cap 16", len(tr.table))
 	}
-	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:10039"), ap("10.0.0.2:80")); !ok {
+	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:10039"), ap("10.0.0.2:80")); !ok {
 		t.Error("newest entry evicted")
 	}
-	if _, ok := tr.Lookup(procs.TCP, ap("10.0.0.1:10000"), ap("10.0.0.2:80")); ok {
+	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:10000"), ap("10.0.0.2:80")); ok {
 		t.Error("oldest entry kept")
 	}
 	if tr.evicted.Load() == 0 {
@@ -180,8 +179,55 @@ func TestTableCapEvictsOldest(t *testing.T) {
 func TestTableIgnoresPortlessClose(t *testing.T) {
 	tr, _ := newTable(Options{})
 	// connect() that failed before a port was chosen.
-	tr.handle(mkEvent(evClose, procs.TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
+	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
 	if len(tr.table) != 0 {
 		t.Errorf("portless close recorded: %v", tr.table)
+	}
+}
+
+// TestTableKeepsNamespacesApart: identical loopback tuples in two network
+// namespaces are two sockets. Neither overwrites the other; the tracker's
+// own namespace answers for the tuple, and foreign namespaces that disagree
+// answer nothing rather than a guess.
+func TestTableKeepsNamespacesApart(t *testing.T) {
+	inNS := func(ev *trackerEvent, ns uint32) *trackerEvent { ev.Netns = ns; return ev }
+	const own, nsA, nsB = 4026531840, 4026532001, 4026532002
+	tr, _ := newTable(Options{})
+	tr.ownNS = own
+	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 20, 2, "in-b"), nsB))
+	if len(tr.table) != 2 {
+		t.Fatalf("table holds %d records, want one per namespace", len(tr.table))
+	}
+	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")); ok {
+		t.Errorf("two foreign owners for one tuple resolved to %+v, want no answer", r)
+	}
+	if n := tr.ambiguous.Load(); n != 1 {
+		t.Errorf("ambiguous lookups = %d, want 1", n)
+	}
+	// The same owner in both (a process with a socket in each) is no doubt.
+	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsA))
+	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsB))
+	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40001"), ap("127.0.0.1:8080")); !ok || r.PID != 30 {
+		t.Errorf("one owner in two namespaces = %+v %v, want PID 30", r, ok)
+	}
+	// The tracker's own namespace wins over foreign ones.
+	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 40, 4, "host"), own))
+	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")); !ok || r.PID != 40 || r.NetNS != own {
+		t.Errorf("tuple also in the own namespace = %+v %v, want PID 40", r, ok)
+	}
+	// A close in one namespace leaves the other's record open.
+	tr.handle(inNS(mkEvent(evClose, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	if r := tr.table[key{TCP, nsB, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")}]; r.PID != 20 || !r.Closed.IsZero() {
+		t.Errorf("namespace B's record after A's close = %+v, want PID 20, open", r)
+	}
+	// Expiry keeps the per-namespace counts in step with the table.
+	tr.mu.Lock()
+	for k := range tr.table {
+		tr.deleteLocked(k)
+	}
+	tr.mu.Unlock()
+	if len(tr.nsRefs) != 0 {
+		t.Errorf("nsRefs = %v after emptying the table", tr.nsRefs)
 	}
 }

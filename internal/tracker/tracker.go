@@ -15,8 +15,6 @@ import (
 	"errors"
 	"net/netip"
 	"time"
-
-	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
 
 // ErrUnsupported is returned by New on systems other than Linux.
@@ -92,9 +90,9 @@ func (s Source) String() string {
 type Record struct {
 	// PID is the owning process (thread-group) ID.
 	PID int
-	// StartTicks is the process's start time in clock ticks since boot,
-	// the value of /proc/<pid>/stat field 22, which the Linux procs engine
-	// uses as StartKey: a recycled PID has a different StartTicks.
+	// StartTicks is the process's start time in clock ticks (USER_HZ)
+	// since boot, the value of /proc/<pid>/stat field 22: a recycled PID
+	// has a different StartTicks.
 	StartTicks uint64
 	// StartBoottime is the same start time with nanosecond resolution
 	// (task->start_boottime).
@@ -122,37 +120,27 @@ type Stats struct {
 	// each may be a lost attribution. Linux 5.12 and later.
 	Missed  uint64
 	Evicted uint64 // records evicted by the MaxEntries cap
-	Expired uint64 // records removed after their retention
-	Entries int    // records currently held
+	// Ambiguous counts lookups left unanswered because network namespaces
+	// other than the tracker's own held the tuple with different owners.
+	Ambiguous uint64
+	Expired   uint64 // records removed after their retention
+	Entries   int    // records currently held
 }
 
+// Proto is an IP protocol number; the tracker records TCP and UDP sockets.
+type Proto uint8
+
+// The protocols the tracker records.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+// key identifies a socket: its protocol, network namespace and endpoints.
+// The namespace keeps identical tuples apart (two containers' loopback
+// connections between the same ports are different sockets).
 type key struct {
-	proto         procs.Transport
+	proto         Proto
+	netns         uint32
 	local, remote netip.AddrPort
-}
-
-// Process returns the part of a procs.Process that the record knows, for a
-// process that may have exited: PID, Name (comm), Start and StartKey. A
-// caller whose engine can still describe the PID (engine.Process(PID,
-// StartKey) succeeds) should prefer that fuller description.
-func (r Record) Process() *procs.Process {
-	return &procs.Process{
-		PID:      r.PID,
-		Name:     r.Comm,
-		Start:    r.Start,
-		StartKey: r.StartTicks,
-	}
-}
-
-// Socket returns the record as a procs.Socket row for the given tuple,
-// with PID and StartKey (the Linux engine's clock-tick start time) set.
-func (r Record) Socket(proto procs.Transport, local, remote netip.AddrPort) procs.Socket {
-	return procs.Socket{
-		Transport: proto,
-		Local:     local,
-		Remote:    remote,
-		Listen:    r.Source == SourceListen,
-		PID:       r.PID,
-		StartKey:  r.StartTicks,
-	}
 }

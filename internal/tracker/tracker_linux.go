@@ -18,8 +18,6 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
-
-	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
 
 // Event types and owner sources, mirrored from bpf/tracker.bpf.c.
@@ -51,9 +49,16 @@ type Tracker struct {
 
 	mu    sync.RWMutex
 	table map[key]Record
+	// nsRefs counts the table's records per network namespace, so a lookup
+	// knows which namespaces to probe for a tuple.
+	nsRefs map[uint32]int
+	// ownNS is the tracker's own network namespace: where a tuple is held
+	// in several namespaces, its record wins, as the procs snapshot prefers
+	// the host's socket.
+	ownNS uint32
 	comms map[[16]int8]string // interned command names; reader goroutine only
 
-	events, evicted, expired atomic.Uint64
+	events, evicted, expired, ambiguous atomic.Uint64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -87,6 +92,8 @@ func New(opts Options) (*Tracker, error) {
 	t := &Tracker{
 		opts:    opts,
 		table:   make(map[key]Record),
+		nsRefs:  make(map[uint32]int),
+		ownNS:   ownNetNS(),
 		comms:   make(map[[16]int8]string),
 		stop:    make(chan struct{}),
 		now:     time.Now,
@@ -201,8 +208,8 @@ func (t *Tracker) readLoop() {
 // handle applies one kernel event to the table.
 func (t *Tracker) handle(ev *trackerEvent) {
 	t.events.Add(1)
-	proto := procs.Transport(ev.Proto)
-	if proto != procs.TCP && proto != procs.UDP {
+	proto := Proto(ev.Proto)
+	if proto != TCP && proto != UDP {
 		return
 	}
 	local := netip.AddrPortFrom(eventAddr(ev.Family, &ev.Saddr), ev.Sport)
@@ -242,7 +249,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	default:
 		return
 	}
-	k := key{proto, local, remote}
+	k := key{proto, ev.Netns, local, remote}
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -264,6 +271,24 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		}
 	}
 	t.table[k] = r
+	t.nsRefs[k.netns]++
+}
+
+// deleteLocked removes the record of k.
+func (t *Tracker) deleteLocked(k key) {
+	delete(t.table, k)
+	if t.nsRefs[k.netns]--; t.nsRefs[k.netns] <= 0 {
+		delete(t.nsRefs, k.netns)
+	}
+}
+
+// ownNetNS is the inode of this process's network namespace, 0 if unknown.
+func ownNetNS() uint32 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &st) != nil {
+		return 0
+	}
+	return uint32(st.Ino)
 }
 
 func eventAddr(family uint16, b *[16]uint8) netip.Addr {
@@ -322,7 +347,7 @@ func (t *Tracker) expireLoop() {
 func (t *Tracker) expireLocked(now time.Time) {
 	for k, r := range t.table {
 		if t.expiredAt(k, &r, now) {
-			delete(t.table, k)
+			t.deleteLocked(k)
 			t.expired.Add(1)
 		}
 	}
@@ -332,7 +357,7 @@ func (t *Tracker) expiredAt(k key, r *Record, now time.Time) bool {
 	if !r.Closed.IsZero() {
 		return now.Sub(r.Closed) > t.opts.Retention
 	}
-	if k.proto == procs.UDP {
+	if k.proto == UDP {
 		return now.Sub(r.Seen) > t.opts.Retention+udpRefresh
 	}
 	return false
@@ -351,7 +376,7 @@ func (t *Tracker) evictLocked() {
 	slices.SortFunc(all, func(a, b aged) int { return a.seen.Compare(b.seen) })
 	n := max(len(all)/8, 1)
 	for _, a := range all[:n] {
-		delete(t.table, a.k)
+		t.deleteLocked(a.k)
 	}
 	t.evicted.Add(uint64(n))
 }
@@ -361,24 +386,45 @@ func (t *Tracker) evictLocked() {
 // It tries the exact tuple, then the local endpoint alone (an unconnected
 // UDP socket or a TCP listener), then the wildcard address at the local
 // port. Records of closed connections are returned until their retention
-// expires; Record.Closed tells them apart.
-func (t *Tracker) Lookup(proto procs.Transport, local, remote netip.AddrPort) (Record, bool) {
+// expires; Record.Closed tells them apart. A tuple recorded in several
+// network namespaces resolves to the tracker's own namespace's record, else
+// to the one owner all the others agree on, else to nothing (counted in
+// Stats.Ambiguous): a wrong owner is worse than none.
+func (t *Tracker) Lookup(proto Proto, local, remote netip.AddrPort) (Record, bool) {
 	local = unmap(local)
 	remote = unmap(remote)
 	now := t.now()
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	try := func(k key) (Record, bool) {
-		r, ok := t.table[k]
-		if !ok || t.expiredAt(k, &r, now) {
+		var found Record
+		n := 0
+		for ns := range t.nsRefs {
+			k.netns = ns
+			r, ok := t.table[k]
+			if !ok || t.expiredAt(k, &r, now) {
+				continue
+			}
+			if ns == t.ownNS && t.ownNS != 0 {
+				return r, true
+			}
+			switch {
+			case n == 0:
+				found, n = r, 1
+			case n > 0 && (r.PID != found.PID || r.StartBoottime != found.StartBoottime):
+				n = -1 // owners disagree; the own namespace may still answer
+			}
+		}
+		if n < 0 {
+			t.ambiguous.Add(1)
 			return Record{}, false
 		}
+		return found, n > 0
+	}
+	if r, ok := try(key{proto: proto, local: local, remote: remote}); ok {
 		return r, true
 	}
-	if r, ok := try(key{proto, local, remote}); ok {
-		return r, true
-	}
-	if proto == procs.TCP {
+	if proto == TCP {
 		// Only a connection-less record (a listener) may answer for a
 		// TCP connection, and only while it listens: once closed, its port
 		// is free for any process's ephemeral connections, and a retained
@@ -392,15 +438,15 @@ func (t *Tracker) Lookup(proto procs.Transport, local, remote netip.AddrPort) (R
 	return t.listenerLocked(proto, local, try)
 }
 
-func (t *Tracker) listenerLocked(proto procs.Transport, local netip.AddrPort, try func(key) (Record, bool)) (Record, bool) {
-	if r, ok := try(key{proto, local, netip.AddrPort{}}); ok {
+func (t *Tracker) listenerLocked(proto Proto, local netip.AddrPort, try func(key) (Record, bool)) (Record, bool) {
+	if r, ok := try(key{proto: proto, local: local}); ok {
 		return r, true
 	}
 	for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		if local.Addr().Is6() && any.Is4() {
 			continue
 		}
-		if r, ok := try(key{proto, netip.AddrPortFrom(any, local.Port()), netip.AddrPort{}}); ok {
+		if r, ok := try(key{proto: proto, local: netip.AddrPortFrom(any, local.Port())}); ok {
 			return r, true
 		}
 	}
@@ -417,9 +463,10 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // Stats returns the tracker's counters.
 func (t *Tracker) Stats() Stats {
 	s := Stats{
-		Events:  t.events.Load(),
-		Evicted: t.evicted.Load(),
-		Expired: t.expired.Load(),
+		Events:    t.events.Load(),
+		Evicted:   t.evicted.Load(),
+		Expired:   t.expired.Load(),
+		Ambiguous: t.ambiguous.Load(),
 	}
 	var lost []uint64
 	if err := t.objs.Stats.Lookup(uint32(0), &lost); err == nil {
@@ -438,24 +485,18 @@ func (t *Tracker) Stats() Stats {
 	return s
 }
 
-// Recall is Lookup shaped for the procs watcher: the owner as a socket row
-// (PID and the Linux engine's StartKey) and a minimal description of the
-// process that holds even after it exited. See docs/tracker.md.
-func (t *Tracker) Recall(proto procs.Transport, local, remote netip.AddrPort) (procs.Socket, *procs.Process, bool) {
+// LookupSync is Lookup that, on a miss, first lets the reader consume the
+// events already in the ring (waiting at most syncTimeout): a one-shot
+// client's line can reach the beat before its record reaches the table.
+func (t *Tracker) LookupSync(proto Proto, local, remote netip.AddrPort) (Record, bool) {
 	r, ok := t.Lookup(proto, local, remote)
 	if !ok && t.sync(syncTimeout) {
-		// The connection's events may still sit in the ring (the reader
-		// batches them): a one-shot client's line can reach the beat before
-		// its record reaches the table.
 		r, ok = t.Lookup(proto, local, remote)
 	}
-	if !ok {
-		return procs.Socket{}, nil, false
-	}
-	return r.Socket(proto, unmap(local), unmap(remote)), r.Process(), true
+	return r, ok
 }
 
-// syncTimeout bounds how long a Recall miss waits for the reader.
+// syncTimeout bounds how long a LookupSync miss waits for the reader.
 const syncTimeout = 20 * time.Millisecond
 
 // sync makes the reader consume the events already in the ring and waits

@@ -127,7 +127,7 @@ func newTracker(t testing.TB, opts Options) *Tracker {
 
 // waitLookup polls Lookup until it finds a record or a deadline passes:
 // the kernel's events reach the table asynchronously.
-func waitLookup(tr *Tracker, proto procs.Transport, local, remote netip.AddrPort, want func(Record) bool) (Record, bool) {
+func waitLookup(tr *Tracker, proto Proto, local, remote netip.AddrPort, want func(Record) bool) (Record, bool) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		r, ok := tr.Lookup(proto, local, remote)
@@ -247,7 +247,7 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if !pids[h.pid] {
 			t.Fatalf("hello from unexpected pid %d", h.pid)
 		}
-		r, ok := waitLookup(tr, procs.TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+		r, ok := waitLookup(tr, TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
 		if !ok {
 			t.Fatalf("client %v (pid %d): no record; stats %+v", h.client, h.pid, tr.Stats())
 		}
@@ -261,16 +261,15 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if age := time.Since(r.Start); age < 0 || age > time.Minute {
 			t.Errorf("client %v: start %v is not within the last minute", h.client, r.Start)
 		}
-		if sock, p, ok := tr.Recall(procs.TCP, h.client, server); !ok || p.PID != h.pid || p.StartKey != h.startTicks ||
-			sock.PID != h.pid || sock.StartKey != h.startTicks || sock.Local != h.client || sock.Remote != server {
-			t.Errorf("client %v: Recall = %+v, %+v, %v", h.client, sock, p, ok)
+		if rs, ok := tr.LookupSync(TCP, h.client, server); !ok || rs.PID != h.pid || rs.StartTicks != h.startTicks {
+			t.Errorf("client %v: LookupSync = %+v, %v", h.client, rs, ok)
 		}
 		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
 			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
 		}
 		// The accepting side is this test process: attributed at its
 		// first read (or via the listener before that).
-		sr, ok := waitLookup(tr, procs.TCP, server, h.client, func(r Record) bool { return r.Source == SourceIO })
+		sr, ok := waitLookup(tr, TCP, server, h.client, func(r Record) bool { return r.Source == SourceIO })
 		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceIO {
 			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source io", h.client, sr, ok, os.Getpid(), myStart)
 		}
@@ -333,12 +332,12 @@ func TestServerWorkerAttribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, ok := waitLookup(tr, procs.TCP, server, client, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
+	r, ok := waitLookup(tr, TCP, server, client, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
 	if !ok || r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
 		t.Errorf("server side: got %+v ok=%v, want the worker pid %d start %d source io", r, ok, h.pid, h.startTicks)
 	}
 	// The client side is this process.
-	if r, ok := waitLookup(tr, procs.TCP, client, server, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
+	if r, ok := waitLookup(tr, TCP, client, server, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
 		t.Errorf("client side: got %+v ok=%v, want pid %d source connect", r, ok, os.Getpid())
 	}
 }
@@ -368,13 +367,13 @@ func testUDP(t *testing.T, mode string) {
 		if h.pid != pid {
 			t.Fatalf("datagram from pid %d, want %d", h.pid, pid)
 		}
-		r, ok := waitLookup(tr, procs.UDP, h.client, server, func(r Record) bool { return r.PID == pid })
+		r, ok := waitLookup(tr, UDP, h.client, server, func(r Record) bool { return r.PID == pid })
 		if !ok || r.PID != pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
 			t.Errorf("udp client %v: got %+v ok=%v, want pid %d start %d source io", h.client, r, ok, pid, h.startTicks)
 		}
 	}
 	// The receiving socket belongs to this process.
-	r, ok := waitLookup(tr, procs.UDP, server, netip.MustParseAddrPort("127.0.0.1:9"), func(r Record) bool { return r.PID == os.Getpid() })
+	r, ok := waitLookup(tr, UDP, server, netip.MustParseAddrPort("127.0.0.1:9"), func(r Record) bool { return r.PID == os.Getpid() })
 	if !ok || r.PID != os.Getpid() {
 		t.Errorf("udp server %v: got %+v ok=%v, want pid %d", server, r, ok, os.Getpid())
 	}
@@ -390,12 +389,12 @@ func TestRetentionExpiry(t *testing.T) {
 	server := ln.Addr().(*net.TCPAddr).AddrPort()
 	pid := spawn(t, "tcp", server.String())
 	h := <-hellos
-	r, ok := waitLookup(tr, procs.TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+	r, ok := waitLookup(tr, TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
 	if !ok || r.PID != pid || r.Closed.IsZero() {
 		t.Fatalf("got %+v ok=%v, want a closed record of pid %d", r, ok, pid)
 	}
 	time.Sleep(retention + 600*time.Millisecond)
-	if r, ok := tr.Lookup(procs.TCP, h.client, server); ok {
+	if r, ok := tr.Lookup(TCP, h.client, server); ok {
 		t.Errorf("record outlived its retention: %+v", r)
 	}
 	if s := tr.Stats(); s.Expired == 0 {
@@ -432,7 +431,7 @@ func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
 	if n > before {
 		t.Errorf("%d goroutines after Close, %d before New", n, before)
 	}
-	if _, ok := tr.Lookup(procs.TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); ok {
+	if _, ok := tr.Lookup(TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); ok {
 		t.Error("lookup on an empty closed tracker found something")
 	}
 }

@@ -2,11 +2,7 @@
 
 package tracker
 
-import (
-	"net/netip"
-
-	"github.com/netprocbeat/netprocbeat/internal/procs"
-)
+import "net/netip"
 
 // Tracker is unavailable on this operating system.
 type Tracker struct{}
@@ -15,7 +11,12 @@ type Tracker struct{}
 func New(Options) (*Tracker, error) { return nil, ErrUnsupported }
 
 // Lookup never finds anything on this operating system.
-func (*Tracker) Lookup(procs.Transport, netip.AddrPort, netip.AddrPort) (Record, bool) {
+func (*Tracker) Lookup(Proto, netip.AddrPort, netip.AddrPort) (Record, bool) {
+	return Record{}, false
+}
+
+// LookupSync never finds anything on this operating system.
+func (*Tracker) LookupSync(Proto, netip.AddrPort, netip.AddrPort) (Record, bool) {
 	return Record{}, false
 }
 
@@ -24,8 +25,3 @@ func (*Tracker) Stats() Stats { return Stats{} }
 
 // Close does nothing on this operating system.
 func (*Tracker) Close() error { return nil }
-
-// Recall never finds anything on this operating system.
-func (*Tracker) Recall(procs.Transport, netip.AddrPort, netip.AddrPort) (procs.Socket, *procs.Process, bool) {
-	return procs.Socket{}, nil, false
-}

@@ -61,9 +61,9 @@ func New(c *conf.C, log *logp.Logger) (beat.Processor, error) {
 	} else {
 		log = log.Named(processorName)
 	}
-	kind, newHistory := historyFor(cfg, log)
+	kind, newFallback := fallbackFor(cfg, log)
 	return newProcessor(cfg, log, func(hostPath string, wc procs.Config, log *logp.Logger) (*procs.Watcher, func(), error) {
-		return procs.Shared(hostPath, wc, kind, newHistory, log)
+		return procs.Shared(hostPath, wc, kind, newFallback, log)
 	})
 }
 
@@ -98,7 +98,7 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	}
 
 	w, release, err := acquire(cfg.HostPath, cfg.watcherConfig(), log)
-	var required *errTrackerRequired
+	var required *trackerRequiredError
 	switch {
 	case errors.As(err, &required):
 		return nil, fmt.Errorf("%s: %w", processorName, err)

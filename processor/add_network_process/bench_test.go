@@ -63,7 +63,7 @@ func newOurs(tb testing.TB, cfg procs.Config) *procs.Watcher {
 	return newOursResolve(tb, cfg, 0, 0)
 }
 
-// newOursResolve is newOurs with NewResolveHistory answering snapshot misses
+// newOursResolve is newOurs with NewResolveSource answering snapshot misses
 // (at most per queries per interval) when per > 0.
 func newOursResolve(tb testing.TB, cfg procs.Config, per int, interval time.Duration) *procs.Watcher {
 	tb.Helper()
@@ -72,8 +72,8 @@ func newOursResolve(tb testing.TB, cfg procs.Config, per int, interval time.Dura
 		tb.Fatal(err)
 	}
 	if per > 0 {
-		cfg.History = procs.NewResolveHistory(e, nil, per, interval, time.Second)
-		if cfg.History == nil {
+		cfg.Fallback = procs.NewResolveSource(e, nil, per, interval, time.Second)
+		if cfg.Fallback == nil {
 			tb.Skip("this engine cannot resolve single connections")
 		}
 	}

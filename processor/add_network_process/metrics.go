@@ -4,6 +4,7 @@ import (
 	"github.com/elastic/elastic-agent-libs/monitoring"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
+	"github.com/netprocbeat/netprocbeat/internal/tracker"
 )
 
 // registerMetrics publishes the shared watchers' counters under
@@ -14,9 +15,21 @@ import (
 func registerMetrics(reg *monitoring.Registry) {
 	monitoring.NewFunc(reg, processorName, func(_ monitoring.Mode, v monitoring.Visitor) {
 		var sum procs.Stats
+		var tsum tracker.Stats
 		var lastRescanNs int64
-		watchers := 0
-		procs.EachShared(func(_ string, st procs.Stats) {
+		watchers, trackers := 0, 0
+		procs.EachShared(func(_ string, st procs.Stats, fallback procs.OwnerSource) {
+			if ts, ok := fallback.(trackerSource); ok {
+				trackers++
+				t := ts.Stats()
+				tsum.Events += t.Events
+				tsum.Lost += t.Lost
+				tsum.Missed += t.Missed
+				tsum.Evicted += t.Evicted
+				tsum.Expired += t.Expired
+				tsum.Ambiguous += t.Ambiguous
+				tsum.Entries += t.Entries
+			}
 			watchers++
 			sum.Lookups += st.Lookups
 			sum.NotLocal += st.NotLocal
@@ -26,7 +39,8 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.Rescans += st.Rescans
 			sum.Errors += st.Errors
 			sum.WaitTimeouts += st.WaitTimeouts
-			sum.HistoryHits += st.HistoryHits
+			sum.TrackerHits += st.TrackerHits
+			sum.ResolveHits += st.ResolveHits
 			sum.Sockets += st.Sockets
 			sum.Processes += st.Processes
 			sum.NegativeCache += st.NegativeCache
@@ -46,13 +60,24 @@ func registerMetrics(reg *monitoring.Registry) {
 		monitoring.ReportInt(v, "errors", int64(sum.Errors))
 		monitoring.ReportInt(v, "wait_timeouts", int64(sum.WaitTimeouts))
 		monitoring.ReportInt(v, "rescan_last_ns", lastRescanNs)
-		monitoring.ReportInt(v, "history_hits", int64(sum.HistoryHits))
+		monitoring.ReportInt(v, "tracker_hits", int64(sum.TrackerHits))
+		monitoring.ReportInt(v, "resolve_hits", int64(sum.ResolveHits))
 		monitoring.ReportInt(v, "netns_ambiguous", sum.Ambiguous)
 		monitoring.ReportInt(v, "netns_foreign", sum.Namespaces)
 		monitoring.ReportNamespace(v, "cache", func() {
 			monitoring.ReportInt(v, "sockets", sum.Sockets)
 			monitoring.ReportInt(v, "processes", sum.Processes)
 			monitoring.ReportInt(v, "negative", int64(sum.NegativeCache))
+		})
+		monitoring.ReportNamespace(v, "tracker", func() {
+			monitoring.ReportInt(v, "loaded", int64(trackers))
+			monitoring.ReportInt(v, "events", int64(tsum.Events))
+			monitoring.ReportInt(v, "lost", int64(tsum.Lost))
+			monitoring.ReportInt(v, "missed", int64(tsum.Missed))
+			monitoring.ReportInt(v, "evicted", int64(tsum.Evicted))
+			monitoring.ReportInt(v, "expired", int64(tsum.Expired))
+			monitoring.ReportInt(v, "netns_ambiguous", int64(tsum.Ambiguous))
+			monitoring.ReportInt(v, "entries", int64(tsum.Entries))
 		})
 	})
 }

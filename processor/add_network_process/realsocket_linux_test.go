@@ -271,7 +271,7 @@ func TestProcessorsShareOneWatcherAndCloseIt(t *testing.T) {
 	}
 	count := func() int {
 		n := 0
-		procs.EachShared(func(string, procs.Stats) { n++ })
+		procs.EachShared(func(string, procs.Stats, procs.OwnerSource) { n++ })
 		return n
 	}
 	a.(interface{ Close() error }).Close()

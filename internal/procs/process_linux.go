@@ -1,0 +1,78 @@
+//go:build linux
+
+package procs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/elastic/go-sysinfo"
+	"golang.org/x/sys/unix"
+)
+
+func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
+	sp, err := sysinfo.Process(pid, sysinfo.WithHostFS(e.root))
+	if err != nil {
+		return nil, err
+	}
+	info, err := sp.Info()
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{
+		PID:              info.PID,
+		PPID:             info.PPID,
+		Name:             procName(info.Name, info.Args),
+		Args:             info.Args,
+		Executable:       info.Exe,
+		WorkingDirectory: info.CWD,
+		Start:            info.StartTime.UTC(),
+		StartKey:         startKey,
+		JoinedArgs:       strings.Join(info.Args, " "),
+	}
+	if u, err := sp.User(); err == nil {
+		p.UID = u.UID
+		p.UserName = e.users.name(u.UID)
+	}
+	p.ContainerID = e.containerID(pid)
+	p.NetNS, p.Foreign = e.processNS(pid)
+	// go-sysinfo read the files by path, not through a pinned dirfd: check
+	// the PID still names the same process instance afterwards.
+	stat, err := os.ReadFile(filepath.Join(e.proc, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return nil, err
+	}
+	if _, _, now, err := ParseStatStart(stat); err != nil || (startKey != 0 && now != startKey) {
+		return nil, fmt.Errorf("PID %d was reused by another process during the read (start %d, want %d)", pid, now, startKey)
+	}
+	return p, nil
+}
+
+// processNS returns pid's namespace and whether it is foreign, as of the
+// last rescan's host namespace.
+func (e *linuxEngine) processNS(pid int) (uint64, bool) {
+	var buf [64]byte
+	id := uint64(0)
+	if n, err := unix.Readlink(filepath.Join(e.proc, strconv.Itoa(pid), "ns", "net"), buf[:]); err == nil && n > 0 {
+		id = parseNSLink(buf[:n])
+	}
+	own, host := e.ns.ownAt.Load(), e.ns.hostAt.Load()
+	if id == 0 {
+		id = own
+	}
+	return id, id != 0 && id != host
+}
+
+// containerID reads pid's cgroup file for a container ID.
+func (e *linuxEngine) containerID(pid int) string {
+	f, err := os.Open(filepath.Join(e.proc, strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	id, _ := ParseCgroupContainerID(f)
+	return id
+}

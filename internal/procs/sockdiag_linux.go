@@ -1,0 +1,237 @@
+//go:build linux
+
+package procs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// Resolve finds the socket of one connection, local to remote, without
+// listing every socket: one sock_diag exact lookup (no dump) gives its
+// inode, and the owner walk of resolveOwners, with the same rule, finds the
+// lowest PID holding it. found is false when the kernel has no such socket.
+// It serves a cold lookup in a few milliseconds where a rescan has to dump
+// the whole table first (~1 µs of kernel time per socket); the watcher asks
+// it on a snapshot miss through NewResolveSource (docs/benchmarks.md).
+// host_path "/" only.
+func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	if !e.useDiag {
+		return s, false, ErrUnsupported
+	}
+	// A rescan in flight holds the engine and will list this socket anyway:
+	// do not queue a lookup behind it.
+	if !e.mu.TryLock() {
+		return s, false, errEngineBusy
+	}
+	defer e.mu.Unlock()
+	proto := uint8(unix.IPPROTO_TCP)
+	if t == UDP {
+		proto = unix.IPPROTO_UDP
+	}
+	l, r := local.Addr().Unmap(), remote.Addr().Unmap()
+	id := diagID{a16: l.As16(), aport: local.Port(), b16: r.As16(), bport: remote.Port()}
+	var one []Socket
+	if l.Is4() && r.Is4() {
+		one, err = e.diagExact(unix.AF_INET, proto, t, id)
+		if err == nil && len(one) == 0 {
+			// An IPv4 peer of a dual-stack IPv6 socket.
+			one, err = e.diagExact(unix.AF_INET6, proto, t, id)
+		}
+	} else {
+		one, err = e.diagExact(unix.AF_INET6, proto, t, id)
+	}
+	if err != nil || len(one) == 0 {
+		return s, false, err
+	}
+	clear(e.byInode)
+	if one[0].Inode != 0 {
+		e.byInode[one[0].Inode] = 0
+		if err := e.resolveOwners(ctx, one, false); err != nil {
+			return one[0], true, err
+		}
+	}
+	return one[0], true, nil
+}
+
+var errEngineBusy = errors.New("the engine is busy with a rescan")
+
+// NETLINK_SOCK_DIAG gives the same rows as /proc/net/{tcp,tcp6,udp,udp6}
+// in binary, without the kernel formatting ~150 bytes of hex per socket or
+// us parsing it back: on a 12k-socket host a dump costs a fraction of the
+// text tables (docs/benchmarks.md). It reads the caller's network namespace,
+// which is what /proc/net shows for host_path "/", so the engine uses it only
+// then, and falls back to the text tables when the kernel refuses (no
+// sock_diag, no udp_diag module, seccomp).
+
+const (
+	sizeofNlMsghdr      = 16
+	sizeofInetDiagReqV2 = 56
+	sizeofInetDiagMsg   = 72
+)
+
+// diagID is the part of struct inet_diag_sockid an exact lookup fills: the
+// 4-tuple. Addresses are 16 bytes; for AF_INET only the last 4 are sent.
+type diagID struct {
+	a16, b16     [16]byte
+	aport, bport uint16
+}
+
+// diagRequest builds an inet_diag_req_v2 for family and proto, every state;
+// with id it asks for that one socket, without it for a dump.
+func diagRequest(family, proto uint8, id *diagID) []byte {
+	req := make([]byte, sizeofNlMsghdr+sizeofInetDiagReqV2)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	flags := uint16(unix.NLM_F_REQUEST)
+	if id == nil {
+		flags |= unix.NLM_F_DUMP
+	}
+	ne.PutUint16(req[6:], flags)
+	ne.PutUint32(req[8:], 1) // seq
+	req[16], req[17] = family, proto
+	ne.PutUint32(req[20:], 0xffffffff) // every state
+	if id != nil {
+		sid := req[24:]
+		binary.BigEndian.PutUint16(sid[0:], id.aport)
+		binary.BigEndian.PutUint16(sid[2:], id.bport)
+		if family == unix.AF_INET {
+			copy(sid[4:8], id.a16[12:])
+			copy(sid[20:24], id.b16[12:])
+		} else {
+			copy(sid[4:20], id.a16[:])
+			copy(sid[20:36], id.b16[:])
+		}
+		ne.PutUint32(sid[40:], 0xffffffff) // INET_DIAG_NOCOOKIE
+		ne.PutUint32(sid[44:], 0xffffffff)
+	}
+	return req
+}
+
+// errDiagNotFound is the kernel's ENOENT for an exact lookup: no such socket.
+var errDiagNotFound = errors.New("sock_diag: no such socket")
+
+// diagQuery sends req on a new NETLINK_SOCK_DIAG socket and calls f with
+// each inet_diag_msg of the reply until the kernel says done or f returns
+// false (an exact lookup's reply is one message, with no NLMSG_DONE).
+func (e *linuxEngine) diagQuery(req []byte, f func(msg []byte) (more bool)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	if cap(e.diagBuf) == 0 {
+		e.diagBuf = make([]byte, 256<<10)
+	}
+	buf := e.diagBuf[:cap(e.diagBuf)]
+	ne := binary.NativeEndian
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for b := buf[:n]; len(b) >= sizeofNlMsghdr; {
+			l := int(ne.Uint32(b[0:]))
+			typ := ne.Uint16(b[4:])
+			if l < sizeofNlMsghdr || l > len(b) {
+				return errors.New("sock_diag: truncated message")
+			}
+			msg := b[sizeofNlMsghdr:l]
+			// The kernel pads every message to 4 bytes; a last message
+			// without its padding must not slice past the buffer.
+			b = b[min((l+3)&^3, len(b)):]
+			switch typ {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(msg) < 4 {
+					return errors.New("sock_diag: error")
+				}
+				switch errno := unix.Errno(-int32(ne.Uint32(msg))); errno {
+				case 0:
+					return nil
+				case unix.ENOENT:
+					return errDiagNotFound
+				default:
+					return fmt.Errorf("sock_diag: %w", errno)
+				}
+			case unix.SOCK_DIAG_BY_FAMILY:
+				if !f(msg) {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// diagExact asks sock_diag for the one socket with this 4-tuple; it returns
+// none when the kernel has no such socket. For AF_INET6, IPv4 addresses are
+// sent in their mapped form.
+func (e *linuxEngine) diagExact(family, proto uint8, t Transport, id diagID) ([]Socket, error) {
+	var out []Socket
+	err := e.diagQuery(diagRequest(family, proto, &id), func(msg []byte) bool {
+		if len(msg) >= sizeofInetDiagMsg {
+			out = append(out, diagSocket(msg, t))
+		}
+		return false
+	})
+	if errors.Is(err, errDiagNotFound) {
+		return nil, nil
+	}
+	if err == nil && out == nil {
+		return nil, errors.New("sock_diag: short reply")
+	}
+	return out, err
+}
+
+// diagDump appends the sockets of one family and protocol to dst.
+func (e *linuxEngine) diagDump(family uint8, proto uint8, t Transport, dst []Socket) ([]Socket, error) {
+	err := e.diagQuery(diagRequest(family, proto, nil), func(msg []byte) bool {
+		if len(msg) >= sizeofInetDiagMsg {
+			dst = append(dst, diagSocket(msg, t))
+		}
+		return true
+	})
+	return dst, err
+}
+
+// diagSocket decodes a struct inet_diag_msg with the same rules as
+// parseProcNetLine.
+func diagSocket(m []byte, t Transport) Socket {
+	family, state := m[0], m[1]
+	sport := binary.BigEndian.Uint16(m[4:])
+	dport := binary.BigEndian.Uint16(m[6:])
+	var src, dst netip.Addr
+	if family == unix.AF_INET {
+		src = netip.AddrFrom4([4]byte(m[8:12]))
+		dst = netip.AddrFrom4([4]byte(m[24:28]))
+	} else {
+		src = netip.AddrFrom16([16]byte(m[8:24])).Unmap()
+		dst = netip.AddrFrom16([16]byte(m[24:40])).Unmap()
+	}
+	s := Socket{
+		Transport: t,
+		Local:     netip.AddrPortFrom(src, sport),
+		Remote:    netip.AddrPortFrom(dst, dport),
+		Inode:     uint64(binary.NativeEndian.Uint32(m[68:])),
+	}
+	switch t {
+	case TCP:
+		s.Listen = state == tcpListen
+	case UDP:
+		s.Listen = state != tcpEstablished
+	}
+	return s
+}

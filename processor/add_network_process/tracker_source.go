@@ -1,0 +1,112 @@
+package add_network_process
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/elastic/elastic-agent-libs/logp"
+
+	"github.com/netprocbeat/netprocbeat/internal/procs"
+	"github.com/netprocbeat/netprocbeat/internal/tracker"
+)
+
+// Tracker modes (option "tracker").
+const (
+	trackerAuto   = "auto"   // use the eBPF tracker when it loads, else /proc only
+	trackerEBPF   = "ebpf"   // require it: the processor fails to start without it
+	trackerProcfs = "procfs" // never load it
+)
+
+// trackerRequiredError marks a failure that must stop the processor: the
+// user asked for the tracker explicitly.
+type trackerRequiredError struct{ err error }
+
+func (e *trackerRequiredError) Error() string {
+	return fmt.Sprintf("tracker: ebpf was required but cannot be used: %v (set tracker: auto to fall back to /proc polling)", e.err)
+}
+func (e *trackerRequiredError) Unwrap() error { return e.err }
+
+// fallbackFor returns the kind and constructor of the watcher's fallback
+// owner source (procs.Config.Fallback) for cfg. The tracker observes this kernel, so it only makes sense when
+// host_path holds this kernel's procfs; for any other tree (a fake /proc in
+// tests, a copy) auto mode leaves it off.
+func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSource, error)) {
+	if cfg.Tracker == trackerProcfs {
+		return "", nil
+	}
+	mode := cfg.Tracker
+	return mode, func() (procs.OwnerSource, error) {
+		var err error
+		if !isProcfs(filepath.Join(cfg.HostPath, "proc")) {
+			err = fmt.Errorf("host_path %q does not hold this kernel's procfs, so eBPF records (host PIDs) could not be matched to it", cfg.HostPath)
+		} else {
+			var tr *tracker.Tracker
+			tr, err = tracker.New(tracker.Options{Retention: cfg.TrackerRetention})
+			if err == nil {
+				log.Infof("eBPF connection tracker loaded: connections that close before their event is processed still resolve for %v", cfg.TrackerRetention)
+				return trackerSource{tr}, nil
+			}
+		}
+		if mode == trackerEBPF {
+			return nil, &trackerRequiredError{err}
+		}
+		if errors.Is(err, tracker.ErrUnsupported) {
+			log.Infof("eBPF connection tracker unavailable on this OS; resolving from socket tables only")
+		} else {
+			log.Infof("eBPF connection tracker not used (%v); resolving from /proc only, so connections that close before their event is processed may not resolve", err)
+		}
+		return nil, nil
+	}
+}
+
+// trackerSource adapts the eBPF tracker, which knows nothing of procs, to
+// procs.OwnerSource: the consumer-side interface meets the kernel-level
+// source here, where both are imported.
+type trackerSource struct{ t *tracker.Tracker }
+
+// Recall answers from the tracker's records: the owner as a socket row, with
+// StartKey in the Linux engine's unit (/proc/<pid>/stat starttime, which is
+// the tracker's StartTicks), and the part of a procs.Process the record
+// knows, for when the owner has exited.
+func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort) (procs.Socket, *procs.Process, bool) {
+	r, ok := s.t.LookupSync(tracker.Proto(t), local, remote)
+	if !ok {
+		return procs.Socket{}, nil, false
+	}
+	return recordSocket(r, t, local, remote), recordProcess(r), true
+}
+
+// Close stops the tracker; the watcher closes its fallback.
+func (s trackerSource) Close() error { return s.t.Close() }
+
+// Stats publishes the tracker's counters (metrics.go).
+func (s trackerSource) Stats() tracker.Stats { return s.t.Stats() }
+
+func recordSocket(r tracker.Record, t procs.Transport, local, remote netip.AddrPort) procs.Socket {
+	return procs.Socket{
+		Transport: t,
+		Local:     unmapPort(local),
+		Remote:    unmapPort(remote),
+		Listen:    r.Source == tracker.SourceListen,
+		PID:       r.PID,
+		StartKey:  r.StartTicks,
+	}
+}
+
+func recordProcess(r tracker.Record) *procs.Process {
+	return &procs.Process{
+		PID:      r.PID,
+		Name:     r.Comm,
+		Start:    r.Start,
+		StartKey: r.StartTicks,
+	}
+}
+
+func unmapPort(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
