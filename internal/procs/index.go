@@ -130,27 +130,28 @@ func (s *snapshot) add(sock *Socket, p *Process) {
 			sub = newSnapshot(s.gen, 16)
 			s.byNS[sock.NetNS] = sub
 		}
-		sub.add1(sock, p)
+		sub.indexSocket(sock, p)
 		if p != nil && p.ContainerID != "" {
 			s.containers[p.ContainerID] = sock.NetNS
 		}
 	}
-	s.add1(sock, p)
+	s.indexSocket(sock, p)
 }
 
-// add1 indexes sock in s itself.
-func (s *snapshot) add1(sock *Socket, p *Process) {
+// indexSocket indexes sock in s itself (add also indexes a foreign socket in
+// its namespace's own snapshot).
+func (s *snapshot) indexSocket(sock *Socket, p *Process) {
 	if a := sock.Local.Addr(); !a.IsUnspecified() {
 		s.local[keyOf(a)] = struct{}{}
 	}
 	local := endKeyOf(sock.Transport, sock.Local.Addr(), sock.Local.Port())
 	if sock.Listen {
-		s.ambiguous += put(s.listen, local, p)
+		s.ambiguous += keepBetterOwner(s.listen, local, p)
 		return
 	}
-	putConn(s.conn, local, p)
+	keepConnOwner(s.conn, local, p)
 	if sock.Remote.IsValid() && sock.Remote.Port() != 0 {
-		s.ambiguous += put(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
+		s.ambiguous += keepBetterOwner(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
 	}
 }
 
@@ -162,7 +163,9 @@ func (s *snapshot) add1(sock *Socket, p *Process) {
 // and the watcher rescans to find the exact tuple instead.
 var ambiguous = &Process{PID: -1}
 
-func putConn(m map[endKey]*Process, k endKey, p *Process) {
+// keepConnOwner records p as the owner of connected sockets at endpoint k,
+// or ambiguous when another process already holds one there.
+func keepConnOwner(m map[endKey]*Process, k endKey, p *Process) {
 	old, ok := m[k]
 	switch {
 	case !ok:
@@ -173,11 +176,11 @@ func putConn(m map[endKey]*Process, k endKey, p *Process) {
 	}
 }
 
-// put keeps the better owner for k: an owned socket over an unowned one,
+// keepBetterOwner keeps the better owner for k: an owned socket over an unowned one,
 // the host namespace's over another namespace's (every container has its
 // own 127.0.0.1), then the lowest PID. It returns 1 when owners from
 // different namespaces competed for k, for the ambiguity count.
-func put[K comparable](m map[K]*Process, k K, p *Process) int {
+func keepBetterOwner[K comparable](m map[K]*Process, k K, p *Process) int {
 	old, ok := m[k]
 	switch {
 	case !ok || old == nil:

@@ -159,15 +159,13 @@ func (e *linuxEngine) unexplained(socks []Socket) bool {
 	return false
 }
 
-// visit refreshes what e.fds knows of pid and reports whether it trusted
-// the previous read. Processes that exit or whose stat or fds cannot be
+// visit refreshes what e.fds knows of pid: it reuses the previous read when
+// the walk is incremental and the process's instance and descriptor count
+// did not change, and re-reads its fd table otherwise. Processes that exit or whose stat or fds cannot be
 // read are dropped: their sockets stay unowned rather than guessed.
-func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
+func (e *linuxEngine) visit(procfd, pid int, full bool) {
 	p := e.fds[pid]
-	drop := func() bool {
-		delete(e.fds, pid)
-		return false
-	}
+	drop := func() { delete(e.fds, pid) }
 	e.nameBuf = append(strconv.AppendInt(e.nameBuf[:0], int64(pid), 10), 0)
 	// Two stats through procfd: the /proc/<pid> inode (procfs gives a new
 	// process instance a new one) and the number of descriptors. They are
@@ -187,7 +185,7 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 		if p != nil && !full && size >= 0 && ino == p.ino && size == p.nfds {
 			p.seen, p.trusted = e.walkGen, true
 			e.stats.trusted++
-			return true
+			return
 		}
 	}
 	// Opening the directory pins this process instance: if the PID exits
@@ -195,12 +193,14 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 	// newcomer, so stat and fd always belong to the same process.
 	dirfd, err := openatZ(procfd, e.nameBuf, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return drop()
+		drop()
+		return
 	}
 	defer unix.Close(dirfd)
 	var dst unix.Stat_t
 	if err := unix.Fstat(dirfd, &dst); err != nil {
-		return drop()
+		drop()
+		return
 	}
 	if dst.Ino != ino {
 		// Not the instance the stats above saw (or no stats): never trust
@@ -209,18 +209,19 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) (trusted bool) {
 	}
 	start, ok := e.startKeyAt(dirfd)
 	if !ok {
-		return drop()
+		drop()
+		return
 	}
 	if p == nil {
 		p = &procFds{}
 	}
 	inodes, ok := e.readFds(dirfd, p.inodes[:0])
 	if !ok {
-		return drop()
+		drop()
+		return
 	}
 	p.ino, p.start, p.nfds, p.inodes, p.seen, p.trusted = dst.Ino, start, size, inodes, e.walkGen, false
 	e.fds[pid] = p
-	return false
 }
 
 var (
@@ -286,6 +287,6 @@ func (e *linuxEngine) startKeyAt(dirfd int) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	_, _, start, err := ParseStatStart(data)
+	start, err := ParseStatStart(data)
 	return start, err == nil
 }

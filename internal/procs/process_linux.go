@@ -45,7 +45,7 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, _, now, err := ParseStatStart(stat); err != nil || (startKey != 0 && now != startKey) {
+	if now, err := ParseStatStart(stat); err != nil || (startKey != 0 && now != startKey) {
 		return nil, fmt.Errorf("PID %d was reused by another process during the read (start %d, want %d)", pid, now, startKey)
 	}
 	return p, nil

@@ -162,16 +162,16 @@ func parseDecUint(b []byte) (uint64, bool) {
 	return v, true
 }
 
-// ParseStatStart returns the comm and the starttime field (clock ticks after
-// boot, field 22) of a /proc/<pid>/stat line. comm may contain spaces and
-// parentheses, so the fields are counted from the last ')'.
-func ParseStatStart(data []byte) (comm []byte, ppid int, start uint64, err error) {
+// ParseStatStart returns the starttime field (clock ticks after boot, field
+// 22) of a /proc/<pid>/stat line: with the PID, the identity of a process
+// instance. comm (field 2) may contain spaces and parentheses, so the fields
+// are counted from the last ')'.
+func ParseStatStart(data []byte) (start uint64, err error) {
 	open := bytes.IndexByte(data, '(')
 	closeParen := bytes.LastIndexByte(data, ')')
 	if open < 0 || closeParen < open {
-		return nil, 0, 0, fmt.Errorf("stat line %q has no (comm)", truncate(data, 64))
+		return 0, fmt.Errorf("stat line %q has no (comm)", truncate(data, 64))
 	}
-	comm = data[open+1 : closeParen]
 	rest := data[closeParen+1:]
 	// Fields after comm: state(3) ppid(4) ... starttime(22).
 	field := 2
@@ -187,23 +187,16 @@ func ParseStatStart(data []byte) (comm []byte, ppid int, start uint64, err error
 			break
 		}
 		field++
-		switch field {
-		case 4:
+		if field == 22 {
 			v, ok := parseDecUint(rest[i:j])
 			if !ok {
-				return nil, 0, 0, fmt.Errorf("stat ppid %q is not a number", truncate(rest[i:j], 64))
+				return 0, fmt.Errorf("stat starttime %q is not a number", truncate(rest[i:j], 64))
 			}
-			ppid = int(v)
-		case 22:
-			v, ok := parseDecUint(rest[i:j])
-			if !ok {
-				return nil, 0, 0, fmt.Errorf("stat starttime %q is not a number", truncate(rest[i:j], 64))
-			}
-			return comm, ppid, v, nil
+			return v, nil
 		}
 		i = j
 	}
-	return nil, 0, 0, fmt.Errorf("stat line %q has fewer than 22 fields", truncate(data, 64))
+	return 0, fmt.Errorf("stat line %q has fewer than 22 fields", truncate(data, 64))
 }
 
 // ParseFibTrie returns the addresses marked "/32 host LOCAL" in

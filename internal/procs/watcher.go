@@ -88,7 +88,7 @@ type Watcher struct {
 	engine Engine
 	cfg    Config
 	log    *logp.Logger
-	errs   *rateLimitedLog
+	warn   *rateLimitedLog
 
 	snap  atomic.Pointer[snapshot]
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
@@ -141,7 +141,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		engine:   engine,
 		cfg:      cfg,
 		log:      log,
-		errs:     newRateLimitedLog(log, time.Minute),
+		warn:     newRateLimitedLog(log, time.Minute),
 		procs:    map[procKey]*cachedProc{},
 		recalled: map[procKey]*cachedProc{},
 		neg:      newNegCache(cfg.NegativeCacheSize),
@@ -447,13 +447,13 @@ func (w *Watcher) rescan(gen uint64) {
 	var partial *PartialError
 	if errors.As(err, &partial) {
 		w.stats.errors.Add(1)
-		w.errs.log("rescan-partial", fmt.Errorf("socket tables read with faults: %w", err))
+		w.warn.log("rescan-partial", fmt.Errorf("socket tables read with faults: %w", err))
 	} else if err != nil {
 		if w.ctx.Err() != nil {
 			return // closing: not a fault worth a warning
 		}
 		w.stats.errors.Add(1)
-		w.errs.log("rescan", fmt.Errorf("listing sockets failed after %v: %w; lookups keep the previous snapshot", time.Since(start).Round(time.Millisecond), err))
+		w.warn.log("rescan", fmt.Errorf("listing sockets failed after %v: %w; lookups keep the previous snapshot", time.Since(start).Round(time.Millisecond), err))
 		return
 	}
 	w.refreshAddrs()
@@ -504,7 +504,7 @@ func (w *Watcher) process(k procKey, now time.Time) *Process {
 	p, err := w.engine.Process(k.pid, k.start)
 	if err != nil {
 		w.stats.errors.Add(1)
-		w.errs.log("process", fmt.Errorf("reading process %d failed: %w", k.pid, err))
+		w.warn.log("process", fmt.Errorf("reading process %d failed: %w", k.pid, err))
 		delete(w.procs, k)
 		return nil
 	}
@@ -515,7 +515,7 @@ func (w *Watcher) process(k procKey, now time.Time) *Process {
 func (w *Watcher) refreshAddrs() {
 	addrs, err := w.engine.LocalAddrs()
 	if err != nil {
-		w.errs.log("addrs", fmt.Errorf("listing the host's addresses failed: %w; only loopback and socket-table addresses count as local", err))
+		w.warn.log("addrs", fmt.Errorf("listing the host's addresses failed: %w; only loopback and socket-table addresses count as local", err))
 	}
 	m := make(map[netip.Addr]struct{}, len(addrs))
 	for _, a := range addrs {

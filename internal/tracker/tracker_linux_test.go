@@ -44,7 +44,7 @@ func selfStart() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, _, start, err := procs.ParseStatStart(data)
+	start, err := procs.ParseStatStart(data)
 	return start, err
 }
 

@@ -50,10 +50,6 @@ type config struct {
 	TrackerRetention time.Duration `config:"tracker_retention"`
 }
 
-// allFields lists include_fields names in output order; each is a dotted
-// path under <side>.process.
-var allFields = []string{"pid", "name", "args", "executable", "start", "parent.pid", "working_directory", "user.id", "user.name", "container.id"}
-
 func defaultConfig() config {
 	d := procs.DefaultConfig()
 	return config{
@@ -90,7 +86,7 @@ func (c *config) Validate() error {
 	}
 	for _, f := range c.IncludeFields {
 		if fieldBit(f) == 0 {
-			errs = append(errs, fmt.Errorf("include_fields: unknown field %q; valid fields are %s", f, strings.Join(allFields, ", ")))
+			errs = append(errs, fmt.Errorf("include_fields: unknown field %q; valid fields are %s", f, strings.Join(includeFieldNames(), ", ")))
 		}
 	}
 	if _, ok := parseTransportName(c.DefaultTransport); !ok {
@@ -143,15 +139,6 @@ func (c *config) watcherConfig() procs.Config {
 // of strings.
 type fieldMask uint16
 
-func fieldBit(name string) fieldMask {
-	for i, f := range allFields {
-		if f == name {
-			return 1 << i
-		}
-	}
-	return 0
-}
-
 const (
 	fPID fieldMask = 1 << iota
 	fName
@@ -165,15 +152,53 @@ const (
 	fContainerID // written at <target>container.id, not under <side>.process
 )
 
+// includeFields maps each include_fields name, in output order, to its bit.
+// Names are dotted paths under <side>.process, except container.id.
+var includeFields = []struct {
+	name string
+	bit  fieldMask
+}{
+	{"pid", fPID},
+	{"name", fName},
+	{"args", fArgs},
+	{"executable", fExecutable},
+	{"start", fStart},
+	{"parent.pid", fParentPID},
+	{"working_directory", fWorkingDirectory},
+	{"user.id", fUserID},
+	{"user.name", fUserName},
+	{"container.id", fContainerID},
+}
+
+func fieldBit(name string) fieldMask {
+	for _, f := range includeFields {
+		if f.name == name {
+			return f.bit
+		}
+	}
+	return 0
+}
+
+func includeFieldNames() []string {
+	names := make([]string, len(includeFields))
+	for i, f := range includeFields {
+		names[i] = f.name
+	}
+	return names
+}
+
 // maskOf returns the set of fields; an empty list means all of them. The
 // default list is applied here, not in defaultConfig, because go-ucfg
 // merges lists by position: a user's [pid, name] over a default of nine
 // entries would keep the other seven.
 func maskOf(fields []string) fieldMask {
-	if len(fields) == 0 {
-		fields = allFields
-	}
 	var m fieldMask
+	if len(fields) == 0 {
+		for _, f := range includeFields {
+			m |= f.bit
+		}
+		return m
+	}
 	for _, f := range fields {
 		m |= fieldBit(f)
 	}
