@@ -1,0 +1,148 @@
+package procs
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// TestSnapshotFindPrecedence is the snapshot's answer table, in the spirit
+// of packetbeat's TestFindProcessTuple: an exact tuple beats a specific
+// listener, which beats 0.0.0.0, which beats ::, which beats the
+// by-endpoint fallback (only for an unknown peer); ambiguous endpoints and
+// competing namespaces answer by rule, never by map order.
+func TestSnapshotFindPrecedence(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	pr := func(pid int) *Process { return &Process{PID: pid} }
+	foreign := func(pid int, ns uint64) *Process { return &Process{PID: pid, NetNS: ns, Foreign: true} }
+	type row struct {
+		sock Socket
+		p    *Process
+	}
+	listen := func(local string, p *Process) row {
+		return row{Socket{Transport: TCP, Local: ap(local), Listen: true, NetNS: p.NetNS, Foreign: p.Foreign}, p}
+	}
+	conn := func(local, remote string, p *Process) row {
+		s := Socket{Transport: TCP, Local: ap(local), Remote: ap(remote)}
+		if p != nil {
+			s.NetNS, s.Foreign = p.NetNS, p.Foreign
+		}
+		return row{s, p}
+	}
+	cases := []struct {
+		name          string
+		rows          []row
+		local, remote string // remote "" = unknown peer
+		wantPID       int    // 0 = no answer
+		wantKnown     bool
+		wantAmbiguous int
+	}{
+		{"exact tuple over its listener",
+			[]row{listen("10.0.0.1:80", pr(10)), conn("10.0.0.1:80", "10.0.0.9:5555", pr(20))},
+			"10.0.0.1:80", "10.0.0.9:5555", 20, true, 0},
+		{"listener for another peer of the same port",
+			[]row{listen("10.0.0.1:80", pr(10)), conn("10.0.0.1:80", "10.0.0.9:5555", pr(20))},
+			"10.0.0.1:80", "10.0.0.9:6666", 10, true, 0},
+		{"specific listener over 0.0.0.0",
+			[]row{listen("0.0.0.0:80", pr(31)), listen("127.0.0.1:80", pr(30))},
+			"127.0.0.1:80", "127.0.0.1:4000", 30, true, 0},
+		{"0.0.0.0 for another local address",
+			[]row{listen("0.0.0.0:80", pr(31)), listen("127.0.0.1:80", pr(30))},
+			"10.0.0.1:80", "10.0.0.9:4000", 31, true, 0},
+		{"0.0.0.0 over :: for IPv4",
+			[]row{listen("[::]:81", pr(41)), listen("0.0.0.0:81", pr(40))},
+			"10.0.0.1:81", "10.0.0.9:4000", 40, true, 0},
+		{":: for IPv6",
+			[]row{listen("[::]:81", pr(41)), listen("0.0.0.0:81", pr(40))},
+			"[::1]:81", "[::1]:4000", 41, true, 0},
+		{":: answers IPv4 when nothing else listens (dual stack)",
+			[]row{listen("[::]:82", pr(42))},
+			"10.0.0.1:82", "10.0.0.9:4000", 42, true, 0},
+		{"0.0.0.0 does not answer IPv6",
+			[]row{listen("0.0.0.0:83", pr(43))},
+			"[::1]:83", "[::1]:4000", 0, false, 0},
+		{"by endpoint for an unknown peer",
+			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50))},
+			"10.0.0.1:40000", "", 50, true, 0},
+		{"never by endpoint for a known, different peer",
+			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50))},
+			"10.0.0.1:40000", "10.0.0.8:443", 0, false, 0},
+		{"an endpoint two processes share by port reuse answers nothing",
+			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50)), conn("10.0.0.1:40000", "10.0.0.8:443", pr(51))},
+			"10.0.0.1:40000", "", 0, false, 0},
+		{"an unowned row is known, without an owner",
+			[]row{conn("10.0.0.1:40001", "10.0.0.9:443", nil)},
+			"10.0.0.1:40001", "10.0.0.9:443", 0, true, 0},
+		{"an owned row wins over an unowned one",
+			[]row{listen("10.0.0.1:84", &Process{PID: 0}), listen("10.0.0.1:84", pr(44))},
+			"10.0.0.1:84", "10.0.0.9:4000", 44, true, 0},
+		{"the lowest PID among holders of one socket (fork)",
+			[]row{listen("10.0.0.1:85", pr(46)), listen("10.0.0.1:85", pr(45))},
+			"10.0.0.1:85", "10.0.0.9:4000", 45, true, 0},
+		{"the host's socket over a foreign namespace's",
+			[]row{listen("127.0.0.1:86", foreign(61, 7)), listen("127.0.0.1:86", pr(60))},
+			"127.0.0.1:86", "127.0.0.1:4000", 60, true, 1},
+		{"the host's socket even when the foreign PID is lower",
+			[]row{listen("127.0.0.1:87", pr(70)), listen("127.0.0.1:87", foreign(2, 7))},
+			"127.0.0.1:87", "127.0.0.1:4000", 70, true, 1},
+		{"a foreign namespace alone answers",
+			[]row{listen("172.17.0.2:88", foreign(80, 7))},
+			"172.17.0.2:88", "172.17.0.1:4000", 80, true, 0},
+		{"two foreign namespaces: the first listed stays, counted ambiguous",
+			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7))},
+			"127.0.0.1:89", "127.0.0.1:4000", 91, true, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSnapshot(1, len(c.rows))
+			for i := range c.rows {
+				p := c.rows[i].p
+				if p != nil && p.PID == 0 {
+					p = nil
+				}
+				s.add(&c.rows[i].sock, p)
+			}
+			var remote netip.AddrPort
+			if c.remote != "" {
+				remote = ap(c.remote)
+			}
+			p, known := s.find(TCP, ap(c.local), remote)
+			pid := 0
+			if p != nil {
+				pid = p.PID
+			}
+			if pid != c.wantPID || known != c.wantKnown {
+				t.Errorf("find(%s, %q) = PID %d known %v, want PID %d known %v", c.local, c.remote, pid, known, c.wantPID, c.wantKnown)
+			}
+			if s.ambiguous != c.wantAmbiguous {
+				t.Errorf("ambiguous = %d, want %d", s.ambiguous, c.wantAmbiguous)
+			}
+			if p, _ := s.find(UDP, ap(c.local), remote); p != nil {
+				t.Errorf("UDP lookup answered a TCP socket: PID %d", p.PID)
+			}
+		})
+	}
+}
+
+// TestSnapshotInContainer: a container's namespace is indexed on its own,
+// so its 127.0.0.1 resolves to its own process, not the host's.
+func TestSnapshotInContainer(t *testing.T) {
+	host := &Process{PID: 1}
+	ctr := &Process{PID: 2, NetNS: 7, Foreign: true, ContainerID: "abc"}
+	s := newSnapshot(1, 2)
+	lo := netip.MustParseAddrPort("127.0.0.1:80")
+	s.add(&Socket{Transport: TCP, Local: lo, Listen: true}, host)
+	s.add(&Socket{Transport: TCP, Local: lo, Listen: true, NetNS: 7, Foreign: true}, ctr)
+	if p, _ := s.find(TCP, lo, netip.AddrPort{}); p != host {
+		t.Errorf("host lookup = %+v, want the host's process", p)
+	}
+	sub := s.inContainer("abc")
+	if sub == nil {
+		t.Fatal("no index for container abc")
+	}
+	if p, _ := sub.find(TCP, lo, netip.AddrPort{}); p != ctr {
+		t.Errorf("container lookup = %+v, want the container's process", p)
+	}
+	if s.inContainer("other") != nil || s.inContainer("") != nil {
+		t.Error("an unknown container has an index")
+	}
+}
