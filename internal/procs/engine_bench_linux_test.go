@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/netprocbeat/netprocbeat/testing/bench"
-	"golang.org/x/sys/unix"
 )
 
 type benchSize struct{ procs, sockets int }
@@ -93,7 +92,7 @@ func BenchmarkEngineSockets(b *testing.B) {
 						b.Fatal(err)
 					}
 					before := e.stats
-					cpu0 := cpuTime()
+					cpu0 := bench.CPUTime()
 					b.ReportAllocs()
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
@@ -124,19 +123,12 @@ func BenchmarkEngineSockets(b *testing.B) {
 						}
 					}
 					b.StopTimer()
-					b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op(incl.setup)")
+					b.ReportMetric(float64((bench.CPUTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op(incl.setup)")
 					reportEngine(b, e, before, len(dst))
 				})
 			}
 		})
 	}
-}
-
-// cpuTime is the CPU time (user+system, all threads) this process used.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func BenchmarkEngineTablesDiag(b *testing.B) {
@@ -193,11 +185,11 @@ func BenchmarkEngineResolve(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c0 := cpuTime()
+				c0 := bench.CPUTime()
 				b.StartTimer()
 				sock, found, err := e.Resolve(ctx, TCP, local, target)
 				b.StopTimer()
-				cpu += cpuTime() - c0
+				cpu += bench.CPUTime() - c0
 				if err != nil || !found || sock.PID != h.PID {
 					b.Fatalf("Resolve(%v -> %v) = %+v, %v, %v; want PID %d", local, target, sock, found, err, h.PID)
 				}

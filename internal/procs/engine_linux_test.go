@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/netprocbeat/netprocbeat/testing/bench"
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
-func init() { bench.RunHolderIfRequested() }
+func init() { helperproc.Main() }
 
 // newLinuxEngine is the engine on this host's /proc.
 func newLinuxEngine(tb testing.TB) *linuxEngine {

@@ -9,34 +9,21 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
+	"github.com/netprocbeat/netprocbeat/testing/bench"
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
-// Helper mode: the test binary re-executed as a short-lived client.
-const (
-	helperEnv     = "TRACKER_TEST_HELPER"
-	helperAddrEnv = "TRACKER_TEST_ADDR"
-)
-
-func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		if err := runHelper(mode, os.Getenv(helperAddrEnv)); err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			os.Exit(2)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+// The helpers are testing/helperproc's "report" role: short-lived clients
+// and a worker that send "<pid> <starttime>" once.
+func init() { helperproc.Main() }
 
 // selfStart returns this process's /proc/self/stat starttime (clock ticks).
 func selfStart() (uint64, error) {
@@ -44,65 +31,13 @@ func selfStart() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	start, err := procs.ParseStatStart(data)
-	return start, err
-}
-
-// runHelper connects (tcp, tcp6) or sends (udp, udp-unconnected) to addr
-// one line "pid start" and returns, so the process exits at once.
-func runHelper(mode, addr string) error {
-	start, err := selfStart()
-	if err != nil {
-		return err
-	}
-	line := fmt.Sprintf("%d %d\n", os.Getpid(), start)
-	switch mode {
-	case "tcp", "udp":
-		c, err := net.Dial(mode, addr)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(c, line)
-		c.Close()
-		return err
-	case "serve":
-		// Accept one connection on the inherited listener (fd 3), read
-		// its line, answer and exit.
-		ln, err := net.FileListener(os.NewFile(3, "listener"))
-		if err != nil {
-			return err
-		}
-		c, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-			return err
-		}
-		_, err = io.WriteString(c, line)
-		return err
-	case "udp-unconnected":
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		ua, err := net.ResolveUDPAddr("udp", addr)
-		if err != nil {
-			return err
-		}
-		_, err = pc.WriteTo([]byte(line), ua)
-		return err
-	}
-	return fmt.Errorf("unknown helper mode %q", mode)
+	return procs.ParseStatStart(data)
 }
 
 // spawn runs one helper to completion and returns its PID.
 func spawn(t testing.TB, mode, addr string) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperAddrEnv+"="+addr)
+	cmd := helperproc.Command("report", mode, addr)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		t.Errorf("helper %s: %v", mode, err)
@@ -306,8 +241,7 @@ func TestServerWorkerAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=serve")
+	cmd := helperproc.Command("report", "serve")
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -436,14 +370,6 @@ func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
 	}
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkConnectClose measures a loopback TCP connect+close with and
 // without the tracker attached; the difference is the per-connection cost
 // of the BPF programs plus event handling.
@@ -464,7 +390,7 @@ func BenchmarkConnectClose(b *testing.B) {
 			}
 		}()
 		addr := ln.Addr().String()
-		cpu0 := cpuTime()
+		cpu0 := bench.CPUTime()
 		for b.Loop() {
 			c, err := net.Dial("tcp4", addr)
 			if err != nil {
@@ -475,7 +401,7 @@ func BenchmarkConnectClose(b *testing.B) {
 		// CPU time of the whole process (both ends, the kernel's work on
 		// their behalf and the tracker's reader): the cost that matters
 		// on a busy host, where wall time hides work on the other core.
-		b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(bench.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
 	}
 	b.Run("baseline", run)
 	b.Run("tracker", func(b *testing.B) {

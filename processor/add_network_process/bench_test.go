@@ -31,10 +31,10 @@ import (
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
 	"github.com/netprocbeat/netprocbeat/testing/bench"
-	"golang.org/x/sys/unix"
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
-func init() { bench.RunHolderIfRequested() }
+func init() { helperproc.Main() }
 
 // The fleet most comparisons run on.
 const (
@@ -89,15 +89,6 @@ func newSeed(tb testing.TB) *seedprocs.ProcessesWatcher {
 		tb.Fatal(err)
 	}
 	return &s
-}
-
-// cpuTime is the CPU time (user+system, all threads) this process has
-// used. On a shared, loaded machine ns/op is wall time including waits for
-// a CPU; cpu-ns/op says how much work an op was.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ipSlice(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
@@ -344,14 +335,14 @@ func coldLoop(b *testing.B, f *bench.Fleet, targets []*bench.Holder, lookup func
 		if err != nil {
 			b.Fatal(err)
 		}
-		c0 := cpuTime()
+		c0 := bench.CPUTime()
 		b.StartTimer()
 		got := lookup(local, target)
 		b.StopTimer()
 		if got != h.PID {
 			b.Fatalf("new connection %v -> %v resolved to PID %d, want %d", local, target, got, h.PID)
 		}
-		cpu += cpuTime() - c0
+		cpu += bench.CPUTime() - c0
 		b.StartTimer()
 	}
 	b.StopTimer()

@@ -71,13 +71,16 @@ func registerMetrics(reg *monitoring.Registry) {
 		})
 		monitoring.ReportNamespace(v, "tracker", func() {
 			monitoring.ReportInt(v, "loaded", int64(trackers))
-			monitoring.ReportInt(v, "events", int64(tsum.Events))
-			monitoring.ReportInt(v, "lost", int64(tsum.Lost))
-			monitoring.ReportInt(v, "missed", int64(tsum.Missed))
-			monitoring.ReportInt(v, "evicted", int64(tsum.Evicted))
-			monitoring.ReportInt(v, "expired", int64(tsum.Expired))
-			monitoring.ReportInt(v, "netns_ambiguous", int64(tsum.Ambiguous))
-			monitoring.ReportInt(v, "entries", int64(tsum.Entries))
+			for _, c := range []struct {
+				name string
+				n    uint64
+			}{
+				{"events", tsum.Events}, {"lost", tsum.Lost}, {"missed", tsum.Missed},
+				{"evicted", tsum.Evicted}, {"expired", tsum.Expired},
+				{"netns_ambiguous", tsum.Ambiguous}, {"entries", uint64(tsum.Entries)},
+			} {
+				monitoring.ReportInt(v, c.name, int64(c.n))
+			}
 		})
 	})
 }

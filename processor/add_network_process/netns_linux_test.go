@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
 // runIP runs ip(8) with args, failing the test with its output.
@@ -26,8 +28,9 @@ func runIP(t *testing.T, args ...string) {
 // listener's) and returns its PID and bound address.
 func startInNetns(t *testing.T, ns, addr string) (int, hostPort) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "ANP_HELPER_LISTEN="+addr)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, helperproc.Argv("listen", addr)...)...)
+	cmd.Env = helperproc.Env()
+	cmd.Stderr = os.Stderr
 	line := runHelper(t, cmd, "listen on "+addr+" in netns "+ns)
 	host, port, _ := net.SplitHostPort(line)
 	p, _ := strconv.Atoi(port)

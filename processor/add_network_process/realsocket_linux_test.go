@@ -4,7 +4,6 @@ package add_network_process
 
 import (
 	"bufio"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -20,54 +19,13 @@ import (
 	"github.com/elastic/elastic-agent-libs/monitoring"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
-// TestMain lets the test binary act as a client process: the tests need a
-// second real process holding a real socket.
-func TestMain(m *testing.M) {
-	if addr := os.Getenv("ANP_HELPER_DIAL"); addr != "" {
-		helperDial(os.Getenv("ANP_HELPER_NET"), addr)
-		return
-	}
-	if addr := os.Getenv("ANP_HELPER_LISTEN"); addr != "" {
-		helperListen(addr)
-		return
-	}
-	os.Exit(m.Run())
-}
-
-// helperDial connects, prints its local address, and holds the socket until
-// stdin closes.
-func helperDial(network, addr string) {
-	c, err := net.Dial(network, addr)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	if network == "udp" || network == "udp6" {
-		_, _ = c.Write([]byte("hello"))
-	}
-	fmt.Println(c.LocalAddr().String())
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-	c.Close()
-}
-
-// helperListen listens on addr (TCP), prints the bound address, and holds
-// the socket until stdin closes.
-func helperListen(addr string) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	fmt.Println(l.Addr().String())
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-	l.Close()
-}
-
-// runHelper starts cmd (this test binary in a helper mode), returns the
-// address it prints once its socket is open, and stops it (by closing its
-// stdin) at test cleanup.
+// runHelper starts cmd (this test binary in a testing/helperproc role),
+// returns the address it reports once its socket is open, and stops it (by
+// closing its stdin) at test cleanup. The helpers are started by the init
+// function in bench_test.go.
 func runHelper(t *testing.T, cmd *exec.Cmd, what string) string {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
@@ -83,18 +41,18 @@ func runHelper(t *testing.T, cmd *exec.Cmd, what string) string {
 	}
 	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.HasPrefix(line, "ERR") {
+	if err != nil || !strings.HasPrefix(line, "ready ") {
 		t.Fatalf("helper failed to %s: %q %v", what, line, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(strings.TrimPrefix(line, "ready "))
 }
 
 // startClient runs a helper process that dials addr and returns its PID and
 // local address; the process exits at test cleanup.
 func startClient(t *testing.T, network, addr string) (int, *net.UDPAddr) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "ANP_HELPER_DIAL="+addr, "ANP_HELPER_NET="+network)
+	cmd := helperproc.Command("dial", network, addr)
+	cmd.Stderr = os.Stderr
 	line := runHelper(t, cmd, "dial "+network+" "+addr)
 	local, err := net.ResolveUDPAddr("udp", line)
 	if err != nil {
@@ -281,5 +239,44 @@ func TestProcessorsShareOneWatcherAndCloseIt(t *testing.T) {
 	b.(interface{ Close() error }).Close()
 	if n := count(); n != 0 {
 		t.Errorf("%d shared watchers left after the last processor closed", n)
+	}
+}
+
+// TestTrackerAnswersAreCountedApart: a connection that closed before its
+// event resolves through the eBPF tracker, which the metrics count as
+// tracker_hits (not resolve_hits) next to the tracker's own counters.
+func TestTrackerAnswersAreCountedApart(t *testing.T) {
+	c, err := conf.NewConfigFrom("tracker: ebpf\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(c, logptest.NewTestingLogger(t, ""))
+	if err != nil {
+		t.Skipf("eBPF tracker unavailable here: %v", err)
+	}
+	defer p.(interface{ Close() error }).Close()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conn, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := conn.LocalAddr().(*net.TCPAddr), l.Addr().(*net.TCPAddr)
+	conn.Close() // gone from /proc before the event is processed
+	ev, err := p.Run(event(client.IP.String(), client.Port, server.IP.String(), server.Port, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := getInt(t, ev, "source.process.pid"); got != os.Getpid() {
+		t.Errorf("closed client resolved to PID %d, want this process %d", got, os.Getpid())
+	}
+	snap := monitoring.CollectFlatSnapshot(monitoring.Default, monitoring.Full, false)
+	for _, k := range []string{"tracker_hits", "tracker.loaded", "tracker.events"} {
+		if got := snap.Ints["add_network_process."+k]; got < 1 {
+			t.Errorf("add_network_process.%s = %d, want ≥ 1; snapshot: %v", k, got, snap.Ints)
+		}
 	}
 }

@@ -6,16 +6,15 @@
 // /proc/<pid>/fd look like a busy host's. Everything is loopback-only and
 // torn down at the end of the benchmark.
 //
-// A test binary that uses a Fleet must call RunHolderIfRequested first thing
-// (from an init function in a _test.go file, so that it runs before any
-// TestMain).
+// The holders are testing/helperproc's "holder" role: a test binary that
+// uses a Fleet must call helperproc.Main first thing (from an init function
+// in a _test.go file, so that it runs before any TestMain).
 package bench
 
 import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -26,43 +25,20 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"time"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
-const holderEnv = "NETPROCBEAT_BENCH_HOLDER"
-
-// RunHolderIfRequested turns this process into a socket holder when the
-// fleet started it: it keeps the inherited sockets open, answers commands on
-// stdin, and exits when stdin closes. Otherwise it returns at once.
-//
-// Commands (one per line):
-//
-//	dial <ip:port> <local ip>   open a new TCP connection from local ip,
-//	                            print its local address
-func RunHolderIfRequested() {
-	if os.Getenv(holderEnv) == "" {
-		return
-	}
-	fmt.Printf("READY %d\n", os.Getpid())
-	var conns []net.Conn
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 3 && f[0] == "dial" {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(f[2])}}
-			c, err := d.Dial("tcp", f[1])
-			if err != nil {
-				fmt.Printf("ERR %v\n", err)
-				continue
-			}
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0)
-			}
-			conns = append(conns, c)
-			fmt.Println(c.LocalAddr().String())
-		}
-	}
-	os.Exit(0)
+// CPUTime is the CPU time (user+system, all threads) this process has
+// used. On a shared, loaded machine ns/op is wall time including waits for
+// a CPU; cpu-ns/op says how much work an op was.
+func CPUTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Conn is one loopback TCP connection of the fleet: both ends are held by
@@ -133,13 +109,9 @@ func start(procs, sockets int) (*Fleet, error) {
 	if err := RaiseNoFile(uint64(per) + 4096); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	f := &Fleet{}
 	for i := 0; i < procs; i++ {
-		h, conns, err := startHolder(exe, per)
+		h, conns, err := startHolder(per)
 		if err != nil {
 			return f, err
 		}
@@ -150,7 +122,7 @@ func start(procs, sockets int) (*Fleet, error) {
 	return f, nil
 }
 
-func startHolder(exe string, sockets int) (*Holder, []Conn, error) {
+func startHolder(sockets int) (*Holder, []Conn, error) {
 	var fds []int
 	closeAll := func() {
 		for _, fd := range fds {
@@ -214,8 +186,7 @@ func startHolder(exe string, sockets int) (*Holder, []Conn, error) {
 			fl.Close()
 		}
 	}()
-	cmd := exec.Command(exe, "-test.run=^$", "-test.bench=^$")
-	cmd.Env = append(os.Environ(), holderEnv+"=1")
+	cmd := helperproc.Command("holder")
 	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -10,11 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
 // helperEnv marks a re-executed test binary as a helper process; its value
-// is ignored, the mode is os.Args[2].
-const helperEnv = "NETPROCBEAT_E2E_HELPER"
+// is ignored, the role is os.Args[2] (testing/helperproc).
+const helperEnv = helperproc.EnvVar
 
 // NETPROCBEAT_BIN, when set, names a prebuilt netprocbeat binary to test
 // instead of building ./cmd/netprocbeat; a relative path is relative to the
@@ -22,7 +24,7 @@ const helperEnv = "NETPROCBEAT_E2E_HELPER"
 
 // helperArg is os.Args[1] of every helper, so that helpers are easy to tell
 // apart in ps output and their command lines are predictable.
-const helperArg = "netprocbeat-e2e-helper"
+const helperArg = helperproc.Marker
 
 var (
 	// beatBin is the netprocbeat binary under test.
@@ -34,9 +36,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) != "" {
-		os.Exit(helperMain(os.Args[2:]))
-	}
+	helperproc.Main()
 	os.Exit(run(m))
 }
 

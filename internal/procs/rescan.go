@@ -1,0 +1,210 @@
+package procs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// awaitRescan returns a snapshot newer than seen, starting a rescan if the
+// rate limit allows or joining the one in flight. It returns nil when the
+// rate limit defers the rescan; one is then scheduled in the background.
+func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
+	w.mu.Lock()
+	if cur := w.snap.Load(); cur.gen != seen.gen {
+		w.mu.Unlock()
+		return cur
+	}
+	ch := w.running
+	if ch == nil {
+		next := w.lastStart.Add(w.cfg.MinRescanInterval)
+		if now.Before(next) {
+			w.scheduleLocked(next)
+			w.mu.Unlock()
+			return nil
+		}
+		ch = w.startRescanLocked(now)
+	}
+	w.mu.Unlock()
+
+	t := time.NewTimer(w.cfg.RescanTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		if cur := w.snap.Load(); cur.gen != seen.gen {
+			return cur
+		}
+		return nil // the rescan failed; the old snapshot stands
+	case <-t.C:
+		w.stats.waitTimeouts.Add(1)
+		return nil
+	case <-w.ctx.Done():
+		return nil
+	}
+}
+
+// requestRescan asks for a background rescan as soon as the rate limit
+// allows, without waiting for it.
+func (w *Watcher) requestRescan() {
+	w.mu.Lock()
+	if w.running == nil && w.wantAt.IsZero() {
+		w.scheduleLocked(w.lastStart.Add(w.cfg.MinRescanInterval))
+	}
+	w.mu.Unlock()
+}
+
+func (w *Watcher) scheduleLocked(at time.Time) {
+	if w.wantAt.IsZero() || at.Before(w.wantAt) {
+		w.wantAt = at
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// loop runs scheduled rescans and keeps the host's addresses current.
+func (w *Watcher) loop() {
+	defer w.wg.Done()
+	addrTick := time.NewTicker(w.cfg.SocketTTL)
+	defer addrTick.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		wantAt := w.wantAt
+		w.mu.Unlock()
+		if !wantAt.IsZero() {
+			timer.Reset(max(time.Until(wantAt), 0))
+		}
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-w.wake:
+		case <-addrTick.C:
+			w.refreshAddrs()
+		case <-timer.C:
+			now := time.Now()
+			w.mu.Lock()
+			if !w.wantAt.IsZero() && !now.Before(w.wantAt) {
+				if w.running == nil {
+					w.startRescanLocked(now)
+				} else {
+					// The rescan in flight may have read the tables before
+					// the request: keep it, for one interval later.
+					w.wantAt = now.Add(w.cfg.MinRescanInterval)
+				}
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// startRescanLocked launches one rescan; w.mu must be held.
+func (w *Watcher) startRescanLocked(now time.Time) chan struct{} {
+	ch := make(chan struct{})
+	w.running = ch
+	w.lastStart = now
+	w.wantAt = time.Time{}
+	w.gen++
+	gen := w.gen
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.rescan(gen)
+		w.mu.Lock()
+		w.running = nil
+		w.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+func (w *Watcher) rescan(gen uint64) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.RescanTimeout)
+	defer cancel()
+	w.stats.rescans.Add(1)
+	socks, err := w.engine.Sockets(ctx, w.sockBuf[:0])
+	w.sockBuf = socks
+	var partial *PartialError
+	if errors.As(err, &partial) {
+		w.stats.errors.Add(1)
+		w.warn.log("rescan-partial", fmt.Errorf("socket tables read with faults: %w", err))
+	} else if err != nil {
+		if w.ctx.Err() != nil {
+			return // closing: not a fault worth a warning
+		}
+		w.stats.errors.Add(1)
+		w.warn.log("rescan", fmt.Errorf("listing sockets failed after %v: %w; lookups keep the previous snapshot", time.Since(start).Round(time.Millisecond), err))
+		return
+	}
+	w.refreshAddrs()
+
+	snap := newSnapshot(gen, len(socks))
+	used := make(map[procKey]struct{}, len(w.procs))
+	for i := range socks {
+		s := &socks[i]
+		var p *Process
+		if s.PID > 0 {
+			k := procKey{s.PID, s.StartKey}
+			p = w.process(k, start)
+			if p != nil {
+				used[k] = struct{}{}
+			}
+		}
+		snap.add(s, p)
+	}
+	// The process cache holds only owners of current sockets, so it is
+	// bounded by the socket table and a dead PID never lingers.
+	for k := range w.procs {
+		if _, ok := used[k]; !ok {
+			delete(w.procs, k)
+		}
+	}
+	w.snap.Store(snap)
+	ttl := w.cfg.SocketTTL
+	// Stop the previous snapshot's timer: its closure would keep that
+	// snapshot (and its maps) alive for socket_cache_ttl after it is gone.
+	if w.staleTimer != nil {
+		w.staleTimer.Stop()
+	}
+	w.staleTimer = time.AfterFunc(ttl, func() { snap.stale.Store(true) })
+	w.stats.lastRescanNanos.Store(int64(time.Since(start)))
+	w.stats.sockets.Store(int64(len(socks)))
+	w.stats.ambiguous.Store(int64(snap.ambiguous))
+	w.stats.namespaces.Store(int64(len(snap.byNS)))
+	w.stats.processes.Store(int64(len(w.procs)))
+}
+
+// process returns the cached details of k, reading them through the engine
+// when absent or older than ProcessTTL. Errors (the process exited, or the
+// PID now names another process) leave the socket unowned.
+func (w *Watcher) process(k procKey, now time.Time) *Process {
+	if c, ok := w.procs[k]; ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+		return c.p
+	}
+	p, err := w.engine.Process(k.pid, k.start)
+	if err != nil {
+		w.stats.errors.Add(1)
+		w.warn.log("process", fmt.Errorf("reading process %d failed: %w", k.pid, err))
+		delete(w.procs, k)
+		return nil
+	}
+	w.procs[k] = &cachedProc{p: p, loaded: now}
+	return p
+}
+
+func (w *Watcher) refreshAddrs() {
+	addrs, err := w.engine.LocalAddrs()
+	if err != nil {
+		w.warn.log("addrs", fmt.Errorf("listing the host's addresses failed: %w; only loopback and socket-table addresses count as local", err))
+	}
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = struct{}{}
+	}
+	w.addrs.Store(&m)
+}
