@@ -157,8 +157,8 @@ func BenchmarkEngineTablesDiag(b *testing.B) {
 	}
 }
 
-// BenchmarkEngineResolve: the targeted cold path the watcher could use for a
-// miss (not wired yet, see docs/benchmarks.md): a sock_diag exact lookup of
+// BenchmarkEngineResolve: the targeted cold path the watcher takes for a
+// miss through NewResolveSource (docs/benchmarks.md): a sock_diag exact lookup of
 // the new connection plus the incremental owner walk for its inode only, no
 // table dump. Setup as walk=incremental.
 func BenchmarkEngineResolve(b *testing.B) {

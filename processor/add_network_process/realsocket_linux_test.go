@@ -260,11 +260,21 @@ func TestTrackerAnswersAreCountedApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	// Wait for the watcher's first snapshot, so the connection below is
+	// born after it and cannot be answered from it.
+	server := l.Addr().(*net.TCPAddr)
+	if _, err := p.Run(event("192.0.2.1", 5000, server.IP.String(), server.Port, "tcp")); err != nil {
+		t.Fatal(err)
+	}
+	trackerHits := func() int64 {
+		return monitoring.CollectFlatSnapshot(monitoring.Default, monitoring.Full, false).Ints["add_network_process.tracker_hits"]
+	}
+	before := trackerHits()
 	conn, err := net.Dial("tcp4", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, server := conn.LocalAddr().(*net.TCPAddr), l.Addr().(*net.TCPAddr)
+	client := conn.LocalAddr().(*net.TCPAddr)
 	conn.Close() // gone from /proc before the event is processed
 	ev, err := p.Run(event(client.IP.String(), client.Port, server.IP.String(), server.Port, "tcp"))
 	if err != nil {
@@ -273,8 +283,11 @@ func TestTrackerAnswersAreCountedApart(t *testing.T) {
 	if got := getInt(t, ev, "source.process.pid"); got != os.Getpid() {
 		t.Errorf("closed client resolved to PID %d, want this process %d", got, os.Getpid())
 	}
+	if got := trackerHits(); got <= before {
+		t.Errorf("add_network_process.tracker_hits = %d, want more than %d after a closed connection resolved", got, before)
+	}
 	snap := monitoring.CollectFlatSnapshot(monitoring.Default, monitoring.Full, false)
-	for _, k := range []string{"tracker_hits", "tracker.loaded", "tracker.events"} {
+	for _, k := range []string{"tracker.loaded", "tracker.events"} {
 		if got := snap.Ints["add_network_process."+k]; got < 1 {
 			t.Errorf("add_network_process.%s = %d, want ≥ 1; snapshot: %v", k, got, snap.Ints)
 		}
