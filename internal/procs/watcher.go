@@ -59,25 +59,20 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.ProcessTTL <= 0 {
-		c.ProcessTTL = d.ProcessTTL
-	}
-	if c.SocketTTL <= 0 {
-		c.SocketTTL = d.SocketTTL
-	}
-	if c.NegativeTTL <= 0 {
-		c.NegativeTTL = d.NegativeTTL
-	}
-	if c.MinRescanInterval <= 0 {
-		c.MinRescanInterval = d.MinRescanInterval
-	}
-	if c.RescanTimeout <= 0 {
-		c.RescanTimeout = d.RescanTimeout
-	}
-	if c.NegativeCacheSize <= 0 {
-		c.NegativeCacheSize = d.NegativeCacheSize
-	}
+	orDefault(&c.ProcessTTL, d.ProcessTTL)
+	orDefault(&c.SocketTTL, d.SocketTTL)
+	orDefault(&c.NegativeTTL, d.NegativeTTL)
+	orDefault(&c.MinRescanInterval, d.MinRescanInterval)
+	orDefault(&c.RescanTimeout, d.RescanTimeout)
+	orDefault(&c.NegativeCacheSize, d.NegativeCacheSize)
 	return c
+}
+
+// orDefault sets a setting that is not positive to its default.
+func orDefault[T time.Duration | int](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Watcher resolves local socket endpoints to processes. It is safe for

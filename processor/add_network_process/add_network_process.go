@@ -232,45 +232,32 @@ func (p *processor) finish(ev *beat.Event, rep report) (*beat.Event, error) {
 }
 
 func (p *processor) readEndpoint(ev *beat.Event, ipPath, portPath []string, names endpointConfig, rep *report) endpointRead {
-	ipv, ipFound, ipShape := lookupField(ev, ipPath)
-	pv, portFound, portShape := lookupField(ev, portPath)
-	var r endpointRead
-	var addr netip.Addr
-	var port uint16
-	ok := true
+	addr, ipOK := readField(ev, ipPath, names.IP, decodeIP, rep)
+	port, portOK := readField(ev, portPath, names.Port, decodePort, rep)
+	if !ipOK || !portOK {
+		return endpointRead{}
+	}
+	return endpointRead{ap: netip.AddrPortFrom(addr, port), present: true}
+}
+
+// readField reads and decodes the field at path (named name in the
+// configuration), reporting a bad shape or value as a problem and an absent
+// field as missing.
+func readField[T any](ev *beat.Event, path []string, name string, decode func(any) (T, error), rep *report) (T, bool) {
+	var zero T
+	v, found, shapeErr := lookupField(ev, path)
 	switch {
-	case ipShape != nil:
-		rep.problem("field %s: %v", names.IP, ipShape)
-		ok = false
-	case !ipFound:
-		rep.missing = append(rep.missing, names.IP)
-		ok = false
+	case shapeErr != nil:
+		rep.problem("field %s: %v", name, shapeErr)
+	case !found:
+		rep.missing = append(rep.missing, name)
 	default:
-		a, err := decodeIP(ipv)
+		x, err := decode(v)
 		if err != nil {
-			rep.problem("field %s: %v", names.IP, err)
-			ok = false
+			rep.problem("field %s: %v", name, err)
+			return zero, false
 		}
-		addr = a
+		return x, true
 	}
-	switch {
-	case portShape != nil:
-		rep.problem("field %s: %v", names.Port, portShape)
-		ok = false
-	case !portFound:
-		rep.missing = append(rep.missing, names.Port)
-		ok = false
-	default:
-		n, err := decodePort(pv)
-		if err != nil {
-			rep.problem("field %s: %v", names.Port, err)
-			ok = false
-		}
-		port = n
-	}
-	if ok {
-		r.ap = netip.AddrPortFrom(addr, port)
-		r.present = true
-	}
-	return r
+	return zero, false
 }
