@@ -56,16 +56,16 @@ type foundEntry struct {
 const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
-func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort) (Socket, *Process, bool) {
-	s, p, _, ok := h.recall(t, local, remote)
+func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
+	s, p, _, ok := h.recall(t, local, remote, at)
 	return s, p, ok
 }
 
 // recall is Recall telling whether the answer is live: read from the
 // engine's current socket table rather than from next's records.
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort) (sock Socket, minimal *Process, live, ok bool) {
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, minimal *Process, live, ok bool) {
 	if h.next != nil {
-		if s, p, ok := h.next.Recall(t, local, remote); ok {
+		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
 			return s, p, false, true
 		}
 	}

@@ -10,7 +10,7 @@ import (
 // sharedKey identifies watchers that can be shared: same host and policy.
 type sharedKey struct {
 	root     string
-	cfg      Config // Fallback is always nil here; fallback stands for it
+	cfg      Config // Fallback and Changes are always nil here; fallback stands for both
 	fallback string
 }
 
@@ -36,7 +36,7 @@ func Shared(hostPath string, cfg Config, fallbackKind string, newFallback func()
 	if hostPath == "" {
 		hostPath = "/"
 	}
-	cfg.Fallback = nil
+	cfg.Fallback, cfg.Changes = nil, nil
 	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults(), fallback: fallbackKind}
 	registry.Lock()
 	defer registry.Unlock()
@@ -54,6 +54,12 @@ func Shared(hostPath string, cfg Config, fallbackKind string, newFallback func()
 				return nil, nil, err
 			}
 			wcfg.Fallback = fallback
+			// A fallback that sees the kernel's socket and process changes
+			// as they happen (the eBPF tracker) also proves when nothing
+			// changed, which spares re-verifying an owner.
+			if c, ok := fallback.(ChangeClock); ok {
+				wcfg.Changes = c
+			}
 		}
 		// A snapshot miss for a connection with a known peer asks the
 		// engine for that one connection (at most 16 times per

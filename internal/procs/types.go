@@ -124,8 +124,23 @@ func (e *PartialError) Error() string { return e.Msg }
 // snapshot has no answer: the eBPF connection tracker (owners remembered
 // past the socket's life, so a connection that closed before its event was
 // processed still resolves) and NewResolveSource's live single-connection
-// lookup. sock carries the owner's PID and StartKey; proc is a minimal
-// description for when the owner has exited (nil if there is none).
+// lookup. at is the event's time (zero for "now"): a source that remembers
+// the past answers with the owner of the socket that had this tuple then.
+// sock carries the owner's PID and StartKey; proc is a minimal description
+// for when the owner has exited (nil if there is none).
 type OwnerSource interface {
-	Recall(t Transport, local, remote netip.AddrPort) (sock Socket, proc *Process, ok bool)
+	Recall(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, proc *Process, ok bool)
+}
+
+// ChangeClock reads counters that the kernel bumps whenever a socket bound
+// to a local port closes, or a process closes, replaces or re-connects a
+// file descriptor, execs or exits (the eBPF tracker keeps them in memory
+// shared with the kernel). Reading costs no system call. Equal readings
+// before and after prove that nothing of that kind happened in between, so
+// an owner verified before is still the owner: see docs/add_network_process.md,
+// "When an answer is given". Counters may be shared by several ports or
+// PIDs; a collision only costs an extra verification.
+type ChangeClock interface {
+	PortEpoch(t Transport, port uint16) uint32
+	ProcEpoch(pid int) uint32
 }

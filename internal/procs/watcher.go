@@ -43,6 +43,10 @@ type Config struct {
 	// negative cache does not hold the tuple, before a rescan. The watcher
 	// closes it (if it is an io.Closer) on Close.
 	Fallback OwnerSource
+	// Changes, if set, tells without a system call whether anything that
+	// could change a socket's owner happened since an owner was verified
+	// (the eBPF tracker's change counters). Nil means no such proof exists.
+	Changes ChangeClock
 }
 
 // DefaultConfig returns the documented defaults.
@@ -165,11 +169,17 @@ func (w *Watcher) Close() error {
 	return nil
 }
 
-// Lookup returns the process that owns the local endpoint local talking to
-// remote (remote may be the zero AddrPort when unknown), or nil. Remote
-// endpoints and cached answers cost no allocation and no system call; a miss
-// may wait for one coalesced, rate-limited rescan, at most RescanTimeout.
+// Lookup is LookupAt for an event happening now.
 func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
+	return w.LookupAt(time.Time{}, t, local, remote)
+}
+
+// LookupAt returns the process that owns the local endpoint local talking to
+// remote (remote may be the zero AddrPort when unknown) for an event that
+// happened at at (zero for now), or nil. Remote endpoints and cached answers
+// cost no allocation; a miss may wait for one coalesced, rate-limited
+// rescan, at most RescanTimeout.
+func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPort) *Process {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	if remote.IsValid() {
 		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
@@ -204,7 +214,7 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 		return nil
 	}
 	if w.cfg.Fallback != nil {
-		if p, live := w.recall(t, local, remote); p != nil {
+		if p, live := w.recall(t, local, remote, at); p != nil {
 			w.stats.hits.Add(1)
 			if live {
 				w.stats.resolveHits.Add(1)
@@ -244,14 +254,14 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 // once it has exited. Descriptions are cached by identity (PID + start).
 // live reports an answer read from the kernel's current socket table (the
 // resolve source) rather than from a record of the past.
-func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) (p *Process, live bool) {
+func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time) (p *Process, live bool) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok = rs.recall(t, local, remote)
+		sock, minimal, live, ok = rs.recall(t, local, remote, at)
 	} else {
-		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote)
+		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
 	}
 	if !ok || sock.PID <= 0 {
 		return nil, false
@@ -284,11 +294,11 @@ func (w *Watcher) recall(t Transport, local, remote netip.AddrPort) (p *Process,
 // come and go, so the cache is simply dropped when full.
 const recalledCacheSize = 4096
 
-// LookupInContainer is Lookup for an event that names the container it
+// LookupInContainer is LookupAt for an event that names the container it
 // belongs to: the container's network namespace is searched first, so its
 // 127.0.0.1 is not taken for the host's. Without a match there (or for an
-// unknown container) it is Lookup.
-func (w *Watcher) LookupInContainer(containerID string, t Transport, local, remote netip.AddrPort) *Process {
+// unknown container) it is LookupAt.
+func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) *Process {
 	if sub := w.snap.Load().inContainer(containerID); sub != nil {
 		l := netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 		r := remote
@@ -302,7 +312,7 @@ func (w *Watcher) LookupInContainer(containerID string, t Transport, local, remo
 			}
 		}
 	}
-	return w.Lookup(t, local, remote)
+	return w.LookupAt(at, t, local, remote)
 }
 
 func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {

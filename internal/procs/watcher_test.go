@@ -268,7 +268,7 @@ type fakeSource struct {
 	proc *Process
 }
 
-func (h fakeSource) Recall(t Transport, local, remote netip.AddrPort) (Socket, *Process, bool) {
+func (h fakeSource) Recall(t Transport, local, remote netip.AddrPort, _ time.Time) (Socket, *Process, bool) {
 	if t == h.sock.Transport && local == h.sock.Local && remote == h.sock.Remote {
 		return h.sock, h.proc, true
 	}

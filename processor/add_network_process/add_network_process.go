@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/beats/v7/libbeat/processors"
@@ -167,10 +168,10 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	var srcProc, dstProc *procs.Process
 	container := p.eventContainer(ev)
 	if src.present {
-		srcProc = p.watcher.LookupInContainer(container, t, src.ap, dst.ap)
+		srcProc = p.watcher.LookupInContainer(container, time.Time{}, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc = p.watcher.LookupInContainer(container, t, dst.ap, src.ap)
+		dstProc = p.watcher.LookupInContainer(container, time.Time{}, t, dst.ap, src.ap)
 	}
 	if srcProc != nil {
 		p.write(ev, p.srcOut, srcProc, &rep)

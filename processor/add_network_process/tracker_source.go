@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/elastic/elastic-agent-libs/logp"
 
@@ -70,7 +71,7 @@ type trackerSource struct{ t *tracker.Tracker }
 // StartKey in the Linux engine's unit (/proc/<pid>/stat starttime, which is
 // the tracker's StartTicks), and the part of a procs.Process the record
 // knows, for when the owner has exited.
-func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort) (procs.Socket, *procs.Process, bool) {
+func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, _ time.Time) (procs.Socket, *procs.Process, bool) {
 	r, ok := s.t.LookupSync(tracker.Proto(t), local, remote)
 	if !ok {
 		return procs.Socket{}, nil, false
