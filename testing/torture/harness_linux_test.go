@@ -3,7 +3,6 @@
 package torture
 
 import (
-	"path/filepath"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
