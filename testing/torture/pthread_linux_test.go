@@ -17,6 +17,9 @@ import (
 func TestS10MainThreadExited(t *testing.T) {
 	bin := compileC(t, "np11-pthread-exit", pthreadExitC)
 	trackers(t, func(t *testing.T, tracker string) {
+		if tracker == "procfs" {
+			pending(t, "scenario 10: sockets of a process whose main thread exited are not found (/proc/<pid>/fd is empty)")
+		}
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
@@ -45,9 +48,12 @@ func TestS10MainThreadExited(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-			task, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task/%d/fd", pid, pid+1))
 			if len(ents) == 0 {
-				t.Logf("pid %d: /proc/%d/fd empty, task %d fd has %d entries", pid, pid, pid+1, len(task))
+				tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+				for _, tk := range tasks {
+					fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task/%s/fd", pid, tk.Name()))
+					t.Logf("pid %d: /proc/%d/fd is empty; /proc/%d/task/%s/fd has %d entries", pid, pid, pid, tk.Name(), len(fds))
+				}
 				break
 			}
 			if time.Now().After(deadline) {

@@ -71,6 +71,7 @@ func waitAccepted(t *testing.T, h *helper, lid, n int) []conn {
 // Clients are remote (see peerNet).
 func TestS02ReusePort(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 2: connections accepted since the last rescan fall back to the reuseport group's listener entry, the lowest PID")
 		n := newPeerNet(t, map[string]int{"procfs": 3, "auto": 4}[tracker])
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
@@ -122,6 +123,9 @@ func TestS03TupleReuse(t *testing.T) {
 	for _, warm := range []bool{true, false} {
 		t.Run(map[bool]string{true: "warm", false: "cold"}[warm], func(t *testing.T) {
 			trackers(t, func(t *testing.T, tracker string) {
+				if warm || tracker == "auto" {
+					pending(t, "scenario 3: B's connection on A's 4-tuple is named A (resolve cache without liveness check; tracker's closed record of A)")
+				}
 				p := newProcessor(t, tracker)
 				s := startHelper(t, "S", "")
 				ls := s.do("listen 127.0.0.1:0")
@@ -152,6 +156,7 @@ func TestS03TupleReuse(t *testing.T) {
 // its copy and opens another fd, keeping its fd count.
 func TestS04PassedSocket(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 4: the sender of an SCM_RIGHTS socket is still named after rescans (fd-count trust)")
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
@@ -200,6 +205,7 @@ func addrFixture(t *testing.T, name string) (a *helper, port uint16) {
 // listener.
 func TestS05AddressRemoved(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 5: a removed address stays local; its events go to the 0.0.0.0 listener")
 		veth := "np11r" + tracker[:1]
 		addr := map[string]string{"procfs": "203.0.113.10", "auto": "203.0.113.11"}[tracker]
 		a, port := addrFixture(t, veth)
@@ -219,6 +225,7 @@ func TestS05AddressRemoved(t *testing.T) {
 // (the fix promises milliseconds; 3 s allowed).
 func TestS05AddressAdded(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 5: a newly added address is not local until the address timer or a rescan")
 		veth := "np11d" + tracker[:1]
 		addr := map[string]string{"procfs": "203.0.113.20", "auto": "203.0.113.21"}[tracker]
 		a, port := addrFixture(t, veth)
@@ -235,6 +242,7 @@ func TestS05AddressAdded(t *testing.T) {
 // Scenario 6: a [::] listener with IPV6_V6ONLY does not own IPv4 traffic.
 func TestS06V6Only(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 6: a [::] listener with IPV6_V6ONLY is credited with IPv4 events")
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
 		la := a.do("listen [::]:0 v6only")
@@ -254,6 +262,7 @@ func TestS06V6Only(t *testing.T) {
 // that started after the event's @timestamp.
 func TestS11LateEvent(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "scenario 11: @timestamp is ignored; processes started after the event are named")
 		p := newProcessor(t, tracker)
 		happened := time.Now()
 		// Process start times have clock-tick (10 ms) granularity and the
@@ -287,6 +296,7 @@ func TestS11LateEvent(t *testing.T) {
 // parent exits. The dead parent must not be named afterwards.
 func TestX12ForkedSocketParentExits(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "extra: the exited parent of a forked socket is still named (procfs: resolve cache ~2.5 s; auto: the tracker's record, indefinitely)")
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
@@ -308,6 +318,7 @@ func TestX12ForkedSocketParentExits(t *testing.T) {
 // exits, it is never named again.
 func TestX13ListenerInOtherNetns(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "extra: auto names the other namespace's listener for a host event; procfs intermittently names the exited host listener")
 		ns := "np11-ns-" + tracker
 		run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = quiet("ip", "netns", "del", ns) })
