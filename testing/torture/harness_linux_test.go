@@ -135,9 +135,8 @@ type tally struct {
 
 func newTally() *tally { return &tally{firstRight: -1, start: time.Now()} }
 
-// add records one answer; ok(pid) says whether pid is a true owner,
-// bad(pid) whether a non-zero wrong answer must be counted (all non-owners
-// unless a case says otherwise).
+// add records one answer: 0 is missed, a PID in truth is right, any other
+// PID is wrong (truth nil: every answer is wrong).
 func (c *tally) add(got int, truth []int, what string) {
 	if got == 0 {
 		c.missed++
@@ -181,9 +180,6 @@ func watch(t *testing.T, p beat.Processor, src, dst netip.AddrPort, s side, trut
 		got := sp
 		if s == dstSide {
 			got = dp
-		}
-		if os.Getenv("NP11_DEBUG") != "" {
-			t.Logf("debug +%v %v->%v: src=%d dst=%d", time.Since(c.start), src, dst, sp, dp)
 		}
 		c.add(got, truth, fmt.Sprintf("%v %v->%v", s, src, dst))
 		time.Sleep(100 * time.Millisecond)

@@ -118,6 +118,9 @@ func TestS07ChurnSoak(t *testing.T) {
 						}
 						if dp != 0 && dp != self {
 							dstWrong++
+							if len(wrongs) < 20 {
+								wrongs = append(wrongs, fmt.Sprintf("destination %s of %s: named pid %d (sender %d), listener %d", m.dst, m.src, dp, m.pid, self))
+							}
 						}
 					}
 					mu.Unlock()
@@ -164,7 +167,7 @@ func TestS07ChurnSoak(t *testing.T) {
 			t.Errorf("%d of %d events named a process that was not the sender:\n  %s", wrong, n, strings.Join(wrongs, "\n  "))
 		}
 		if dstWrong > 0 {
-			t.Errorf("%d events named a process other than this listener (%d) for the destination", dstWrong, self)
+			t.Errorf("%d events named a process other than this listener (%d) for the destination:\n  %s", dstWrong, self, strings.Join(wrongs, "\n  "))
 		}
 		if lost > 0 {
 			t.Errorf("%d events lost by Run", lost)
