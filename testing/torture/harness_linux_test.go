@@ -74,10 +74,14 @@ func ap(s string) netip.AddrPort {
 }
 
 func newEvent(src, dst netip.AddrPort, ts time.Time) *beat.Event {
+	return newEventT(src, dst, ts, "tcp")
+}
+
+func newEventT(src, dst netip.AddrPort, ts time.Time, transport string) *beat.Event {
 	return &beat.Event{Timestamp: ts, Fields: mapstr.M{
 		"source":      mapstr.M{"ip": src.Addr().Unmap().String(), "port": int(src.Port())},
 		"destination": mapstr.M{"ip": dst.Addr().Unmap().String(), "port": int(dst.Port())},
-		"network":     mapstr.M{"transport": "tcp"},
+		"network":     mapstr.M{"transport": transport},
 	}}
 }
 

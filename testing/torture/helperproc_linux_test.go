@@ -38,6 +38,7 @@ import (
 //	sendfd <id> <unix-path>              send the socket, close ours, open /dev/null (fd count unchanged)
 //	forkhold <id>                        start a child sharing the socket -> child pid
 //	nofile                               raise RLIMIT_NOFILE to its hard limit -> n
+//	udp <addr>                           bind an unconnected UDP socket -> id, local
 //	exit                                 exit now
 const helperEnv = "NETPROCBEAT_TORTURE_HELPER"
 
@@ -420,6 +421,21 @@ func (h *sockHelper) do(f []string) (reply, error) {
 			return reply{}, err
 		}
 		return reply{N: int(rl.Cur)}, nil
+	case "udp":
+		sa, dom, err := sockaddr(arg(1))
+		if err != nil {
+			return reply{}, err
+		}
+		fd, err := unix.Socket(dom, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return reply{}, err
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			return reply{}, err
+		}
+		l, _ := names(fd)
+		return reply{ID: h.add(fd), Local: l}, nil
 	case "exit":
 		os.Exit(0)
 	}

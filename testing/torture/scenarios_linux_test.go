@@ -346,3 +346,50 @@ func TestX13ListenerInOtherNetns(t *testing.T) {
 		after.requireNoWrong(t, fmt.Sprintf("host listener %d exited", a.pid))
 	})
 }
+
+// Extra: a UDP port released by A (still alive) and bound by B. A client
+// sending to a remote server: only its own end is local. B's datagrams
+// must never be credited to A.
+func TestX14UDPPortRebound(t *testing.T) {
+	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "extra: a stale snapshot names A for the UDP port B bound after A closed it, until socket_cache_ttl")
+		p := newProcessor(t, tracker)
+		remote := ap("198.51.100.250:53")
+		udp := func(src netip.AddrPort) int {
+			out, err := p.Run(newEventT(src, remote, time.Now(), "udp"))
+			if err != nil || out == nil {
+				t.Fatalf("Run dropped the event: %v", err)
+			}
+			return pidAt(out, "source.process.pid")
+		}
+		a := startHelper(t, "A", "")
+		ua := a.do("udp 127.0.0.1:0")
+		local := ap(ua.Local)
+		deadline := time.Now().Add(attributeBound)
+		for udp(local) != a.pid {
+			if time.Now().After(deadline) {
+				t.Fatalf("A's UDP socket %v not attributed within %v", local, attributeBound)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		settle(t, p)
+		a.do("close %d", ua.ID)
+		b := startHelper(t, "B", "")
+		b.do("udp %s", local)
+		c := newTally()
+		for time.Since(c.start) < observeFor {
+			c.add(udp(local), []int{b.pid}, fmt.Sprintf("udp %v", local))
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.requireNoWrong(t, fmt.Sprintf("UDP port rebound by B=%d after A=%d (alive) closed it", b.pid, a.pid))
+		c = newTally()
+		for time.Since(c.start) < attributeBound && c.right == 0 {
+			c.add(udp(local), []int{b.pid}, fmt.Sprintf("udp %v", local))
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.requireNoWrong(t, "UDP port rebound, until B is named")
+		if c.right == 0 {
+			t.Errorf("B's UDP socket %v not attributed within %v (%s)", local, attributeBound, c)
+		}
+	})
+}
