@@ -161,6 +161,14 @@ func (c *tally) add(got int, truth []int, what string) {
 	}
 }
 
+// addWrong records a wrong answer that is not a PID (a stale description).
+func (c *tally) addWrong(what string) {
+	c.wrong++
+	if len(c.wrongs) < 8 {
+		c.wrongs = append(c.wrongs, fmt.Sprintf("+%v %s", time.Since(c.start).Round(time.Millisecond), what))
+	}
+}
+
 func (c *tally) String() string {
 	return fmt.Sprintf("right=%d wrong=%d missed=%d firstRight=%v", c.right, c.wrong, c.missed, c.firstRight.Round(time.Millisecond))
 }
@@ -329,6 +337,12 @@ func (h *helper) stop() {
 		_ = h.cmd.Process.Kill()
 		<-ch
 	}
+}
+
+// kill ends the helper (for one that no longer reads its stdin).
+func (h *helper) kill() {
+	_ = h.cmd.Process.Kill()
+	h.stop()
 }
 
 // killPID ends a process this test started indirectly (a forkhold child).

@@ -39,6 +39,7 @@ import (
 //	forkhold <id>                        start a child sharing the socket -> child pid
 //	nofile                               raise RLIMIT_NOFILE to its hard limit -> n
 //	udp <addr>                           bind an unconnected UDP socket -> id, local
+//	exec <id> <program> <args...>        keep socket id open across execve into program
 //	exit                                 exit now
 const helperEnv = "NETPROCBEAT_TORTURE_HELPER"
 
@@ -436,6 +437,17 @@ func (h *sockHelper) do(f []string) (reply, error) {
 		}
 		l, _ := names(fd)
 		return reply{ID: h.add(fd), Local: l}, nil
+	case "exec":
+		_, fd, err := h.fd(arg(1))
+		if err != nil {
+			return reply{}, err
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return reply{}, err
+		}
+		_ = h.out.Encode(reply{PID: os.Getpid()}) // the answer comes before execve
+		err = syscall.Exec(arg(2), f[3:], os.Environ())
+		return reply{}, err // only on failure; the parent has already read its answer
 	case "exit":
 		os.Exit(0)
 	}

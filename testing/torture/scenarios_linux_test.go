@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -391,5 +393,74 @@ func TestX14UDPPortRebound(t *testing.T) {
 		if c.right == 0 {
 			t.Errorf("B's UDP socket %v not attributed within %v (%s)", local, attributeBound, c)
 		}
+	})
+}
+
+// Extra: the owner of a socket execs another program (same PID, the socket
+// kept open). Events after the exec must describe the program now holding
+// the socket, not the one before.
+//
+// The identity check (PID + start time) does not see an exec: the
+// start time does not change.
+func TestX15ExecKeepsSocket(t *testing.T) {
+	sleep, err := osexec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trackers(t, func(t *testing.T, tracker string) {
+		pending(t, "extra: after an exec the cached description (executable, name, args) of the old program is reported, up to process_cache_ttl")
+		p := newProcessor(t, tracker)
+		s := startHelper(t, "S", "")
+		ls := s.do("listen 127.0.0.1:0")
+		s.do("acceptloop %d", ls.ID)
+		a := startHelper(t, "A", "")
+		t.Cleanup(a.kill)
+		d := a.do("dial %s", ls.Local)
+		eventually(t, p, ap(d.Local), ap(ls.Local), srcSide, []int{a.pid}, attributeBound, "A's connection before exec")
+		exe := func() string {
+			out, err := p.Run(newEvent(ap(d.Local), ap(ls.Local), time.Now()))
+			if err != nil || out == nil {
+				t.Fatalf("Run dropped the event: %v", err)
+			}
+			v, _ := out.GetValue("source.process.executable")
+			s, _ := v.(string)
+			return s
+		}
+		if got := exe(); got != self {
+			t.Fatalf("before exec: executable %q, want %q", got, self)
+		}
+		a.do("exec %d %s sleep 600", d.ID, sleep)
+		// Wait until the kernel shows the new program.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", a.pid)); l == sleep || filepath.Base(l) == "sleep" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d did not exec %s", a.pid, sleep)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		c := newTally()
+		stale := 0
+		for time.Since(c.start) < 2*observeFor {
+			got := exe()
+			switch {
+			case got == self:
+				stale++
+				c.addWrong(fmt.Sprintf("executable %q named after pid %d exec'd %s", got, a.pid, sleep))
+			case got == "":
+				c.add(0, nil, "")
+			default:
+				c.add(a.pid, []int{a.pid}, "")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("after exec: %d of %d answers still named the old program", stale, c.right+c.wrong+c.missed)
+		c.requireNoWrong(t, fmt.Sprintf("pid %d after exec into %s", a.pid, sleep))
 	})
 }
