@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -380,19 +381,18 @@ type peerNet struct {
 	holder         *helper
 }
 
-// newPeerNet creates np11v<idx>h (host, 198.51.100.8*idx+1/29) and its peer
-// np11v<idx>p in netns np11-peer<idx> (+2).
-func newPeerNet(t *testing.T, idx int) *peerNet {
+// newPeerNet creates veth np11v<tag><block>h on the host (198.51.100.8*block+1/29,
+// the first free block) and its peer …p in netns np11-peer-<tag>-<block>
+// (+2).
+func newPeerNet(t *testing.T) *peerNet {
 	t.Helper()
-	base := byte(8 * idx)
+	block, hostIP := freeAddr(t, 1, 30, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(8*i + 1)}) })
 	n := &peerNet{
-		ns:     fmt.Sprintf("np11-peer%d", idx),
-		hostIP: netip.AddrFrom4([4]byte{198, 51, 100, base + 1}),
-		peerIP: netip.AddrFrom4([4]byte{198, 51, 100, base + 2}),
+		ns:     fmt.Sprintf("np11-peer-%s-%d", runTag, block),
+		hostIP: hostIP,
+		peerIP: netip.AddrFrom4([4]byte{198, 51, 100, byte(8*block + 2)}),
 	}
-	host, peer := fmt.Sprintf("np11v%dh", idx), fmt.Sprintf("np11v%dp", idx)
-	_ = quiet("ip", "link", "del", host)
-	_ = quiet("ip", "netns", "del", n.ns)
+	host, peer := fmt.Sprintf("np11v%s%dh", runTag, block), fmt.Sprintf("np11v%s%dp", runTag, block)
 	run(t, "ip", "netns", "add", n.ns)
 	t.Cleanup(func() { _ = quiet("ip", "netns", "del", n.ns) })
 	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer)
@@ -433,4 +433,41 @@ func settle(t *testing.T, p beat.Processor) {
 		lookup(t, p, s, d, time.Now())
 		time.Sleep(600 * time.Millisecond)
 	}
+}
+
+// runTag keeps this test process's namespaces and links apart from those of
+// another run of the suite on the same machine.
+var runTag = fmt.Sprintf("%04x", os.Getpid()&0xffff)
+
+// handedOut holds addresses this process gave to a fixture.
+var handedOut = struct {
+	sync.Mutex
+	m map[netip.Addr]bool
+}{m: map[netip.Addr]bool{}}
+
+// freeAddr returns the first i in [lo, hi] whose address cand(i) is on no
+// interface of the host and not handed out by this process, so concurrent
+// runs of the suite do not put one address on two links.
+func freeAddr(t *testing.T, lo, hi int, cand func(int) netip.Addr) (int, netip.Addr) {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	have := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			have[p.Addr()] = true
+		}
+	}
+	for i := lo; i <= hi; i++ {
+		if a := cand(i); !have[a] && !handedOut.m[a] {
+			handedOut.m[a] = true
+			return i, a
+		}
+	}
+	t.Fatalf("no free test address in %v..%v", cand(lo), cand(hi))
+	return 0, netip.Addr{}
 }

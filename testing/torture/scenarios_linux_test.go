@@ -27,7 +27,7 @@ const (
 func TestS01ListenerRestart(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
 		pending(t, "scenario 1: a stale snapshot's listener entry names the dead A for a new connection to B")
-		n := newPeerNet(t, map[string]int{"procfs": 1, "auto": 2}[tracker])
+		n := newPeerNet(t)
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
 		la := a.do("listen 0.0.0.0:0")
@@ -74,7 +74,7 @@ func waitAccepted(t *testing.T, h *helper, lid, n int) []conn {
 func TestS02ReusePort(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
 		pending(t, "scenario 2: connections accepted since the last rescan fall back to the reuseport group's listener entry, the lowest PID")
-		n := newPeerNet(t, map[string]int{"procfs": 3, "auto": 4}[tracker])
+		n := newPeerNet(t)
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
 		la := a.do("listen 0.0.0.0:0 reuseport")
@@ -208,8 +208,9 @@ func addrFixture(t *testing.T, name string) (a *helper, port uint16) {
 func TestS05AddressRemoved(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
 		pending(t, "scenario 5: a removed address stays local; its events go to the 0.0.0.0 listener")
-		veth := "np11r" + tracker[:1]
-		addr := map[string]string{"procfs": "203.0.113.10", "auto": "203.0.113.11"}[tracker]
+		veth := "np11r" + tracker[:1] + runTag
+		_, a4 := freeAddr(t, 10, 200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}) })
+		addr := a4.String()
 		a, port := addrFixture(t, veth)
 		run(t, "ip", "addr", "add", addr+"/32", "dev", veth+"0")
 		p := newProcessor(t, tracker)
@@ -228,8 +229,9 @@ func TestS05AddressRemoved(t *testing.T) {
 func TestS05AddressAdded(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
 		pending(t, "scenario 5: a newly added address is not local until the address timer or a rescan")
-		veth := "np11d" + tracker[:1]
-		addr := map[string]string{"procfs": "203.0.113.20", "auto": "203.0.113.21"}[tracker]
+		veth := "np11d" + tracker[:1] + runTag
+		_, a4 := freeAddr(t, 10, 200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}) })
+		addr := a4.String()
 		a, port := addrFixture(t, veth)
 		p := newProcessor(t, tracker)
 		eventually(t, p, ap("127.0.0.1:1"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), dstSide, []int{a.pid}, attributeBound, "wildcard listener on loopback")
@@ -321,7 +323,7 @@ func TestX12ForkedSocketParentExits(t *testing.T) {
 func TestX13ListenerInOtherNetns(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
 		pending(t, "extra: auto names the other namespace's listener for a host event; procfs intermittently names the exited host listener")
-		ns := "np11-ns-" + tracker
+		ns := "np11-ns-" + tracker + "-" + runTag
 		run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = quiet("ip", "netns", "del", ns) })
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
