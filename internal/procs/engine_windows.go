@@ -55,10 +55,14 @@ type windowsEngine struct {
 	scan *winScanner
 }
 
-// NewEngine returns the Windows engine. hostPath must be "" or "/": the IP
-// Helper API only ever describes the running host.
+// NewEngine returns the Windows engine. hostPath must name the running
+// host's root ("", "/", or either after filepath.Clean, which on Windows
+// turns the default "/" into `\` and "" into "."): the IP Helper API only
+// ever describes the running host.
 func NewEngine(hostPath string) (Engine, error) {
-	if hostPath != "" && hostPath != "/" {
+	switch hostPath {
+	case "", ".", "/", `\`:
+	default:
 		return nil, fmt.Errorf("host_path %q is only supported on Linux; remove host_path from the configuration on Windows", hostPath)
 	}
 	return &windowsEngine{scan: newWinScanner(readWinTable, processStartKey)}, nil

@@ -61,6 +61,14 @@ func bindUDP(addr string) (io.Closer, string, error) {
 		windows.Closesocket(h)
 		return nil, "", fmt.Errorf("getsockname returned %T", got)
 	}
+	// One datagram to itself: Wine hands a socket's Unix descriptor to
+	// the process only when the process does I/O on it (bind and
+	// getsockname run in wineserver), and Wine 8 finds a socket's owner by
+	// that descriptor.
+	if err := windows.Sendto(h, []byte("winpeer"), 0, got); err != nil {
+		windows.Closesocket(h)
+		return nil, "", fmt.Errorf("sendto %v: %w", local, err)
+	}
 	return socketCloser(h), local.String(), nil
 }
 
