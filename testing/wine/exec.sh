@@ -9,8 +9,14 @@
 # every socket in its wineserver, so the wineserver must start inside the
 # namespace: the wrapper waits for any previous one of this prefix to exit
 # first, and for its own to exit before returning.
+# go test runs test binaries in parallel; the lock runs them one at a time,
+# each with a wineserver of its own.
 set -eu
 : "${WINE:?set WINE to the wine64 loader}" "${WINESERVER:?set WINESERVER}" "${WINEPREFIX:?set WINEPREFIX}"
+if command -v flock >/dev/null; then
+    exec 9>"$WINEPREFIX/.netprocbeat-exec.lock"
+    flock 9
+fi
 "$WINESERVER" -w
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
     exec unshare -n sh -c 'ip link set lo up && rc=0 && "$WINE" "$@" || rc=$?; "$WINESERVER" -w; exit $rc' wine-exec "$@"
