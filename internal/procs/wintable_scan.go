@@ -34,10 +34,12 @@ type winScanner struct {
 	// startKey returns a PID's identity token, 0 if it cannot be read.
 	startKey func(pid int) uint64
 
-	// sem holds one token while a table read runs; buf is the read's
-	// buffer, owned by whoever holds the token.
-	sem chan struct{}
-	buf []byte
+	// sem holds one token while a table read runs; buf (the read's
+	// buffer) and rows (the last read's row count, to size the next) are
+	// owned by whoever holds the token.
+	sem  chan struct{}
+	buf  []byte
+	rows int
 }
 
 func newWinScanner(read winTableReader, startKey func(int) uint64) *winScanner {
@@ -99,10 +101,12 @@ func (s *winScanner) scan(ctx context.Context, dst []Socket) ([]Socket, error) {
 }
 
 // readAll reads and parses the four tables into a new slice (the caller
-// may have given up on it, so it shares nothing with the caller's dst). It
-// runs holding s.sem and returns the buffer for the next read.
+// may have given up on it, so it shares nothing with the caller's dst; the
+// copy into dst costs one allocation per rescan, which rescans' rate limit
+// keeps cheap). It runs holding s.sem and returns the buffer for the next
+// read.
 func (s *winScanner) readAll(ctx context.Context, buf []byte) ([]byte, []Socket, error) {
-	var socks []Socket
+	socks := make([]Socket, 0, s.rows+s.rows/8)
 	for _, t := range [...]winTable{winTCP4, winTCP6, winUDP4, winUDP6} {
 		if err := ctx.Err(); err != nil {
 			return buf, nil, err
@@ -120,5 +124,6 @@ func (s *winScanner) readAll(ctx context.Context, buf []byte) ([]byte, []Socket,
 			return buf, nil, err
 		}
 	}
+	s.rows = len(socks)
 	return buf, socks, nil
 }
