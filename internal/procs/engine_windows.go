@@ -4,14 +4,12 @@ package procs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -49,66 +47,32 @@ const (
 	systemPID = 4
 )
 
-// errNoFamily reports that the host has no stack for an address family.
-var errNoFamily = errors.New("address family not supported by this host")
-
 // windowsEngine reads the IP Helper socket tables. The tables carry only
 // the PID, so Sockets adds each owner's creation time as its StartKey: the
 // watcher keys its process cache by PID + StartKey, and a recycled PID must
 // not hit the previous process's entry.
 type windowsEngine struct {
-	// bufSize remembers the largest table read, so that steady-state scans
-	// make one call per table.
-	bufSize atomic.Uint32
+	scan *winScanner
 }
 
-// NewEngine returns the Windows engine. hostPath must be "" or "/": the IP
-// Helper API only ever describes the running host.
+// NewEngine returns the Windows engine. hostPath must name the running
+// host's root ("", "/", or either after filepath.Clean, which on Windows
+// turns the default "/" into `\` and "" into "."): the IP Helper API only
+// ever describes the running host.
 func NewEngine(hostPath string) (Engine, error) {
-	if hostPath != "" && hostPath != "/" {
+	switch hostPath {
+	case "", ".", "/", `\`:
+	default:
 		return nil, fmt.Errorf("host_path %q is only supported on Linux; remove host_path from the configuration on Windows", hostPath)
 	}
-	return &windowsEngine{}, nil
+	return &windowsEngine{scan: newWinScanner(readWinTable, processStartKey)}, nil
 }
 
 // Sockets appends the TCP and UDP tables of both address families to dst.
-// On error it returns what it had appended so far with the error.
+// It returns within the context's budget even while an IP Helper call is
+// still running (see winScanner); on error nothing is appended.
 func (e *windowsEngine) Sockets(ctx context.Context, dst []Socket) ([]Socket, error) {
-	buf := make([]byte, max(int(e.bufSize.Load()), minTableBuf))
-	for _, t := range [...]winTable{winTCP4, winTCP6, winUDP4, winUDP6} {
-		if err := ctx.Err(); err != nil {
-			return dst, err
-		}
-		var data []byte
-		var err error
-		data, buf, err = readWinTable(t, buf)
-		if errors.Is(err, errNoFamily) {
-			continue
-		}
-		if err != nil {
-			return dst, err
-		}
-		if dst, err = parseWinTable(t, data, dst); err != nil {
-			return dst, err
-		}
-	}
-	if n := uint32(len(buf)); n > e.bufSize.Load() {
-		e.bufSize.Store(n)
-	}
-	keys := map[int]uint64{}
-	for i := range dst {
-		pid := dst[i].PID
-		if pid <= 0 {
-			continue
-		}
-		k, ok := keys[pid]
-		if !ok {
-			k = processStartKey(pid)
-			keys[pid] = k
-		}
-		dst[i].StartKey = k
-	}
-	return dst, nil
+	return e.scan.scan(ctx, dst)
 }
 
 // processStartKey returns pid's creation time in 100 ns units since 1601,

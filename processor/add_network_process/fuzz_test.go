@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -377,6 +378,9 @@ func FuzzRun(f *testing.F) {
 	f.Add("127.0.0.1", "80a", int64(0), 1.5, "icmp", uint8(8), uint8(9), uint8(3))
 	f.Add("\x7f\x00\x00\x01", "8e1", int64(127), 1e30, "TCP", uint8(4), uint8(10), uint8(4))
 
+	if runtime.GOOS != "linux" {
+		f.Skip("FuzzRun resolves against a fake Linux host through host_path, which only the Linux engine reads")
+	}
 	root := biWriteFakeHost(f, biFuzzHost)
 	c, err := conf.NewConfigFrom(fmt.Sprintf("host_path: %q\nmin_rescan_interval: 1h\nsocket_cache_ttl: 1h\n", root))
 	if err != nil {
