@@ -44,7 +44,10 @@ type resolveSource struct {
 	used        int
 	// found remembers answers for 10 intervals, so that the events of a
 	// new connection that follow the first do not each query the engine
-	// before a rescan takes the socket into the snapshot.
+	// before a rescan takes the socket into the snapshot. Each answer
+	// carries the socket's inode and descriptor: the watcher verifies it
+	// every time it is given (docs/add_network_process.md, "When an answer
+	// is given").
 	found map[connKey]foundEntry
 }
 
@@ -100,6 +103,13 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 	h.found[k] = foundEntry{got, now.Add(10 * h.interval)}
 	h.mu.Unlock()
 	return got, nil, true, true
+}
+
+// forget drops a cached answer that failed its verification.
+func (h *resolveSource) forget(t Transport, local, remote netip.AddrPort) {
+	h.mu.Lock()
+	delete(h.found, connKeyOf(t, local, remote))
+	h.mu.Unlock()
 }
 
 // take spends one of the interval's queries.
