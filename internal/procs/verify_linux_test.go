@@ -95,3 +95,57 @@ func BenchmarkLookupVerified(b *testing.B) {
 		})
 	}
 }
+
+// TestDiagV6Only: sock_diag reports IPV6_V6ONLY for [::] listeners (Go's
+// "tcp6" sets it, "tcp" leaves the socket dual-stack), and the watcher
+// gives IPv4 events only to the dual-stack one.
+func TestDiagV6Only(t *testing.T) {
+	e, err := NewEngine("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.(*linuxEngine).useDiag {
+		t.Skip("sock_diag not used")
+	}
+	only, err := net.Listen("tcp6", "[::]:0")
+	if err != nil {
+		t.Skipf("no IPv6: %v", err)
+	}
+	defer only.Close()
+	dual, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dual.Close()
+	port := func(l net.Listener) uint16 { return uint16(l.Addr().(*net.TCPAddr).Port) }
+	socks, err := e.Sockets(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint16]V6Only{port(only): V6OnlyOn, port(dual): V6OnlyOff}
+	for _, s := range socks {
+		if w, ok := want[s.Local.Port()]; ok && s.Listen && s.Local.Addr().IsUnspecified() {
+			if s.V6Only != w {
+				t.Errorf("%v: V6Only = %d, want %d", s.Local, s.V6Only, w)
+			}
+			delete(want, s.Local.Port())
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("listeners not listed: %v", want)
+	}
+	w := New(e, Config{MinRescanInterval: time.Hour}, logptest.NewTestingLogger(t, ""))
+	defer w.Close()
+	peer := netip.MustParseAddrPort("127.0.0.1:1")
+	v4 := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p) }
+	if p := w.Lookup(TCP, v4(port(dual)), peer); p == nil || p.PID != os.Getpid() {
+		t.Errorf("IPv4 event to the dual-stack listener = %+v, want this process", p)
+	}
+	if p := w.Lookup(TCP, v4(port(only)), peer); p != nil {
+		t.Errorf("IPv4 event to the v6only listener = %+v, want none", p)
+	}
+	v6 := netip.AddrPortFrom(netip.IPv6Loopback(), port(only))
+	if p := w.Lookup(TCP, v6, netip.MustParseAddrPort("[::1]:1")); p == nil || p.PID != os.Getpid() {
+		t.Errorf("IPv6 event to the v6only listener = %+v, want this process", p)
+	}
+}
