@@ -285,12 +285,13 @@ func TestResolveCacheAnswersAreVerified(t *testing.T) {
 type fakeResolver struct {
 	*verifyingEngine
 	sock  Socket
+	gone  bool // the kernel has no such socket
 	calls atomic.Int32
 }
 
 func (r *fakeResolver) Resolve(context.Context, Transport, netip.AddrPort, netip.AddrPort) (Socket, bool, error) {
 	r.calls.Add(1)
-	return r.sock, true, nil
+	return r.sock, !r.gone, nil
 }
 
 func newVerifyingWatcher(t *testing.T, v *verifyingEngine, cfg Config) *Watcher {
@@ -306,4 +307,46 @@ func newVerifyingWatcher(t *testing.T, v *verifyingEngine, cfg Config) *Watcher 
 		t.Fatal("the watcher does not verify through the engine's OwnerVerifier")
 	}
 	return w
+}
+
+// TestFailedVerificationAsksTheLiveSocketFirst: once the snapshot's owner
+// of a socket fails its verification, a record of who opened the socket
+// (the tracker's) is not asked while the kernel still has the socket: the
+// sender of a passed socket is never named. When the connection is gone,
+// the record answers (it is what the tracker is for).
+func TestFailedVerificationAsksTheLiveSocketFirst(t *testing.T) {
+	for _, alive := range []bool{true, false} {
+		t.Run(map[bool]string{true: "socket alive", false: "socket gone"}[alive], func(t *testing.T) {
+			v := newVerifyingEngine()
+			row := Socket{Transport: TCP, Local: client, Remote: server, Inode: 2, PID: 300, StartKey: 3}
+			v.table([]Socket{row}, procOld, procPeer)
+			tracker := fakeSource{sock: row, proc: procOld}
+			r := &fakeResolver{verifyingEngine: v}
+			if alive {
+				// The receiver holds it now, as sock_diag and the owner
+				// walk find.
+				r.sock = Socket{Transport: TCP, Local: client, Remote: server, Inode: 2, FD: 7, PID: 500, StartKey: 5}
+			} else {
+				r.gone = true
+			}
+			src := NewResolveSource(r, tracker, 100, time.Second, time.Second)
+			w := newVerifyingWatcher(t, v, Config{Fallback: src, MinRescanInterval: time.Hour})
+			if p := w.Lookup(TCP, client, server); p == nil || p.PID != 300 {
+				t.Fatalf("before: %+v, want the sender 300", p)
+			}
+			if alive {
+				v.hold(2, procKey{500, 5}, 7)
+			} else {
+				v.hold(2, procKey{0, 0}, 0)
+			}
+			want := map[bool]int{true: 500, false: 300}[alive]
+			got := 0
+			if p := w.Lookup(TCP, client, server); p != nil {
+				got = p.PID
+			}
+			if got != want {
+				t.Errorf("after the sender gave the socket up: PID %d, want %d (%+v)", got, want, w.Stats())
+			}
+		})
+	}
 }

@@ -241,7 +241,7 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		return nil
 	}
 	if w.cfg.Fallback != nil {
-		p, live, rwhy := w.recall(t, local, remote, at)
+		p, live, rwhy := w.recall(t, local, remote, at, why == unansweredVerifyFailed)
 		if p != nil {
 			w.stats.hits.Add(1)
 			if live {
@@ -319,13 +319,15 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // live reports an answer read from the kernel's current socket table (the
 // resolve source) rather than from a record of the past; such an answer is
 // verified like a snapshot row. why says why an owner found was not given.
-func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time) (p *Process, live bool, why unanswered) {
+// afterFailure: the snapshot's owner of this socket failed its verification,
+// so while the socket lives only the exact lookup may answer (MODEL rule 1).
+func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok = rs.recall(t, local, remote, at)
-	} else {
+		sock, minimal, live, ok = rs.recall(t, local, remote, at, afterFailure)
+	} else if !afterFailure {
 		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
 	}
 	if !ok || sock.PID <= 0 {
