@@ -305,9 +305,39 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findRe
 			known = true
 		}
 	}
-	// Listeners: the specific address, then the wildcards. The first
-	// endpoint that exists decides (the kernel prefers the most specific
-	// bind); if several processes hold it, no listener answers.
+	if r, res := s.listenerFor(t, local); res == foundRow || res == foundAmbiguous {
+		return r, res
+	} else if res == foundUnowned {
+		known = true
+	}
+	port := local.Port()
+	// The by-endpoint fallback serves only events whose peer is unknown. A
+	// connected socket talks to one peer, and Linux reuses an ephemeral
+	// port for connections to different peers: with a known peer that
+	// missed the exact map, the socket found by endpoint is another
+	// connection (seen live with a benchmark churning loopback connections:
+	// a closed client's port was answered with the benchmark's PID), so
+	// answering its owner would name the wrong process.
+	if !remote.IsValid() {
+		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && r != ambiguousRow {
+			if r.p != nil {
+				return r, foundRow
+			}
+			known = true
+		}
+	}
+	if known {
+		return nil, foundUnowned
+	}
+	return nil, foundNone
+}
+
+// listenerFor finds the listener (or unconnected UDP socket) that owns a
+// local endpoint: the specific address, then the wildcards. The first
+// endpoint that exists decides (the kernel prefers the most specific bind);
+// if several processes hold it, no listener answers (foundAmbiguous).
+func (s *snapshot) listenerFor(t Transport, local netip.AddrPort) (*row, findResult) {
+	known := false
 	port := local.Port()
 	if r, ok := s.listen[endKeyOf(t, local.Addr(), port)]; ok {
 		if res, done := listenerResult(r); done {
@@ -343,25 +373,20 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findRe
 		}
 		known = true
 	}
-	// The by-endpoint fallback serves only events whose peer is unknown. A
-	// connected socket talks to one peer, and Linux reuses an ephemeral
-	// port for connections to different peers: with a known peer that
-	// missed the exact map, the socket found by endpoint is another
-	// connection (seen live with a benchmark churning loopback connections:
-	// a closed client's port was answered with the benchmark's PID), so
-	// answering its owner would name the wrong process.
-	if !remote.IsValid() {
-		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && r != ambiguousRow {
-			if r.p != nil {
-				return r, foundRow
-			}
-			known = true
-		}
-	}
 	if known {
 		return nil, foundUnowned
 	}
 	return nil, foundNone
+}
+
+// refusesIPv4 reports whether the only listener on an IPv4 endpoint's port
+// is a [::] socket that is not known to accept IPv4.
+func (s *snapshot) refusesIPv4(t Transport, local netip.AddrPort) bool {
+	if !local.Addr().Is4() {
+		return false
+	}
+	r, ok := s.listen[endKeyOf(t, anyV6, local.Port())]
+	return ok && r.v6only != V6OnlyOff
 }
 
 // listenerResult qualifies a listener row; done is false for an unowned

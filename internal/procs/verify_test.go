@@ -350,3 +350,43 @@ func TestFailedVerificationAsksTheLiveSocketFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordListenerAnswersObeyListenerRules: a fallback's answer found
+// through a listener (sock.Listen) is not given where the snapshot shows
+// the endpoint shared by several processes, or for an IPv4 event where
+// the port's only listener is a [::] socket not known to accept IPv4.
+func TestRecordListenerAnswersObeyListenerRules(t *testing.T) {
+	v6 := netip.AddrPortFrom(netip.IPv6Unspecified(), server.Port())
+	cases := []struct {
+		name  string
+		socks []Socket
+		want  int
+	}{
+		{"single listener", []Socket{{Transport: TCP, Local: server, Listen: true, Inode: 1, PID: 300, StartKey: 3}}, 300},
+		{"reuseport group", []Socket{
+			{Transport: TCP, Local: server, Listen: true, Inode: 1, PID: 300, StartKey: 3},
+			{Transport: TCP, Local: server, Listen: true, Inode: 2, PID: 500, StartKey: 5}}, 0},
+		{"v6only [::] only", []Socket{{Transport: TCP, Local: v6, Listen: true, Inode: 1, PID: 300, StartKey: 3, V6Only: V6OnlyOn}}, 0},
+		{"dual-stack [::]", []Socket{{Transport: TCP, Local: v6, Listen: true, Inode: 1, PID: 300, StartKey: 3, V6Only: V6OnlyOff}}, 300},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := newVerifyingEngine()
+			v.table(c.socks, procOld, procPeer)
+			// The record: a connection to the listener's port from remote1,
+			// which no snapshot row lists.
+			rec := fakeSource{sock: Socket{Transport: TCP, Local: server, Remote: remote1, Listen: true, PID: 300, StartKey: 3}, proc: procOld}
+			w := newVerifyingWatcher(t, v, Config{Fallback: rec, MinRescanInterval: time.Hour})
+			w.Lookup(TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")) // first rescan
+			got := 0
+			if p := w.LookupAt(time.Time{}, TCP, server, remote1); p != nil {
+				got = p.PID
+			}
+			// A dual-stack or single listener answers from the snapshot
+			// itself (verified); the record matters where it does not.
+			if got != c.want {
+				t.Errorf("PID %d, want %d (%+v)", got, c.want, w.Stats())
+			}
+		})
+	}
+}

@@ -241,7 +241,7 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		return nil
 	}
 	if w.cfg.Fallback != nil {
-		p, live, rwhy := w.recall(t, local, remote, at, why == unansweredVerifyFailed)
+		p, live, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
 		if p != nil {
 			w.stats.hits.Add(1)
 			if live {
@@ -321,7 +321,7 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // verified like a snapshot row. why says why an owner found was not given.
 // afterFailure: the snapshot's owner of this socket failed its verification,
 // so while the socket lives only the exact lookup may answer (MODEL rule 1).
-func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
@@ -332,6 +332,17 @@ func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time
 	}
 	if !ok || sock.PID <= 0 {
 		return nil, false, 0
+	}
+	if !live && sock.Listen {
+		// A record's owner found through a listener (the tracker's) obeys
+		// the listener rules as far as the socket table tells: never one
+		// of several processes sharing the endpoint, never a [::] socket
+		// not known to accept IPv4 for an IPv4 event.
+		if _, res := snap.listenerFor(t, local); res == foundAmbiguous {
+			return nil, false, unansweredAmbiguous
+		} else if res == foundNone && snap.refusesIPv4(t, local) {
+			return nil, false, 0
+		}
 	}
 	p = w.describe(sock, minimal)
 	if p == nil {
