@@ -379,16 +379,6 @@ func (s *snapshot) listenerFor(t Transport, local netip.AddrPort) (*row, findRes
 	return nil, foundNone
 }
 
-// refusesIPv4 reports whether the only listener on an IPv4 endpoint's port
-// is a [::] socket that is not known to accept IPv4.
-func (s *snapshot) refusesIPv4(t Transport, local netip.AddrPort) bool {
-	if !local.Addr().Is4() {
-		return false
-	}
-	r, ok := s.listen[endKeyOf(t, anyV6, local.Port())]
-	return ok && r.v6only != V6OnlyOff
-}
-
 // listenerResult qualifies a listener row; done is false for an unowned
 // one, which lets a wildcard still answer.
 func listenerResult(r *row) (findResult, bool) {

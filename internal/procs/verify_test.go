@@ -352,9 +352,11 @@ func TestFailedVerificationAsksTheLiveSocketFirst(t *testing.T) {
 }
 
 // TestRecordListenerAnswersObeyListenerRules: a fallback's answer found
-// through a listener (sock.Listen) is not given where the snapshot shows
-// the endpoint shared by several processes, or for an IPv4 event where
-// the port's only listener is a [::] socket not known to accept IPv4.
+// through a listener (sock.Listen) is given only as the snapshot's own
+// verified listener answer would be: not where the endpoint is shared by
+// several processes, not for an IPv4 event where the port's only listener
+// is a [::] socket not known to accept IPv4, not for a listener the
+// snapshot does not know (a rescan finds it).
 func TestRecordListenerAnswersObeyListenerRules(t *testing.T) {
 	v6 := netip.AddrPortFrom(netip.IPv6Unspecified(), server.Port())
 	cases := []struct {
@@ -368,6 +370,7 @@ func TestRecordListenerAnswersObeyListenerRules(t *testing.T) {
 			{Transport: TCP, Local: server, Listen: true, Inode: 2, PID: 500, StartKey: 5}}, 0},
 		{"v6only [::] only", []Socket{{Transport: TCP, Local: v6, Listen: true, Inode: 1, PID: 300, StartKey: 3, V6Only: V6OnlyOn}}, 0},
 		{"dual-stack [::]", []Socket{{Transport: TCP, Local: v6, Listen: true, Inode: 1, PID: 300, StartKey: 3, V6Only: V6OnlyOff}}, 300},
+		{"listener the snapshot does not know", nil, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -334,14 +334,25 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		return nil, false, 0
 	}
 	if !live && sock.Listen {
-		// A record's owner found through a listener (the tracker's) obeys
-		// the listener rules as far as the socket table tells: never one
-		// of several processes sharing the endpoint, never a [::] socket
-		// not known to accept IPv4 for an IPv4 event.
-		if _, res := snap.listenerFor(t, local); res == foundAmbiguous {
+		// A record's owner found through a listener (the tracker's) is a
+		// listener answer: it is given only as the socket table's own
+		// listener answer would be (rule 2), one owner, IPV6_V6ONLY
+		// respected, and verified. A record cannot tell those; a listener
+		// the snapshot does not know yet is found by the rescan below.
+		r, res := snap.listenerFor(t, local)
+		switch {
+		case res == foundAmbiguous:
 			return nil, false, unansweredAmbiguous
-		} else if res == foundNone && snap.refusesIPv4(t, local) {
+		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
 			return nil, false, 0
+		}
+		switch w.check(r, at, t, local.Port()) {
+		case answerOK:
+			return r.p, false, 0
+		case answerStartedAfter:
+			return nil, false, unansweredStartedAfter
+		default:
+			return nil, false, unansweredVerifyFailed
 		}
 	}
 	p = w.describe(sock, minimal)
