@@ -220,9 +220,10 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 			}
 			return r.p
 		case answerStartedAfter:
-			// The socket's owner is known and started after the event:
-			// nobody else held this socket then, as far as the table tells.
-			return w.unanswered(unansweredStartedAfter)
+			// The socket's owner started after the event: the socket is
+			// not the event's. A record of an older connection on this
+			// tuple (the tracker's) may still answer; a rescan would not.
+			why, res = unansweredStartedAfter, foundUnowned
 		default:
 			// Dropped from use: the exact paths below may still answer.
 			why, res = unansweredVerifyFailed, foundNone
