@@ -74,23 +74,68 @@ var (
 	anyV6 = netip.IPv6Unspecified()
 )
 
+// row is one socket of a snapshot as the lookup path uses it: its owner,
+// what re-checks that owner (inode, descriptor, the owner's pin) and that
+// check's state. Rows are shared by a snapshot and its per-namespace
+// indexes, so a verification serves both.
+type row struct {
+	p     *Process // nil: the row exists but no process holds it
+	inode uint64
+	fd    int32
+	task  int32
+	// multi marks a listener endpoint held by sockets of more than one
+	// process (an SO_REUSEPORT group, or any duplicate): which of them
+	// accepted a connection the snapshot does not list is unknown.
+	multi bool
+	// v6only is the socket's IPV6_V6ONLY flag (V6OnlyUnknown for IPv4).
+	v6only V6Only
+	// netns and foreign are the socket's namespace, as in Socket.
+	netns   uint64
+	foreign bool
+	// pin is the owner's pinned process handle, taken at its first
+	// verification.
+	pin atomic.Pointer[pin]
+	// state is rowUnverified, rowVerified or rowFailed; ver holds the
+	// ChangeClock readings (port<<32 | process) taken before the last
+	// successful verification.
+	state atomic.Uint32
+	ver   atomic.Uint64
+}
+
+const (
+	rowUnverified uint32 = iota
+	rowVerified
+	rowFailed
+)
+
+// ambiguousRow marks a local endpoint that connected sockets of different
+// processes share (Linux reuses an ephemeral port for connections to
+// different peers). The by-endpoint fallback then has no answer: guessing
+// one of the owners would name the wrong process for the others, and for a
+// connection born after the snapshot, so find reports the endpoint unknown
+// and the watcher rescans to find the exact tuple instead.
+var ambiguousRow = &row{p: &Process{PID: -1}}
+
 // snapshot is an immutable index of one rescan. Lookups read it without
-// locks; a rescan builds a new one and swaps the pointer. A nil *Process in a
-// map means "this row exists but no process holds it" (TIME_WAIT, orphaned),
-// which answers a lookup without asking for another rescan.
+// locks; a rescan builds a new one and swaps the pointer. A row without a
+// process means "this row exists but no process holds it" (TIME_WAIT,
+// orphaned), which answers a lookup without asking for another rescan.
 type snapshot struct {
 	gen uint64
 	// exact: connected sockets by local+remote, so the worker holding an
 	// accepted connection wins over whoever listens.
-	exact map[connKey]*Process
+	exact map[connKey]*row
 	// listen: listeners and unconnected UDP sockets by local endpoint,
 	// wildcard addresses included as 0.0.0.0 / ::.
-	listen map[endKey]*Process
+	listen map[endKey]*row
 	// conn: connected sockets by local endpoint, the last resort when the
 	// event's peer does not match the socket's (NAT, proxies).
-	conn map[endKey]*Process
+	conn map[endKey]*row
 	// local holds every non-wildcard local address in the socket table.
 	local map[addrKey]struct{}
+
+	// rows backs the maps' values, allocated in blocks.
+	rows []row
 
 	// byNS indexes each foreign network namespace's sockets on their own,
 	// for lookups the event ties to a container; containers maps container
@@ -102,24 +147,39 @@ type snapshot struct {
 	ambiguous int
 
 	// stale is set once the snapshot is older than socket_cache_ttl; hits
-	// are still answered from it while a rescan is requested.
+	// are still answered from it (verified) while a rescan is requested.
 	stale atomic.Bool
 }
 
 func newSnapshot(gen uint64, n int) *snapshot {
 	return &snapshot{
 		gen:    gen,
-		exact:  make(map[connKey]*Process, n),
-		listen: make(map[endKey]*Process, n/8+1),
-		conn:   make(map[endKey]*Process, n),
+		exact:  make(map[connKey]*row, n),
+		listen: make(map[endKey]*row, n/8+1),
+		conn:   make(map[endKey]*row, n),
 		local:  make(map[addrKey]struct{}),
+		rows:   make([]row, 0, max(n, 16)),
 	}
+}
+
+// newRow returns a zeroed row from the snapshot's current block. Rows are
+// never copied once handed out (they hold atomics), so a full block is
+// replaced, not grown.
+func (s *snapshot) newRow() *row {
+	if len(s.rows) == cap(s.rows) {
+		s.rows = make([]row, 0, max(cap(s.rows), 16))
+	}
+	s.rows = s.rows[:len(s.rows)+1]
+	return &s.rows[len(s.rows)-1]
 }
 
 // add indexes one socket whose owner is p (nil when unowned). When several
 // rows compete for a key the owned one with the lowest PID wins, so a socket
 // shared after fork resolves to the same process every time.
 func (s *snapshot) add(sock *Socket, p *Process) {
+	r := s.newRow()
+	r.p, r.inode, r.fd, r.task, r.v6only = p, sock.Inode, sock.FD, sock.Task, sock.V6Only
+	r.netns, r.foreign = sock.NetNS, sock.Foreign
 	if sock.Foreign {
 		if s.byNS == nil {
 			s.byNS = map[uint64]*snapshot{}
@@ -127,74 +187,88 @@ func (s *snapshot) add(sock *Socket, p *Process) {
 		}
 		sub := s.byNS[sock.NetNS]
 		if sub == nil {
-			sub = newSnapshot(s.gen, 16)
+			sub = newSnapshot(s.gen, 0)
 			s.byNS[sock.NetNS] = sub
 		}
-		sub.indexSocket(sock, p)
+		sub.indexSocket(sock, r)
 		if p != nil && p.ContainerID != "" {
 			s.containers[p.ContainerID] = sock.NetNS
 		}
 	}
-	s.indexSocket(sock, p)
+	s.indexSocket(sock, r)
 }
 
 // indexSocket indexes sock in s itself (add also indexes a foreign socket in
 // its namespace's own snapshot).
-func (s *snapshot) indexSocket(sock *Socket, p *Process) {
+func (s *snapshot) indexSocket(sock *Socket, r *row) {
 	if a := sock.Local.Addr(); !a.IsUnspecified() {
 		s.local[keyOf(a)] = struct{}{}
 	}
 	local := endKeyOf(sock.Transport, sock.Local.Addr(), sock.Local.Port())
 	if sock.Listen {
-		s.ambiguous += keepBetterOwner(s.listen, local, p)
+		s.ambiguous += keepListener(s.listen, local, r)
 		return
 	}
-	keepConnOwner(s.conn, local, p)
+	keepConnOwner(s.conn, local, r)
 	if sock.Remote.IsValid() && sock.Remote.Port() != 0 {
-		s.ambiguous += keepBetterOwner(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), p)
+		s.ambiguous += keepBetterOwner(s.exact, connKeyOf(sock.Transport, sock.Local, sock.Remote), r)
 	}
 }
 
-// ambiguous marks a local endpoint that connected sockets of different
-// processes share (Linux reuses an ephemeral port for connections to
-// different peers). The by-endpoint fallback then has no answer: guessing
-// one of the owners would name the wrong process for the others, and for a
-// connection born after the snapshot, so find reports the endpoint unknown
-// and the watcher rescans to find the exact tuple instead.
-var ambiguous = &Process{PID: -1}
-
-// keepConnOwner records p as the owner of connected sockets at endpoint k,
-// or ambiguous when another process already holds one there.
-func keepConnOwner(m map[endKey]*Process, k endKey, p *Process) {
+// keepConnOwner records r as the row of connected sockets at endpoint k,
+// or ambiguousRow when another process already holds one there.
+func keepConnOwner(m map[endKey]*row, k endKey, r *row) {
 	old, ok := m[k]
 	switch {
 	case !ok:
-		m[k] = p
-	case old == ambiguous || old == p:
-	case old == nil || p == nil || old.PID != p.PID:
-		m[k] = ambiguous
+		m[k] = r
+	case old == ambiguousRow || old.p == r.p:
+	case old.p == nil || r.p == nil || old.p.PID != r.p.PID:
+		m[k] = ambiguousRow
 	}
 }
 
-// keepBetterOwner keeps the better owner for k: an owned socket over an unowned one,
-// the host namespace's over another namespace's (every container has its
-// own 127.0.0.1), then the lowest PID. It returns 1 when owners from
-// different namespaces competed for k, for the ambiguity count.
-func keepBetterOwner[K comparable](m map[K]*Process, k K, p *Process) int {
+// keepBetterOwner keeps the better row for k: an owned socket over an
+// unowned one, the host namespace's over another namespace's (every
+// container has its own 127.0.0.1), then the lowest PID. It returns 1 when
+// owners from different namespaces competed for k, for the ambiguity count.
+func keepBetterOwner[K comparable](m map[K]*row, k K, r *row) int {
 	old, ok := m[k]
 	switch {
-	case !ok || old == nil:
-		m[k] = p
-	case p == nil:
-	case old.Foreign != p.Foreign || old.NetNS != p.NetNS:
-		if old.Foreign && !p.Foreign {
-			m[k] = p
+	case !ok || old.p == nil:
+		m[k] = r
+	case r.p == nil:
+	case old.p.Foreign != r.p.Foreign || old.p.NetNS != r.p.NetNS:
+		if old.p.Foreign && !r.p.Foreign {
+			m[k] = r
 		}
 		return 1
-	case p.PID < old.PID:
-		m[k] = p
+	case r.p.PID < old.p.PID:
+		m[k] = r
 	}
 	return 0
+}
+
+// keepListener is keepBetterOwner for listeners, except that sockets of one
+// namespace held by different processes (or one of them by none) mark the
+// endpoint multi: its listener answers nothing (MODEL rule 2).
+func keepListener(m map[endKey]*row, k endKey, r *row) int {
+	old, ok := m[k]
+	sameSocket := ok && old.inode != 0 && old.inode == r.inode
+	if ok && !sameSocket && old.p != r.p && sameNamespace(old, r) && (old.p == nil || r.p == nil || old.p.PID != r.p.PID) {
+		if r.p != nil && (old.p == nil || r.p.PID < old.p.PID) {
+			m[k] = r
+		}
+		m[k].multi = true
+		return 0
+	}
+	return keepBetterOwner(m, k, r)
+}
+
+// sameNamespace reports whether two rows' sockets share a network
+// namespace.
+func sameNamespace(a, b *row) bool {
+	return a.foreign == b.foreign && a.netns == b.netns
 }
 
 // inContainer returns the index of the container's namespace, or nil.
@@ -208,41 +282,35 @@ func (s *snapshot) inContainer(id string) *snapshot {
 	return nil
 }
 
-// find resolves a local endpoint. known reports whether any row matched,
-// owned or not: an unknown endpoint may be a socket born after the snapshot.
-func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, known bool) {
+// findResult qualifies a snapshot row found for a lookup.
+type findResult uint8
+
+const (
+	foundNone      findResult = iota // no row matched
+	foundUnowned                     // a row matched; no process holds it
+	foundRow                         // r names the owner
+	foundAmbiguous                   // only a listener endpoint held by several processes matched
+)
+
+// find resolves a local endpoint. An unknown endpoint (foundNone) may be a
+// socket born after the snapshot; so may a connection to an ambiguous
+// listener (foundAmbiguous), which only the exact tuple resolves.
+func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findResult) {
+	known := false
 	if remote.IsValid() {
-		if p, ok := s.exact[connKeyOf(t, local, remote)]; ok {
-			if p != nil {
-				return p, true
+		if r, ok := s.exact[connKeyOf(t, local, remote)]; ok {
+			if r.p != nil {
+				return r, foundRow
 			}
 			known = true
 		}
 	}
-	lk := endKeyOf(t, local.Addr(), local.Port())
-	if p, ok := s.listen[lk]; ok {
-		if p != nil {
-			return p, true
-		}
+	if r, res := s.listenerFor(t, local); res == foundRow || res == foundAmbiguous {
+		return r, res
+	} else if res == foundUnowned {
 		known = true
 	}
 	port := local.Port()
-	if local.Addr().Is4() {
-		if p, ok := s.listen[endKeyOf(t, anyV4, port)]; ok {
-			if p != nil {
-				return p, true
-			}
-			known = true
-		}
-	}
-	// A dual-stack [::] socket also accepts IPv4 (net.ipv6.bindv6only=0,
-	// the default); /proc does not show IPV6_V6ONLY, so this is assumed.
-	if p, ok := s.listen[endKeyOf(t, anyV6, port)]; ok {
-		if p != nil {
-			return p, true
-		}
-		known = true
-	}
 	// The by-endpoint fallback serves only events whose peer is unknown. A
 	// connected socket talks to one peer, and Linux reuses an ephemeral
 	// port for connections to different peers: with a known peer that
@@ -251,14 +319,76 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (p *Process, 
 	// a closed client's port was answered with the benchmark's PID), so
 	// answering its owner would name the wrong process.
 	if !remote.IsValid() {
-		if p, ok := s.conn[lk]; ok && p != ambiguous {
-			if p != nil {
-				return p, true
+		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && r != ambiguousRow {
+			if r.p != nil {
+				return r, foundRow
 			}
 			known = true
 		}
 	}
-	return nil, known
+	if known {
+		return nil, foundUnowned
+	}
+	return nil, foundNone
+}
+
+// listenerFor finds the listener (or unconnected UDP socket) that owns a
+// local endpoint: the specific address, then the wildcards. The first
+// endpoint that exists decides (the kernel prefers the most specific bind);
+// if several processes hold it, no listener answers (foundAmbiguous).
+func (s *snapshot) listenerFor(t Transport, local netip.AddrPort) (*row, findResult) {
+	known := false
+	port := local.Port()
+	if r, ok := s.listen[endKeyOf(t, local.Addr(), port)]; ok {
+		if res, done := listenerResult(r); done {
+			return r, res
+		}
+		known = true
+	}
+	v4 := local.Addr().Is4()
+	var any4 *row
+	if v4 {
+		if r, ok := s.listen[endKeyOf(t, anyV4, port)]; ok {
+			any4 = r
+		}
+	}
+	if r, ok := s.listen[endKeyOf(t, anyV6, port)]; ok && (!v4 || r.v6only == V6OnlyOff) {
+		// A [::] socket accepts IPv4 only when IPV6_V6ONLY is known to be
+		// off (sock_diag says; the text tables do not). Next to a 0.0.0.0
+		// listener of another process, which of them an IPv4 connection
+		// reached is not known.
+		if any4 != nil && (any4.p == nil || r.p == nil || any4.p.PID != r.p.PID) && sameNamespace(any4, r) {
+			return nil, foundAmbiguous
+		}
+		if any4 == nil {
+			if res, done := listenerResult(r); done {
+				return r, res
+			}
+			known = true
+		}
+	}
+	if any4 != nil {
+		if res, done := listenerResult(any4); done {
+			return any4, res
+		}
+		known = true
+	}
+	if known {
+		return nil, foundUnowned
+	}
+	return nil, foundNone
+}
+
+// listenerResult qualifies a listener row; done is false for an unowned
+// one, which lets a wildcard still answer.
+func listenerResult(r *row) (findResult, bool) {
+	switch {
+	case r.multi:
+		return foundAmbiguous, true
+	case r.p != nil:
+		return foundRow, true
+	}
+	return foundUnowned, false
 }
 
 func (s *snapshot) isLocal(a netip.Addr) bool {

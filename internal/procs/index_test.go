@@ -21,6 +21,9 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 	listen := func(local string, p *Process) row {
 		return row{Socket{Transport: TCP, Local: ap(local), Listen: true, NetNS: p.NetNS, Foreign: p.Foreign}, p}
 	}
+	inode := func(r row, i uint64) row { r.sock.Inode = i; return r }
+	dual := func(r row) row { r.sock.V6Only = V6OnlyOff; return r }
+	v6only := func(r row) row { r.sock.V6Only = V6OnlyOn; return r }
 	conn := func(local, remote string, p *Process) row {
 		s := Socket{Transport: TCP, Local: ap(local), Remote: ap(remote)}
 		if p != nil {
@@ -35,61 +38,92 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 		wantPID       int    // 0 = no answer
 		wantKnown     bool
 		wantAmbiguous int
+		wantShared    bool // a listener held by several processes: no answer
 	}{
 		{"exact tuple over its listener",
 			[]row{listen("10.0.0.1:80", pr(10)), conn("10.0.0.1:80", "10.0.0.9:5555", pr(20))},
-			"10.0.0.1:80", "10.0.0.9:5555", 20, true, 0},
+			"10.0.0.1:80", "10.0.0.9:5555", 20, true, 0, false},
 		{"listener for another peer of the same port",
 			[]row{listen("10.0.0.1:80", pr(10)), conn("10.0.0.1:80", "10.0.0.9:5555", pr(20))},
-			"10.0.0.1:80", "10.0.0.9:6666", 10, true, 0},
+			"10.0.0.1:80", "10.0.0.9:6666", 10, true, 0, false},
 		{"specific listener over 0.0.0.0",
 			[]row{listen("0.0.0.0:80", pr(31)), listen("127.0.0.1:80", pr(30))},
-			"127.0.0.1:80", "127.0.0.1:4000", 30, true, 0},
+			"127.0.0.1:80", "127.0.0.1:4000", 30, true, 0, false},
 		{"0.0.0.0 for another local address",
 			[]row{listen("0.0.0.0:80", pr(31)), listen("127.0.0.1:80", pr(30))},
-			"10.0.0.1:80", "10.0.0.9:4000", 31, true, 0},
+			"10.0.0.1:80", "10.0.0.9:4000", 31, true, 0, false},
 		{"0.0.0.0 over :: for IPv4",
 			[]row{listen("[::]:81", pr(41)), listen("0.0.0.0:81", pr(40))},
-			"10.0.0.1:81", "10.0.0.9:4000", 40, true, 0},
+			"10.0.0.1:81", "10.0.0.9:4000", 40, true, 0, false},
 		{":: for IPv6",
 			[]row{listen("[::]:81", pr(41)), listen("0.0.0.0:81", pr(40))},
-			"[::1]:81", "[::1]:4000", 41, true, 0},
-		{":: answers IPv4 when nothing else listens (dual stack)",
+			"[::1]:81", "[::1]:4000", 41, true, 0, false},
+		{":: answers IPv4 when nothing else listens (dual stack known)",
+			[]row{dual(listen("[::]:82", pr(42)))},
+			"10.0.0.1:82", "10.0.0.9:4000", 42, true, 0, false},
+		{":: with IPV6_V6ONLY unknown (text table) does not answer IPv4",
 			[]row{listen("[::]:82", pr(42))},
-			"10.0.0.1:82", "10.0.0.9:4000", 42, true, 0},
+			"10.0.0.1:82", "10.0.0.9:4000", 0, false, 0, false},
 		{"0.0.0.0 does not answer IPv6",
 			[]row{listen("0.0.0.0:83", pr(43))},
-			"[::1]:83", "[::1]:4000", 0, false, 0},
+			"[::1]:83", "[::1]:4000", 0, false, 0, false},
 		{"by endpoint for an unknown peer",
 			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50))},
-			"10.0.0.1:40000", "", 50, true, 0},
+			"10.0.0.1:40000", "", 50, true, 0, false},
 		{"never by endpoint for a known, different peer",
 			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50))},
-			"10.0.0.1:40000", "10.0.0.8:443", 0, false, 0},
+			"10.0.0.1:40000", "10.0.0.8:443", 0, false, 0, false},
 		{"an endpoint two processes share by port reuse answers nothing",
 			[]row{conn("10.0.0.1:40000", "10.0.0.9:443", pr(50)), conn("10.0.0.1:40000", "10.0.0.8:443", pr(51))},
-			"10.0.0.1:40000", "", 0, false, 0},
+			"10.0.0.1:40000", "", 0, false, 0, false},
 		{"an unowned row is known, without an owner",
 			[]row{conn("10.0.0.1:40001", "10.0.0.9:443", nil)},
-			"10.0.0.1:40001", "10.0.0.9:443", 0, true, 0},
-		{"an owned row wins over an unowned one",
+			"10.0.0.1:40001", "10.0.0.9:443", 0, true, 0, false},
+		{"an owned connection row wins over an unowned one (TIME_WAIT)",
+			[]row{conn("10.0.0.1:84", "10.0.0.9:4000", nil), conn("10.0.0.1:84", "10.0.0.9:4000", pr(44))},
+			"10.0.0.1:84", "10.0.0.9:4000", 44, true, 0, false},
+		{"a listener endpoint with an owned and an unowned socket answers nothing",
 			[]row{listen("10.0.0.1:84", &Process{PID: 0}), listen("10.0.0.1:84", pr(44))},
-			"10.0.0.1:84", "10.0.0.9:4000", 44, true, 0},
+			"10.0.0.1:84", "10.0.0.9:4000", 0, true, 0, true},
+		{"SO_REUSEPORT group of two processes answers nothing",
+			[]row{listen("10.0.0.1:90", pr(92)), listen("10.0.0.1:90", pr(91))},
+			"10.0.0.1:90", "10.0.0.9:4000", 0, true, 0, true},
+		{"a shared specific listener does not fall through to 0.0.0.0",
+			[]row{listen("0.0.0.0:90", pr(93)), listen("10.0.0.1:90", pr(92)), listen("10.0.0.1:90", pr(91))},
+			"10.0.0.1:90", "10.0.0.9:4000", 0, true, 0, true},
+		{"a shared 0.0.0.0 group answers nothing",
+			[]row{listen("0.0.0.0:91", pr(94)), listen("0.0.0.0:91", pr(95))},
+			"10.0.0.1:91", "10.0.0.9:4000", 0, true, 0, true},
+		{"two sockets of one process on one endpoint still answer",
+			[]row{listen("10.0.0.1:92", pr(96)), listen("10.0.0.1:92", pr(96))},
+			"10.0.0.1:92", "10.0.0.9:4000", 96, true, 0, false},
+		{"0.0.0.0 and a dual-stack [::] of different processes: IPv4 answers nothing",
+			[]row{listen("0.0.0.0:93", pr(97)), dual(listen("[::]:93", pr(98)))},
+			"10.0.0.1:93", "10.0.0.9:4000", 0, true, 0, true},
+		{"0.0.0.0 and a dual-stack [::] of different processes: IPv6 goes to [::]",
+			[]row{listen("0.0.0.0:93", pr(97)), dual(listen("[::]:93", pr(98)))},
+			"[::1]:93", "[::1]:4000", 98, true, 0, false},
+		{"a v6only [::] next to 0.0.0.0 leaves IPv4 to 0.0.0.0",
+			[]row{listen("0.0.0.0:94", pr(97)), v6only(listen("[::]:94", pr(98)))},
+			"10.0.0.1:94", "10.0.0.9:4000", 97, true, 0, false},
+		{"a v6only [::] alone does not answer IPv4",
+			[]row{v6only(listen("[::]:95", pr(99)))},
+			"10.0.0.1:95", "10.0.0.9:4000", 0, false, 0, false},
 		{"the lowest PID among holders of one socket (fork)",
-			[]row{listen("10.0.0.1:85", pr(46)), listen("10.0.0.1:85", pr(45))},
-			"10.0.0.1:85", "10.0.0.9:4000", 45, true, 0},
+			[]row{inode(listen("10.0.0.1:85", pr(46)), 7), inode(listen("10.0.0.1:85", pr(45)), 7)},
+			"10.0.0.1:85", "10.0.0.9:4000", 45, true, 0, false},
 		{"the host's socket over a foreign namespace's",
 			[]row{listen("127.0.0.1:86", foreign(61, 7)), listen("127.0.0.1:86", pr(60))},
-			"127.0.0.1:86", "127.0.0.1:4000", 60, true, 1},
+			"127.0.0.1:86", "127.0.0.1:4000", 60, true, 1, false},
 		{"the host's socket even when the foreign PID is lower",
 			[]row{listen("127.0.0.1:87", pr(70)), listen("127.0.0.1:87", foreign(2, 7))},
-			"127.0.0.1:87", "127.0.0.1:4000", 70, true, 1},
+			"127.0.0.1:87", "127.0.0.1:4000", 70, true, 1, false},
 		{"a foreign namespace alone answers",
 			[]row{listen("172.17.0.2:88", foreign(80, 7))},
-			"172.17.0.2:88", "172.17.0.1:4000", 80, true, 0},
+			"172.17.0.2:88", "172.17.0.1:4000", 80, true, 0, false},
 		{"two foreign namespaces: the first listed stays, counted ambiguous",
 			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7))},
-			"127.0.0.1:89", "127.0.0.1:4000", 91, true, 1},
+			"127.0.0.1:89", "127.0.0.1:4000", 91, true, 1, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -105,10 +139,13 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 			if c.remote != "" {
 				remote = ap(c.remote)
 			}
-			p, known := s.find(TCP, ap(c.local), remote)
-			pid := 0
-			if p != nil {
-				pid = p.PID
+			r, res := s.find(TCP, ap(c.local), remote)
+			pid, known := 0, res != foundNone
+			if res == foundRow {
+				pid = r.p.PID
+			}
+			if (res == foundAmbiguous) != c.wantShared {
+				t.Errorf("find(%s, %q) = result %d, want shared listener %v", c.local, c.remote, res, c.wantShared)
 			}
 			if pid != c.wantPID || known != c.wantKnown {
 				t.Errorf("find(%s, %q) = PID %d known %v, want PID %d known %v", c.local, c.remote, pid, known, c.wantPID, c.wantKnown)
@@ -116,8 +153,8 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 			if s.ambiguous != c.wantAmbiguous {
 				t.Errorf("ambiguous = %d, want %d", s.ambiguous, c.wantAmbiguous)
 			}
-			if p, _ := s.find(UDP, ap(c.local), remote); p != nil {
-				t.Errorf("UDP lookup answered a TCP socket: PID %d", p.PID)
+			if r, res := s.find(UDP, ap(c.local), remote); res != foundNone {
+				t.Errorf("UDP lookup matched a TCP socket: %+v", r)
 			}
 		})
 	}
@@ -132,15 +169,15 @@ func TestSnapshotInContainer(t *testing.T) {
 	lo := netip.MustParseAddrPort("127.0.0.1:80")
 	s.add(&Socket{Transport: TCP, Local: lo, Listen: true}, host)
 	s.add(&Socket{Transport: TCP, Local: lo, Listen: true, NetNS: 7, Foreign: true}, ctr)
-	if p, _ := s.find(TCP, lo, netip.AddrPort{}); p != host {
-		t.Errorf("host lookup = %+v, want the host's process", p)
+	if r, _ := s.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != host {
+		t.Errorf("host lookup = %+v, want the host's process", r)
 	}
 	sub := s.inContainer("abc")
 	if sub == nil {
 		t.Fatal("no index for container abc")
 	}
-	if p, _ := sub.find(TCP, lo, netip.AddrPort{}); p != ctr {
-		t.Errorf("container lookup = %+v, want the container's process", p)
+	if r, _ := sub.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != ctr {
+		t.Errorf("container lookup = %+v, want the container's process", r)
 	}
 	if s.inContainer("other") != nil || s.inContainer("") != nil {
 		t.Error("an unknown container has an index")

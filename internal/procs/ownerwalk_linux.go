@@ -19,6 +19,7 @@ type procFds struct {
 	start  uint64   // /proc/<pid>/stat starttime: the process instance
 	nfds   int64    // size of /proc/<pid>/fd when read; -1 if unknown
 	inodes []uint64 // socket inodes among its fds
+	fds    []int32  // the descriptor of each of inodes, for OwnerVerifier
 	seen   uint64   // walk generation in which the PID was last listed
 	// trusted: this walk reused inodes instead of reading fd/.
 	trusted bool
@@ -130,13 +131,14 @@ func (e *linuxEngine) assign(pids []int, socks []Socket) int {
 		if p == nil || p.seen != e.walkGen {
 			continue
 		}
-		for _, inode := range p.inodes {
+		for j, inode := range p.inodes {
 			i, ok := e.byInode[inode]
 			if !ok || socks[i].PID != 0 {
 				continue
 			}
 			socks[i].PID = pid
 			socks[i].StartKey = p.start
+			socks[i].FD = p.fds[j]
 			left--
 		}
 		if left == 0 {
@@ -215,12 +217,12 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) {
 	if p == nil {
 		p = &procFds{}
 	}
-	inodes, ok := e.readFds(dirfd, p.inodes[:0])
+	inodes, fds, ok := e.readFds(dirfd, p.inodes[:0], p.fds[:0])
 	if !ok {
 		drop()
 		return
 	}
-	p.ino, p.start, p.nfds, p.inodes, p.seen, p.trusted = dst.Ino, start, size, inodes, e.walkGen, false
+	p.ino, p.start, p.nfds, p.inodes, p.fds, p.seen, p.trusted = dst.Ino, start, size, inodes, fds, e.walkGen, false
 	e.fds[pid] = p
 }
 
@@ -229,11 +231,12 @@ var (
 	statName = []byte("stat\x00")
 )
 
-// readFds appends the socket inodes among dirfd's fd/ links to dst.
-func (e *linuxEngine) readFds(dirfd int, dst []uint64) ([]uint64, bool) {
+// readFds appends the socket inodes among dirfd's fd/ links to dst, and
+// their descriptor numbers to fds.
+func (e *linuxEngine) readFds(dirfd int, dst []uint64, fds []int32) ([]uint64, []int32, bool) {
 	fdfd, err := openatZ(dirfd, fdName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return dst, false
+		return dst, fds, false
 	}
 	defer unix.Close(fdfd)
 	e.stats.reread++
@@ -243,10 +246,12 @@ func (e *linuxEngine) readFds(dirfd int, dst []uint64) ([]uint64, bool) {
 		}
 		e.stats.readlinks++
 		if inode, ok := e.socketInode(fdfd, name); ok {
+			fd, _ := parseDecUint(name[:len(name)-1])
 			dst = append(dst, inode)
+			fds = append(fds, int32(fd))
 		}
 	})
-	return dst, err == nil
+	return dst, fds, err == nil
 }
 
 // listPIDs lists the numeric entries of procfd in ascending order.

@@ -44,7 +44,10 @@ type resolveSource struct {
 	used        int
 	// found remembers answers for 10 intervals, so that the events of a
 	// new connection that follow the first do not each query the engine
-	// before a rescan takes the socket into the snapshot.
+	// before a rescan takes the socket into the snapshot. Each answer
+	// carries the socket's inode and descriptor: the watcher verifies it
+	// every time it is given (docs/add_network_process.md, "When an answer
+	// is given").
 	found map[connKey]foundEntry
 }
 
@@ -57,31 +60,59 @@ const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
 func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
-	s, p, _, ok := h.recall(t, local, remote, at)
+	s, p, _, ok := h.recall(t, local, remote, at, false)
 	return s, p, ok
 }
 
 // recall is Recall telling whether the answer is live: read from the
-// engine's current socket table rather than from next's records.
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, minimal *Process, live, ok bool) {
-	if h.next != nil {
+// engine's current socket table rather than from next's records. With
+// liveFirst (the snapshot's owner of this socket just failed its
+// verification) the engine is asked first, and next only when the kernel
+// no longer has the connection (gone, or in TIME_WAIT): while the socket
+// lives, only its current holder may be named, and a record of who opened
+// it (next's) may be a process that has since passed it on.
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst bool) (sock Socket, minimal *Process, live, ok bool) {
+	if h.next != nil && !liveFirst {
 		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
 			return s, p, false, true
 		}
 	}
+	got, st := h.live(t, local, remote)
+	switch {
+	case st == liveFound:
+		return got, nil, true, true
+	case st == liveAbsent && liveFirst && h.next != nil:
+		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
+			return s, p, false, true
+		}
+	}
+	return Socket{}, nil, false, false
+}
+
+// liveState is what the engine said of one connection.
+type liveState uint8
+
+const (
+	liveUnknown liveState = iota // not asked (budget, no peer), failed, or no owner readable
+	liveFound                    // an owned socket
+	liveAbsent                   // no such socket, or one no file refers to (TIME_WAIT)
+)
+
+// live asks the engine (or its remembered answers) for one connection.
+func (h *resolveSource) live(t Transport, local, remote netip.AddrPort) (Socket, liveState) {
 	if !remote.IsValid() || remote.Port() == 0 || local.Port() == 0 {
-		return Socket{}, nil, false, false
+		return Socket{}, liveUnknown
 	}
 	k := connKeyOf(t, local, remote)
 	now := time.Now()
 	h.mu.Lock()
 	if f, ok := h.found[k]; ok && now.Before(f.until) {
 		h.mu.Unlock()
-		return f.s, nil, true, true
+		return f.s, liveFound
 	}
 	h.mu.Unlock()
 	if !h.take(now) {
-		return Socket{}, nil, false, false
+		return Socket{}, liveUnknown
 	}
 	ctx := context.Background()
 	if h.timeout > 0 {
@@ -90,8 +121,13 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 		defer cancel()
 	}
 	got, found, err := h.r.Resolve(ctx, t, local, remote)
-	if err != nil || !found || got.PID <= 0 {
-		return Socket{}, nil, false, false
+	switch {
+	case err != nil:
+		return Socket{}, liveUnknown
+	case !found || got.Inode == 0 && got.PID <= 0:
+		return Socket{}, liveAbsent
+	case got.PID <= 0:
+		return Socket{}, liveUnknown
 	}
 	h.mu.Lock()
 	if h.found == nil || len(h.found) >= resolveCacheSize {
@@ -99,7 +135,14 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 	}
 	h.found[k] = foundEntry{got, now.Add(10 * h.interval)}
 	h.mu.Unlock()
-	return got, nil, true, true
+	return got, liveFound
+}
+
+// forget drops a cached answer that failed its verification.
+func (h *resolveSource) forget(t Transport, local, remote netip.AddrPort) {
+	h.mu.Lock()
+	delete(h.found, connKeyOf(t, local, remote))
+	h.mu.Unlock()
 }
 
 // take spends one of the interval's queries.

@@ -233,5 +233,33 @@ func diagSocket(m []byte, t Transport) Socket {
 	case UDP:
 		s.Listen = state != tcpEstablished
 	}
+	if family == unix.AF_INET6 {
+		s.V6Only = diagV6Only(m[sizeofInetDiagMsg:])
+	}
 	return s
+}
+
+// inetDiagSKV6ONLY is INET_DIAG_SKV6ONLY: the kernel adds it, unasked, to
+// every AF_INET6 socket in LISTEN or CLOSE state (listeners and unbound or
+// unconnected UDP sockets), the ones a wildcard lookup can match.
+const inetDiagSKV6ONLY = 11
+
+// diagV6Only finds INET_DIAG_SKV6ONLY among the attributes that follow an
+// inet_diag_msg.
+func diagV6Only(attrs []byte) V6Only {
+	ne := binary.NativeEndian
+	for len(attrs) >= 4 {
+		l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
+		if l < 4 || l > len(attrs) {
+			break
+		}
+		if typ&0x3fff == inetDiagSKV6ONLY && l >= 5 {
+			if attrs[4] != 0 {
+				return V6OnlyOn
+			}
+			return V6OnlyOff
+		}
+		attrs = attrs[min((l+3)&^3, len(attrs)):]
+	}
+	return V6OnlyUnknown
 }

@@ -15,6 +15,10 @@ type counters struct {
 	trackerHits, resolveHits             atomic.Uint64
 	lastRescanNanos, sockets, processes  atomic.Int64
 	ambiguous, namespaces                atomic.Int64
+	verifications, verifyFailures        atomic.Uint64
+	unansweredVerify                     atomic.Uint64
+	unansweredAmbiguous                  atomic.Uint64
+	unansweredStartedAfter               atomic.Uint64
 }
 
 // Stats is a point-in-time copy of a watcher's counters.
@@ -33,6 +37,19 @@ type Stats struct {
 	// ResolveHits: hits answered by NewResolveSource's live sock_diag
 	// lookup of the one connection, before the snapshot had it.
 	ResolveHits uint64
+	// Verifications: owner checks made with a system call (one readlinkat);
+	// VerifyFailures: those that found the owner no longer holding the
+	// socket (the row or cached answer is dropped and a rescan requested).
+	Verifications  uint64
+	VerifyFailures uint64
+	// Misses left unanswered by rule rather than for want of data (each
+	// also counts in Misses): the only owner found failed its verification
+	// (UnansweredVerify), only a listener shared by several processes
+	// matched (UnansweredAmbiguous), or the owner started after the event
+	// (UnansweredStartedAfter).
+	UnansweredVerify       uint64
+	UnansweredAmbiguous    uint64
+	UnansweredStartedAfter uint64
 
 	LastRescan    time.Duration // duration of the last successful rescan
 	Sockets       int64         // rows in the current snapshot
@@ -47,16 +64,23 @@ func (w *Watcher) Stats() Stats {
 	return Stats{
 		// Every Lookup ends in exactly one of these; not counting lookups
 		// separately saves an atomic add per lookup.
-		Lookups:       w.stats.notLocal.Load() + w.stats.hits.Load() + w.stats.misses.Load() + w.stats.negativeHits.Load(),
-		NotLocal:      w.stats.notLocal.Load(),
-		Hits:          w.stats.hits.Load(),
-		Misses:        w.stats.misses.Load(),
-		NegativeHits:  w.stats.negativeHits.Load(),
-		Rescans:       w.stats.rescans.Load(),
-		Errors:        w.stats.errors.Load(),
-		WaitTimeouts:  w.stats.waitTimeouts.Load(),
-		TrackerHits:   w.stats.trackerHits.Load(),
-		ResolveHits:   w.stats.resolveHits.Load(),
+		Lookups:      w.stats.notLocal.Load() + w.stats.hits.Load() + w.stats.misses.Load() + w.stats.negativeHits.Load(),
+		NotLocal:     w.stats.notLocal.Load(),
+		Hits:         w.stats.hits.Load(),
+		Misses:       w.stats.misses.Load(),
+		NegativeHits: w.stats.negativeHits.Load(),
+		Rescans:      w.stats.rescans.Load(),
+		Errors:       w.stats.errors.Load(),
+		WaitTimeouts: w.stats.waitTimeouts.Load(),
+		TrackerHits:  w.stats.trackerHits.Load(),
+		ResolveHits:  w.stats.resolveHits.Load(),
+
+		Verifications:          w.stats.verifications.Load(),
+		VerifyFailures:         w.stats.verifyFailures.Load(),
+		UnansweredVerify:       w.stats.unansweredVerify.Load(),
+		UnansweredAmbiguous:    w.stats.unansweredAmbiguous.Load(),
+		UnansweredStartedAfter: w.stats.unansweredStartedAfter.Load(),
+
 		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
 		Sockets:       w.stats.sockets.Load(),
 		Processes:     w.stats.processes.Load(),

@@ -45,6 +45,16 @@ type Socket struct {
 	// Inode identifies the socket on Linux; 0 for sockets no file refers
 	// to (TIME_WAIT) and on other systems.
 	Inode uint64
+	// FD is the descriptor number at which PID held the socket when its fd
+	// table was read, so that one readlink re-checks the owner (see
+	// OwnerVerifier). Task is the thread whose task/<tid>/fd table listed
+	// it when the process's own fd/ did not (its main thread exited); 0
+	// otherwise.
+	FD   int32
+	Task int32
+	// V6Only tells whether an IPv6 socket refuses IPv4 (IPV6_V6ONLY):
+	// known only from sock_diag; text tables leave it V6OnlyUnknown.
+	V6Only V6Only
 	// PID is the lowest PID that holds the socket open, 0 if none was found.
 	PID int
 	// StartKey identifies the PID's process instance (its start time in
@@ -57,6 +67,17 @@ type Socket struct {
 	NetNS   uint64
 	Foreign bool
 }
+
+// V6Only is an IPv6 socket's IPV6_V6ONLY flag as far as it is known.
+type V6Only uint8
+
+// IPV6_V6ONLY states. A [::] socket answers IPv4 events only when it is
+// known to be dual-stack (V6OnlyOff).
+const (
+	V6OnlyUnknown V6Only = iota
+	V6OnlyOff
+	V6OnlyOn
+)
 
 // Process is what the watcher knows of a socket's owner. A *Process is
 // immutable once published: readers share it without locks.
@@ -98,6 +119,23 @@ type Engine interface {
 	Process(pid int, startKey uint64) (*Process, error)
 	// LocalAddrs lists the host's interface addresses.
 	LocalAddrs() ([]netip.Addr, error)
+}
+
+// OwnerVerifier is implemented by engines that can re-check, with one
+// system call and no allocation, that a process still holds a socket (the
+// Linux engine: readlinkat through a pinned /proc/<pid> directory). The
+// watcher verifies every answer it gives from a socket table through it;
+// engines without it (Windows) are answered from their tables as read.
+type OwnerVerifier interface {
+	// PinProcess returns a handle on the process instance pid/startKey
+	// that fails every later check once that instance has exited, even if
+	// the PID is reused; an error if pid no longer names that instance.
+	PinProcess(pid int, startKey uint64) (handle int, err error)
+	// HoldsSocket reports whether the pinned process holds socket inode at
+	// descriptor fd (of thread task when task is not 0).
+	HoldsSocket(handle int, task, fd int32, inode uint64) bool
+	// UnpinProcess releases a handle.
+	UnpinProcess(handle int)
 }
 
 // procName is packetbeat's naming rule: /proc/<pid>/comm holds at most 15

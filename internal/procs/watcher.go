@@ -104,6 +104,9 @@ type Watcher struct {
 
 	neg negCache
 
+	// pins verifies owners (nil when the engine cannot: see OwnerVerifier).
+	pins *pinSet
+
 	// recalled caches owners described for Fallback answers, by identity.
 	recalledMu sync.Mutex
 	recalled   map[procKey]*cachedProc
@@ -146,6 +149,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		cancel:   cancel,
 		wake:     make(chan struct{}, 1),
 	}
+	if v, ok := engine.(OwnerVerifier); ok {
+		w.pins = &pinSet{v: v, m: map[procKey]*pin{}}
+	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
 	w.snap.Store(empty)
@@ -163,6 +169,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 func (w *Watcher) Close() error {
 	w.cancel()
 	w.wg.Wait()
+	if w.pins != nil {
+		w.pins.closeAll()
+	}
 	if c, ok := w.cfg.Fallback.(io.Closer); ok {
 		return c.Close()
 	}
@@ -176,9 +185,13 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 
 // LookupAt returns the process that owns the local endpoint local talking to
 // remote (remote may be the zero AddrPort when unknown) for an event that
-// happened at at (zero for now), or nil. Remote endpoints and cached answers
-// cost no allocation; a miss may wait for one coalesced, rate-limited
-// rescan, at most RescanTimeout.
+// happened at at (zero for now), or nil. An answer is given only under the
+// rules of docs/add_network_process.md, "When an answer is given": a
+// socket-table answer is verified (or its verification reused while
+// Config.Changes proves nothing changed), a listener shared by several
+// processes answers nothing, and no process that started after at is
+// named. Remote endpoints and cached answers cost no allocation; a miss may
+// wait for one coalesced, rate-limited rescan, at most RescanTimeout.
 func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPort) *Process {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	if remote.IsValid() {
@@ -196,13 +209,28 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		w.stats.notLocal.Add(1)
 		return nil
 	}
-	p, known := snap.find(t, local, remote)
-	if p != nil {
-		w.stats.hits.Add(1)
-		if snap.stale.Load() {
-			w.requestRescan()
+	var why unanswered
+	r, res := snap.find(t, local, remote)
+	if res == foundRow {
+		switch w.check(r, at, t, local.Port()) {
+		case answerOK:
+			w.stats.hits.Add(1)
+			if snap.stale.Load() {
+				w.requestRescan()
+			}
+			return r.p
+		case answerStartedAfter:
+			// The socket's owner started after the event: the socket is
+			// not the event's. A record of an older connection on this
+			// tuple (the tracker's) may still answer; a rescan would not.
+			why, res = unansweredStartedAfter, foundUnowned
+		default:
+			// Dropped from use: the exact paths below may still answer.
+			why, res = unansweredVerifyFailed, foundNone
 		}
-		return p
+	}
+	if res == foundAmbiguous {
+		why = unansweredAmbiguous
 	}
 	// The negative cache comes first: a tuple in it was already put to
 	// Fallback (which may cost a sock_diag query or a wait for the tracker's
@@ -214,7 +242,8 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		return nil
 	}
 	if w.cfg.Fallback != nil {
-		if p, live := w.recall(t, local, remote, at); p != nil {
+		p, live, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
+		if p != nil {
 			w.stats.hits.Add(1)
 			if live {
 				w.stats.resolveHits.Add(1)
@@ -223,29 +252,65 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 			}
 			return p
 		}
+		if rwhy != 0 {
+			why = rwhy
+		}
 	}
-	if known && !snap.stale.Load() {
+	if res == foundUnowned && !snap.stale.Load() {
 		// The row exists and nobody holds it (TIME_WAIT, orphaned); a
 		// rescan would not change that.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
-		w.stats.misses.Add(1)
-		return nil
+		return w.unanswered(why)
 	}
 	fresh := w.awaitRescan(snap, now)
 	if fresh == nil {
 		// Rate-limited: remember the miss until the scheduled rescan lands.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)
-		w.stats.misses.Add(1)
-		return nil
+		return w.unanswered(why)
 	}
 	if w.isLocal(fresh, local.Addr()) {
-		if p, _ = fresh.find(t, local, remote); p != nil {
-			w.stats.hits.Add(1)
-			return p
+		r, res = fresh.find(t, local, remote)
+		switch res {
+		case foundRow:
+			switch w.check(r, at, t, local.Port()) {
+			case answerOK:
+				w.stats.hits.Add(1)
+				return r.p
+			case answerStartedAfter:
+				why = unansweredStartedAfter
+			default:
+				why = unansweredVerifyFailed
+			}
+		case foundAmbiguous:
+			why = unansweredAmbiguous
 		}
 	}
 	w.neg.put(key, now.Add(w.cfg.NegativeTTL), fresh.gen, true)
+	return w.unanswered(why)
+}
+
+// unanswered is why a local lookup ended without an answer by rule rather
+// than for want of data.
+type unanswered uint8
+
+const (
+	unansweredNone unanswered = iota
+	unansweredVerifyFailed
+	unansweredAmbiguous
+	unansweredStartedAfter
+)
+
+// unanswered counts a miss and its reason, and returns nil.
+func (w *Watcher) unanswered(why unanswered) *Process {
 	w.stats.misses.Add(1)
+	switch why {
+	case unansweredVerifyFailed:
+		w.stats.unansweredVerify.Add(1)
+	case unansweredAmbiguous:
+		w.stats.unansweredAmbiguous.Add(1)
+	case unansweredStartedAfter:
+		w.stats.unansweredStartedAfter.Add(1)
+	}
 	return nil
 }
 
@@ -253,31 +318,79 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 // it through the engine while it lives and from Fallback's minimal record
 // once it has exited. Descriptions are cached by identity (PID + start).
 // live reports an answer read from the kernel's current socket table (the
-// resolve source) rather than from a record of the past.
-func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time) (p *Process, live bool) {
+// resolve source) rather than from a record of the past; such an answer is
+// verified like a snapshot row. why says why an owner found was not given.
+// afterFailure: the snapshot's owner of this socket failed its verification,
+// so while the socket lives only the exact lookup may answer (MODEL rule 1).
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok = rs.recall(t, local, remote, at)
-	} else {
+		sock, minimal, live, ok = rs.recall(t, local, remote, at, afterFailure)
+	} else if !afterFailure {
 		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
 	}
 	if !ok || sock.PID <= 0 {
-		return nil, false
+		return nil, false, 0
 	}
+	if !live && sock.Listen {
+		// A record's owner found through a listener (the tracker's) is a
+		// listener answer: it is given only as the socket table's own
+		// listener answer would be (rule 2), one owner, IPV6_V6ONLY
+		// respected, and verified. A record cannot tell those; a listener
+		// the snapshot does not know yet is found by the rescan below.
+		r, res := snap.listenerFor(t, local)
+		switch {
+		case res == foundAmbiguous:
+			return nil, false, unansweredAmbiguous
+		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
+			return nil, false, 0
+		}
+		switch w.check(r, at, t, local.Port()) {
+		case answerOK:
+			return r.p, false, 0
+		case answerStartedAfter:
+			return nil, false, unansweredStartedAfter
+		default:
+			return nil, false, unansweredVerifyFailed
+		}
+	}
+	p = w.describe(sock, minimal)
+	if p == nil {
+		return nil, false, 0
+	}
+	if live {
+		switch w.checkSocket(&sock, p, at) {
+		case answerStartedAfter:
+			return nil, false, unansweredStartedAfter
+		case answerVerifyFailed:
+			if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+				rs.forget(t, local, remote)
+			}
+			return nil, false, unansweredVerifyFailed
+		}
+	} else if startedAfter(p, at) {
+		return nil, false, unansweredStartedAfter
+	}
+	return p, live, 0
+}
+
+// describe returns the cached or freshly read description of sock's owner,
+// or minimal when it has exited (nil if there is none).
+func (w *Watcher) describe(sock Socket, minimal *Process) *Process {
 	k := procKey{sock.PID, sock.StartKey}
 	now := time.Now()
 	w.recalledMu.Lock()
 	c, ok := w.recalled[k]
 	w.recalledMu.Unlock()
 	if ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
-		return c.p, live
+		return c.p
 	}
 	p, err := w.engine.Process(sock.PID, sock.StartKey)
 	if err != nil {
 		if minimal == nil {
-			return nil, false
+			return nil
 		}
 		p = minimal // exited (or recycled): what Fallback saw is all there is
 	}
@@ -287,7 +400,7 @@ func (w *Watcher) recall(t Transport, local, remote netip.AddrPort, at time.Time
 	}
 	w.recalled[k] = &cachedProc{p: p, loaded: now}
 	w.recalledMu.Unlock()
-	return p, live
+	return p
 }
 
 // recalledCacheSize caps descriptions of Fallback owners; short-lived clients
@@ -296,7 +409,7 @@ const recalledCacheSize = 4096
 
 // LookupInContainer is LookupAt for an event that names the container it
 // belongs to: the container's network namespace is searched first, so its
-// 127.0.0.1 is not taken for the host's. Without a match there (or for an
+// 127.0.0.1 is not taken for the host's. Without an answer there (or for an
 // unknown container) it is LookupAt.
 func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) *Process {
 	if sub := w.snap.Load().inContainer(containerID); sub != nil {
@@ -306,9 +419,9 @@ func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transpor
 			r = netip.AddrPortFrom(r.Addr().Unmap(), r.Port())
 		}
 		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
-			if p, _ := sub.find(t, l, r); p != nil {
+			if row, res := sub.find(t, l, r); res == foundRow && w.check(row, at, t, l.Port()) == answerOK {
 				w.stats.hits.Add(1)
-				return p
+				return row.p
 			}
 		}
 	}

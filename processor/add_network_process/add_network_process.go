@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/beats/v7/libbeat/processors"
@@ -167,11 +166,14 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 
 	var srcProc, dstProc *procs.Process
 	container := p.eventContainer(ev)
+	// The event's @timestamp bounds whom it may name: no process that
+	// started after it (zero, as on events built without one: now).
+	at := ev.Timestamp
 	if src.present {
-		srcProc = p.watcher.LookupInContainer(container, time.Time{}, t, src.ap, dst.ap)
+		srcProc = p.watcher.LookupInContainer(container, at, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc = p.watcher.LookupInContainer(container, time.Time{}, t, dst.ap, src.ap)
+		dstProc = p.watcher.LookupInContainer(container, at, t, dst.ap, src.ap)
 	}
 	if srcProc != nil {
 		p.write(ev, p.srcOut, srcProc, &rep)

@@ -75,7 +75,9 @@ func badEvent(ip, port, tr any) *beat.Event {
 	if tr != absent {
 		f["network"] = mapstr.M{"transport": tr, "type": "ipv4"}
 	}
-	return &beat.Event{Timestamp: time.Unix(1700000000, 0).UTC(), Fields: f, Meta: mapstr.M{"pipeline": "p"}}
+	// Stamped now: the processor never names a process that started after
+	// an event's @timestamp.
+	return &beat.Event{Timestamp: time.Now().UTC(), Fields: f, Meta: mapstr.M{"pipeline": "p"}}
 }
 
 type badCase struct {

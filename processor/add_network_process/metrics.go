@@ -41,6 +41,11 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.WaitTimeouts += st.WaitTimeouts
 			sum.TrackerHits += st.TrackerHits
 			sum.ResolveHits += st.ResolveHits
+			sum.Verifications += st.Verifications
+			sum.VerifyFailures += st.VerifyFailures
+			sum.UnansweredVerify += st.UnansweredVerify
+			sum.UnansweredAmbiguous += st.UnansweredAmbiguous
+			sum.UnansweredStartedAfter += st.UnansweredStartedAfter
 			sum.Sockets += st.Sockets
 			sum.Processes += st.Processes
 			sum.NegativeCache += st.NegativeCache
@@ -64,6 +69,13 @@ func registerMetrics(reg *monitoring.Registry) {
 		monitoring.ReportInt(v, "resolve_hits", int64(sum.ResolveHits))
 		monitoring.ReportInt(v, "netns_ambiguous", sum.Ambiguous)
 		monitoring.ReportInt(v, "netns_foreign", sum.Namespaces)
+		monitoring.ReportInt(v, "verifications", int64(sum.Verifications))
+		monitoring.ReportInt(v, "verify_failures", int64(sum.VerifyFailures))
+		monitoring.ReportNamespace(v, "unanswered", func() {
+			monitoring.ReportInt(v, "verify_failed", int64(sum.UnansweredVerify))
+			monitoring.ReportInt(v, "ambiguous_listener", int64(sum.UnansweredAmbiguous))
+			monitoring.ReportInt(v, "started_after_event", int64(sum.UnansweredStartedAfter))
+		})
 		monitoring.ReportNamespace(v, "cache", func() {
 			monitoring.ReportInt(v, "sockets", sum.Sockets)
 			monitoring.ReportInt(v, "processes", sum.Processes)

@@ -293,3 +293,37 @@ func TestTrackerAnswersAreCountedApart(t *testing.T) {
 		}
 	}
 }
+
+// TestEventTimeBoundsTheAnswer: an event stamped before this process
+// started is never credited to it; the same event stamped now is, and an
+// event without a @timestamp counts as now.
+func TestEventTimeBoundsTheAnswer(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	p := newFromYAML(t, "tracker: procfs\ninclude_fields: [pid]\n")
+	pidOf := func(ts time.Time) int {
+		ev := event("198.51.100.7", 40000, "127.0.0.1", port, "tcp")
+		ev.Timestamp = ts
+		out, err := p.Run(ev)
+		if err != nil || out == nil {
+			t.Fatalf("Run: %v", err)
+		}
+		v, _ := out.GetValue("destination.process.pid")
+		n, _ := v.(int)
+		return n
+	}
+	self := os.Getpid()
+	if got := pidOf(time.Now()); got != self {
+		t.Fatalf("event stamped now: pid %d, want %d", got, self)
+	}
+	if got := pidOf(time.Now().Add(-24 * time.Hour)); got != 0 {
+		t.Errorf("event stamped a day ago (before this process started): pid %d, want none", got)
+	}
+	if got := pidOf(time.Time{}); got != self {
+		t.Errorf("event without @timestamp: pid %d, want %d", got, self)
+	}
+}
