@@ -152,4 +152,3 @@ func (s Sources) Deb(outDir string) (string, error) {
 	}
 	return out, nil
 }
-
