@@ -24,7 +24,7 @@ func writeTar(w io.Writer, files []file, mtime time.Time) error {
 			return err
 		}
 		seen[dir] = true
-		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX})
+		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: 0o755, Uname: "root", Gname: "root", ModTime: mtime, Format: tar.FormatPAX})
 	}
 	for _, f := range files {
 		name := strings.TrimPrefix(f.dst, "/")
@@ -36,7 +36,7 @@ func writeTar(w io.Writer, files []file, mtime time.Time) error {
 				return fmt.Errorf("tar: directory %s listed after its contents", f.dst)
 			}
 			seen[f.dst] = true
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: tarMode(f.mode), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: tarMode(f.mode), Uname: "root", Gname: "root", ModTime: mtime, Format: tar.FormatPAX}); err != nil {
 				return err
 			}
 			continue
@@ -48,7 +48,7 @@ func writeTar(w io.Writer, files []file, mtime time.Time) error {
 		if err != nil {
 			return err
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(f.mode.Perm()), Size: int64(len(data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(f.mode.Perm()), Uname: "root", Gname: "root", Size: int64(len(data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
 			return err
 		}
 		if _, err := tw.Write(data); err != nil {

@@ -205,7 +205,7 @@ func dockerRunBlock() string {
 	for _, a := range deploy.DockerRunArgs(deploy.Capabilities()) {
 		b.WriteString("  " + a + " \\\n")
 	}
-	b.WriteString("  --volume=/var/log/connections:" + deploy.ImageConnections + ":ro \\\n")
+	b.WriteString("  --volume=" + deploy.ImageConnections + ":" + deploy.ImageConnections + ":ro \\\n")
 	b.WriteString("  --env=ELASTICSEARCH_HOSTS=https://elasticsearch:9200 \\\n")
 	b.WriteString("  " + deploy.ImageTag() + "\n```\n")
 	return b.String()
@@ -242,7 +242,7 @@ func TestDocsDockerRun(t *testing.T) {
 	// capability table) names exactly the capabilities file's.
 	for _, line := range strings.Split(doc, "\n") {
 		if i := strings.Index(line, "add: ["); i >= 0 {
-			list := strings.TrimSuffix(strings.TrimSpace(line[i+len("add: ["):]), "]")
+			list, _, _ := strings.Cut(line[i+len("add: ["):], "]")
 			var got []string
 			for _, c := range strings.Split(list, ",") {
 				got = append(got, strings.TrimSpace(c))
