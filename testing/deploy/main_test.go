@@ -4,7 +4,7 @@
 // image under a real dockerd with the documented options, the .deb installed
 // with dpkg, and the agreement of the Kubernetes manifest, the Docker options
 // and the docs. The image and the packages carry one static binary, built
-// once per run (or taken from $NETPROCBEAT_DIST_BIN).
+// once per run before the tests start (or taken from $NETPROCBEAT_DIST_BIN).
 //
 //	go test ./testing/deploy/ -v -count=1
 //
@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +41,12 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("NETPROCBEAT_TEST_PREFIX"); p != "" {
 		prefix = p
 	}
+	// Built before m.Run, so a cold build (minutes) does not count against
+	// go test's -timeout.
+	if err := buildDist(); err != nil {
+		fmt.Fprintln(os.Stderr, "testing/deploy: static netprocbeat binary:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if distDir != "" {
 		os.RemoveAll(distDir)
@@ -50,37 +55,39 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	distOnce sync.Once
-	distBin  string
-	distDir  string
-	distErr  error
+	// distBin is the static binary the image and the packages carry.
+	distBin string
+	// distDir is the temporary directory distBin was built in, if any.
+	distDir string
 )
 
-// sources returns the deploy sources with the static binary, building it on
-// first use (NETPROCBEAT_DIST_BIN names a prebuilt one, e.g. from
+// buildDist builds the static binary once per run, or takes
+// NETPROCBEAT_DIST_BIN (e.g. build/dist/netprocbeat from
 // `go run mage.go dist`).
+func buildDist() error {
+	if bin := os.Getenv("NETPROCBEAT_DIST_BIN"); bin != "" {
+		if !filepath.IsAbs(bin) {
+			bin = filepath.Join(moduleRoot, bin)
+		}
+		distBin = bin
+		_, err := os.Stat(bin)
+		return err
+	}
+	var err error
+	if distDir, err = os.MkdirTemp("", prefix+"-dist-"); err != nil {
+		return err
+	}
+	distBin = filepath.Join(distDir, deploy.Name)
+	start := time.Now()
+	if err := deploy.BuildBinary(moduleRoot, distBin, ""); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "testing/deploy: built static %s in %v (set NETPROCBEAT_DIST_BIN to reuse one)\n", distBin, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// sources returns the deploy sources with the static binary.
 func sources(t *testing.T) deploy.Sources {
 	t.Helper()
-	distOnce.Do(func() {
-		if bin := os.Getenv("NETPROCBEAT_DIST_BIN"); bin != "" {
-			if !filepath.IsAbs(bin) {
-				bin = filepath.Join(moduleRoot, bin)
-			}
-			_, distErr = os.Stat(bin)
-			distBin = bin
-			return
-		}
-		distDir, distErr = os.MkdirTemp("", prefix+"-dist-")
-		if distErr != nil {
-			return
-		}
-		distBin = filepath.Join(distDir, deploy.Name)
-		start := time.Now()
-		distErr = deploy.BuildBinary(moduleRoot, distBin, "")
-		fmt.Fprintf(os.Stderr, "testing/deploy: built static %s in %v (set NETPROCBEAT_DIST_BIN to reuse one)\n", distBin, time.Since(start).Round(time.Second))
-	})
-	if distErr != nil {
-		t.Fatalf("static netprocbeat binary: %v", distErr)
-	}
 	return deploy.Sources{Root: moduleRoot, Binary: distBin}
 }
