@@ -93,8 +93,12 @@ type Watcher struct {
 	mu        sync.Mutex    // guards the rescan state below
 	running   chan struct{} // closed when the rescan in flight ends; nil if none
 	lastStart time.Time
-	wantAt    time.Time // a background rescan is wanted at this time; zero if none
-	gen       uint64
+	// runDeadline is when lookups stop waiting for the rescan in flight:
+	// its start plus RescanTimeout, whoever joined it when.
+	runDeadline time.Time
+	closed      bool      // Close has begun: no rescan starts any more
+	wantAt      time.Time // a background rescan is wanted at this time; zero if none
+	gen         uint64
 
 	// Owned by the rescan goroutine; only one rescan runs at a time.
 	procs   map[procKey]*cachedProc
@@ -110,10 +114,16 @@ type Watcher struct {
 
 	stats counters
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wake   chan struct{}
-	wg     sync.WaitGroup
+	// fallback guards Config.Fallback's owner source against Close.
+	fallback *guardedSource
+	aw       addrWatch // rtnetlink address events: addrwatch_linux.go
+	as       addrState // addresses: addrs.go
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wake      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 type procKey struct {
@@ -133,6 +143,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		log = logp.NewLogger("add_network_process")
 	}
 	cfg = cfg.withDefaults()
+	guard := guardFallback(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
 		engine:   engine,
@@ -145,10 +156,13 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		ctx:      ctx,
 		cancel:   cancel,
 		wake:     make(chan struct{}, 1),
+		fallback: guard,
 	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
 	w.snap.Store(empty)
+	// Subscribe before listing, so that no change falls between the two.
+	w.startAddrWatch()
 	w.refreshAddrs()
 	w.mu.Lock()
 	w.startRescanLocked(time.Now())
@@ -159,14 +173,35 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 }
 
 // Close stops the background goroutines and waits for them, including a
-// rescan in flight (which stops at its budget or sooner).
+// rescan in flight (which stops at its budget or sooner), then closes the
+// fallback owner source. It is safe to call while lookups run and more than
+// once: from when Close begins no rescan starts and no lookup waits, lookups
+// that Close overlaps may still answer, and lookups after it answer nil at
+// once (the fallback is not asked any more).
 func (w *Watcher) Close() error {
-	w.cancel()
-	w.wg.Wait()
-	if c, ok := w.cfg.Fallback.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
+	var err error
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		gen := w.gen + 1
+		w.mu.Unlock()
+		w.cancel()
+		w.stopAddrWatch()
+		w.wg.Wait()
+		if w.staleTimer != nil {
+			w.staleTimer.Stop()
+		}
+		// An empty, fresh snapshot: a lookup finds nothing, the fallback
+		// refuses, and awaitRescan returns at once.
+		w.snap.Store(newSnapshot(gen, 0))
+		if c, ok := w.cfg.Fallback.(io.Closer); ok {
+			err = c.Close()
+		}
+		if e := w.fallback.Close(); err == nil {
+			err = e
+		}
+	})
+	return err
 }
 
 // Lookup is LookupAt for an event happening now.
