@@ -46,6 +46,10 @@ type linuxEngine struct {
 	// rescan that ran out of budget); what was read since is trusted
 	// without verification. See resolveOwners.
 	fullFrom, chainFrom uint64
+	// walkWhole: the walk in progress covers the whole table (not Resolve).
+	walkWhole bool
+	// clock, if set, is the watcher's Config.Changes (setChangeClock).
+	clock ChangeClock
 	// fallbackInodes: up to 16 ownerless inodes that made the last
 	// incremental walk fall back to a full one (for tests).
 	fallbackInodes []uint64
@@ -75,6 +79,19 @@ type engineStats struct {
 	// (the process was then re-read).
 	verifyFailed uint64
 	cutShort     uint64 // walks stopped by the rescan budget (resumed by the next)
+	// verifySkipped: trusted processes whose re-check was skipped (checked
+	// within verifyEvery, or an unchanged change-clock epoch).
+	verifySkipped uint64
+}
+
+// setChangeClock gives the owner walk the tracker's change counters: a
+// process whose epoch did not change since its descriptors were checked
+// needs no re-check. The Watcher calls it from New; the clock is read only
+// under e.mu.
+func (e *linuxEngine) setChangeClock(c ChangeClock) {
+	e.mu.Lock()
+	e.clock = c
+	e.mu.Unlock()
 }
 
 // NewEngine returns the engine for host_path root ("" or "/" for this host).

@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +46,7 @@ func TestWalkReplacedSocketDescriptor(t *testing.T) {
 	}
 	defer sc.Close()
 	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	remote := netip.MustParseAddrPort(c.RemoteAddr().String())
 	sock, err := c.(*net.TCPConn).File()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +74,27 @@ func TestWalkReplacedSocketDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = y.Process.Kill(); _ = y.Wait() }()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(sock.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
 	sock.Close() // only X and Y hold it now
+	link := "socket:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		held := false
+		for _, d := range ents {
+			if l, _ := os.Readlink("/proc/self/fd/" + d.Name()); l == link {
+				held = true
+			}
+		}
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("this test still holds %s", link)
+		}
+	}
 	if x.Process.Pid > y.Process.Pid {
 		t.Skip("PIDs wrapped between the two children")
 	}
@@ -83,7 +106,7 @@ func TestWalkReplacedSocketDescriptor(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, s := range socks {
-			if s.Transport == TCP && s.Local == local && !s.Listen {
+			if s.Transport == TCP && s.Local == local && s.Remote == remote {
 				return s.PID
 			}
 		}
@@ -91,8 +114,13 @@ func TestWalkReplacedSocketDescriptor(t *testing.T) {
 		return 0
 	}
 	if got := ownerNow(); got != x.Process.Pid {
-		t.Fatalf("before: owner %d, want X=%d (the lower PID)", got, x.Process.Pid)
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(got) + "/cmdline")
+		t.Fatalf("before: owner %d (%q; this test is %d), want X=%d (the lower PID)", got, cmdline, os.Getpid(), x.Process.Pid)
 	}
+	// The next walk comes after verifyEvery, as rescans on a real host do:
+	// a walk sooner may trust X's descriptors without re-checking them.
+	later := time.Now().Add(verifyEvery + time.Second)
+	e.now = func() time.Time { return later }
 	if _, err := xin.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -188,4 +216,47 @@ func TestWalkMainThreadExited(t *testing.T) {
 		apVictim: {TCP, 200},
 		apHTTP:   {TCP, 100},
 	})
+}
+
+// fakeClock is a ChangeClock whose process epoch the test sets.
+type fakeClock struct{ epoch uint32 }
+
+func (c *fakeClock) PortEpoch(Transport, uint16) uint32 { return 0 }
+func (c *fakeClock) ProcEpoch(int) uint32               { return c.epoch }
+
+// TestWalkChangeClock: with the tracker's change clock, a process whose
+// epoch did not move needs no re-check of its socket descriptors, and one
+// whose epoch moved is re-checked even within verifyEvery.
+func TestWalkChangeClock(t *testing.T) {
+	e := newLinuxEngine(t)
+	if !e.fdCounts {
+		t.Skip("this kernel does not report fd counts: every walk is full")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a socket of ours to check
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	clock := &fakeClock{epoch: 1}
+	e.setChangeClock(clock)
+	now := time.Now()
+	e.now = func() time.Time { return now }
+	ctx := context.Background()
+	if _, err := e.Sockets(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	verified := e.stats.verified
+	if _, err := e.Sockets(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.stats.verified != verified {
+		t.Errorf("unchanged epochs: %d descriptors re-checked, want 0", e.stats.verified-verified)
+	}
+	clock.epoch = 2 // every process closed something
+	if _, err := e.Sockets(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.stats.verified == verified {
+		t.Error("changed epochs: nothing re-checked within verifyEvery")
+	}
 }

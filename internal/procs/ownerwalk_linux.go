@@ -25,6 +25,10 @@ type procFds struct {
 	// its fd table.
 	readGen uint64
 	readAt  time.Time
+	// checkedAt: the last read or verification (see verifyEvery); epoch:
+	// the change clock's reading for the PID then.
+	checkedAt time.Time
+	epoch     uint32
 	// trusted: this walk reused inodes instead of reading fd/.
 	trusted bool
 	// viaTask: the main thread has exited, so fd/ is empty and the table
@@ -36,6 +40,17 @@ type procFds struct {
 // fullWalkEvery bounds how long an incremental walk may trust a process's
 // fd table without reading it again; see resolveOwners.
 const fullWalkEvery = 30 * time.Second
+
+// verifyEvery bounds how long a rescan may trust a process's socket
+// descriptors without re-checking them (one readlinkat each, ~5-10 µs on
+// /proc/<pid>/fd: re-checking 12k sockets on every rescan cost +45 ms per
+// rescan, docs/benchmarks.md). Answers are verified when given
+// (docs/add_network_process.md, "When an answer is given"), so a process
+// that gave its socket away is never named for it; this bound is how long
+// the snapshot may offer the old owner, and with the tracker's change
+// clock an unchanged process epoch proves the check unnecessary at once.
+// Single-socket walks (Resolve) always check.
+const verifyEvery = 2 * time.Second
 
 // resolveOwners sets each socket's PID to the lowest PID holding its inode.
 //
@@ -86,6 +101,7 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 	}
 	now := e.now()
 	e.walkGen++
+	e.walkWhole = wholeTable
 	if e.fullFrom == 0 && (e.lastFull.IsZero() || !e.fdCounts) {
 		e.fullFrom = e.walkGen
 	}
@@ -204,6 +220,9 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 	// taken the same way whether or not the read is then reused, so the
 	// count never includes a directory this walk opened (which made our own
 	// process look changed on every walk).
+	// The epoch is read before anything is checked, so a change during the
+	// check shows as a different epoch next time.
+	ep := e.procEpoch(pid)
 	ino, size := uint64(0), int64(-1)
 	if e.fdCounts {
 		name := string(e.nameBuf[:len(e.nameBuf)-1])
@@ -215,11 +234,21 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 			}
 		}
 		if p != nil && !force && !p.viaTask && size >= 0 && ino == p.ino && size == p.nfds &&
-			p.readGen >= e.fullFrom && now.Sub(p.readAt) < fullWalkEvery &&
-			(p.readGen >= e.chainFrom || e.verify(procfd, pid, p)) {
-			p.seen, p.trusted = e.walkGen, true
-			e.stats.trusted++
-			return
+			p.readGen >= e.fullFrom && now.Sub(p.readAt) < fullWalkEvery {
+			ok := true
+			switch {
+			case p.readGen >= e.chainFrom: // read during this unfinished walk
+			case e.checkedRecently(pid, p, now):
+			default:
+				if ok = e.verify(procfd, pid, p); ok {
+					p.checkedAt, p.epoch = now, ep
+				}
+			}
+			if ok {
+				p.seen, p.trusted = e.walkGen, true
+				e.stats.trusted++
+				return
+			}
 		}
 	}
 	// Opening the directory pins this process instance: if the PID exits
@@ -262,7 +291,32 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 	}
 	p.ino, p.start, p.nfds, p.inodes, p.fdNums, p.seen, p.trusted = dst.Ino, start, size, inodes, fdNums, e.walkGen, false
 	p.readGen, p.readAt, p.viaTask = e.walkGen, now, viaTask
+	p.checkedAt, p.epoch = now, ep
 	e.fds[pid] = p
+}
+
+// checkedRecently reports whether p's socket descriptors need no re-check
+// in this walk: the change clock, where there is one, proves that pid
+// closed or replaced no descriptor since the last check; without one, a
+// whole-table walk checked them less than verifyEvery ago.
+func (e *linuxEngine) checkedRecently(pid int, p *procFds, now time.Time) bool {
+	var skip bool
+	if e.clock != nil {
+		skip = e.clock.ProcEpoch(pid) == p.epoch
+	} else {
+		skip = e.walkWhole && now.Sub(p.checkedAt) < verifyEvery
+	}
+	if skip {
+		e.stats.verifySkipped++
+	}
+	return skip
+}
+
+func (e *linuxEngine) procEpoch(pid int) uint32 {
+	if e.clock == nil {
+		return 0
+	}
+	return e.clock.ProcEpoch(pid)
 }
 
 // verify reports whether every descriptor through which p held a socket of

@@ -144,6 +144,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	}
 	cfg = cfg.withDefaults()
 	guard := guardFallback(&cfg)
+	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
+		c.setChangeClock(cfg.Changes)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
 		engine:   engine,
