@@ -1,6 +1,7 @@
 package procs
 
 import (
+	"context"
 	"io"
 	"net/netip"
 	"sync"
@@ -23,7 +24,8 @@ type guardedSource struct {
 // guardFallback puts a guard around cfg.Fallback's closable part and
 // returns the guard (whose zero value, for no fallback, guards nothing). A
 // resolve source keeps its place, so the watcher still tells its live
-// answers apart; the source it falls back to is guarded inside it.
+// answers apart; the source it falls back to and its engine queries are
+// guarded inside it, so that after Close it answers nothing.
 func guardFallback(cfg *Config) *guardedSource {
 	switch f := cfg.Fallback.(type) {
 	case nil:
@@ -33,6 +35,7 @@ func guardFallback(cfg *Config) *guardedSource {
 		if f.next != nil {
 			f.next = g
 		}
+		f.r = guardedResolver{g, f.r}
 		return g
 	default:
 		g := &guardedSource{src: f}
@@ -51,6 +54,23 @@ func (g *guardedSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 		return Socket{}, nil, false
 	}
 	return g.src.Recall(t, local, remote, at)
+}
+
+// guardedResolver refuses single-connection queries once the guard closes.
+type guardedResolver struct {
+	g *guardedSource
+	r Resolver
+}
+
+func (gr guardedResolver) Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (Socket, bool, error) {
+	if !gr.g.mu.TryRLock() {
+		return Socket{}, false, nil
+	}
+	defer gr.g.mu.RUnlock()
+	if gr.g.closed {
+		return Socket{}, false, nil
+	}
+	return gr.r.Resolve(ctx, t, local, remote)
 }
 
 // Close marks the source closed once no Recall uses it, then closes it (if

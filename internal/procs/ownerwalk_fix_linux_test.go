@@ -260,3 +260,38 @@ func TestWalkChangeClock(t *testing.T) {
 		t.Error("changed epochs: nothing re-checked within verifyEvery")
 	}
 }
+
+// TestLookupAfterCloseRealEngine: after Close a lookup answers nil, also
+// through the resolve source's single-connection query.
+func TestLookupAfterCloseRealEngine(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	remote := netip.MustParseAddrPort(c.RemoteAddr().String())
+	e := newLinuxEngine(t)
+	cfg := Config{MinRescanInterval: time.Hour}
+	cfg.Fallback = NewResolveSource(e, nil, 100, time.Hour, time.Second)
+	w := New(e, cfg, nil)
+	if p := w.Lookup(TCP, local, remote); p == nil || p.PID != os.Getpid() {
+		t.Fatalf("before Close: %+v", p)
+	}
+	w.Close()
+	c2, err := net.Dial("tcp", ln.Addr().String()) // only Resolve could find it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for _, ap := range []netip.AddrPort{local, netip.MustParseAddrPort(c2.LocalAddr().String())} {
+		if p := w.Lookup(TCP, ap, remote); p != nil {
+			t.Errorf("after Close, %v answered %d", ap, p.PID)
+		}
+	}
+}
