@@ -34,8 +34,9 @@ type Config struct {
 	// MinRescanInterval bounds rescans to one per interval, whatever the
 	// event rate (beats issues 25027, 37266).
 	MinRescanInterval time.Duration
-	// RescanTimeout is the budget of one rescan; a lookup waiting for a
-	// rescan gives up after it.
+	// RescanTimeout is the budget of one rescan attempt; lookups waiting
+	// for a rescan give up at its start plus RescanTimeout. An owner walk
+	// cut short by it is resumed by the next rescan.
 	RescanTimeout time.Duration
 	// NegativeCacheSize caps the unknown-tuple cache.
 	NegativeCacheSize int
