@@ -42,6 +42,7 @@ func reportEngine(b *testing.B, e *linuxEngine, before engineStats, n int) {
 	b.ReportMetric(float64(e.stats.reread-before.reread)/d, "fdtables-read/op")
 	b.ReportMetric(float64(e.stats.readlinks-before.readlinks)/d, "readlinks/op")
 	b.ReportMetric(float64(e.stats.fullWalks-before.fullWalks)/d, "fullwalks/op")
+	b.ReportMetric(float64(e.stats.verified-before.verified)/d, "rechecks/op")
 }
 
 // BenchmarkEngineTables: reading and parsing /proc/net/{tcp,tcp6,udp,udp6},
@@ -74,16 +75,18 @@ func BenchmarkEngineTables(b *testing.B) {
 // process's fd table (the old engine's only mode, minus its allocations);
 // walk=incremental is the common rescan: one of the 16 highest-PID helpers opened one
 // new connection since the last rescan (outside the timer), and the new
-// socket must come back with its owner.
+// socket must come back with its owner. walk=incremental-recheck is that
+// rescan when every trusted process's socket descriptors are due for their
+// re-check (verifyEvery; without the tracker's change clock), its worst case.
 func BenchmarkEngineSockets(b *testing.B) {
 	for _, s := range engineSizes {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLargeSize(b, s)
 			f := bench.Shared(b, s.procs, s.sockets)
-			for _, mode := range []string{"full", "incremental"} {
+			for _, mode := range []string{"full", "incremental", "incremental-recheck"} {
 				b.Run("walk="+mode, func(b *testing.B) {
 					e := newLinuxEngine(b)
-					if mode == "incremental" && !e.fdCounts {
+					if mode != "full" && !e.fdCounts {
 						b.Skip("this kernel does not report fd counts: every walk is full")
 					}
 					ctx := context.Background()
@@ -108,13 +111,18 @@ func BenchmarkEngineSockets(b *testing.B) {
 								b.Fatal(err)
 							}
 							local = bench.Conn{Client: ap, Server: target, Owner: h.PID}
+							if mode == "incremental-recheck" {
+								for _, p := range e.fds {
+									p.checkedAt = time.Time{}
+								}
+							}
 							b.StartTimer()
 						}
 						dst, err = e.Sockets(ctx, dst[:0])
 						if err != nil {
 							b.Fatal(err)
 						}
-						if mode == "incremental" {
+						if mode != "full" {
 							b.StopTimer()
 							if pid := ownerOf(dst, local); pid != local.Owner {
 								b.Fatalf("new connection %v owned by %d, want %d", local.Client, pid, local.Owner)

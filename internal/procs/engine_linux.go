@@ -29,6 +29,7 @@ type linuxEngine struct {
 	linkBuf []byte
 	dents   []byte // getdents buffer
 	nameBuf []byte // NUL-terminated PID for openat
+	pathBuf []byte // NUL-terminated names for openat/readlinkat
 	diagBuf []byte // sock_diag receive buffer
 	// useDiag: read socket tables through NETLINK_SOCK_DIAG instead of the
 	// text files (host_path "/" only, where both show this namespace).
@@ -39,6 +40,19 @@ type linuxEngine struct {
 	orphans  map[uint64]struct{}
 	walkGen  uint64
 	lastFull time.Time
+	// fullFrom is nonzero while a full walk is pending: processes last read
+	// before that walk generation must be read again. chainFrom is the
+	// generation of the first attempt of a walk that has not finished (a
+	// rescan that ran out of budget); what was read since is trusted
+	// without verification. See resolveOwners.
+	fullFrom, chainFrom uint64
+	// walkWhole: the walk in progress covers the whole table (not Resolve).
+	walkWhole bool
+	// clock, if set, is the watcher's Config.Changes (setChangeClock).
+	clock ChangeClock
+	// fallbackInodes: up to 16 ownerless inodes that made the last
+	// incremental walk fall back to a full one (for tests).
+	fallbackInodes []uint64
 	// fdCounts: proc is a real procfs whose fd/ directories report the
 	// number of open descriptors as their size (Linux 6.2 and later; older
 	// kernels and fake trees do not, which disables the incremental walk).
@@ -60,6 +74,24 @@ type engineStats struct {
 	reread    uint64 // fd tables read
 	trusted   uint64 // fd tables reused from the previous rescan
 	readlinks uint64 // fd links read
+	verified  uint64 // socket descriptors of trusted processes re-checked
+	// verifyFailed: re-checks that found another file at the descriptor
+	// (the process was then re-read).
+	verifyFailed uint64
+	cutShort     uint64 // walks stopped by the rescan budget (resumed by the next)
+	// verifySkipped: trusted processes whose re-check was skipped (checked
+	// within verifyEvery, or an unchanged change-clock epoch).
+	verifySkipped uint64
+}
+
+// setChangeClock gives the owner walk the tracker's change counters: a
+// process whose epoch did not change since its descriptors were checked
+// needs no re-check. The Watcher calls it from New; the clock is read only
+// under e.mu.
+func (e *linuxEngine) setChangeClock(c ChangeClock) {
+	e.mu.Lock()
+	e.clock = c
+	e.mu.Unlock()
 }
 
 // NewEngine returns the engine for host_path root ("" or "/" for this host).

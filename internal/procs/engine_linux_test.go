@@ -48,6 +48,10 @@ func TestEngineIncrementalMatchesFullWalk(t *testing.T) {
 	if !e.fdCounts {
 		t.Skip("this kernel does not report fd counts: every walk is full")
 	}
+	// A pinned clock: under -race on a loaded machine the test may take
+	// long enough for fullWalkEvery to re-read everything.
+	now := time.Now()
+	e.now = func() time.Time { return now }
 	ctx := context.Background()
 	if _, err := e.Sockets(ctx, nil); err != nil {
 		t.Fatal(err)
@@ -58,12 +62,13 @@ func TestEngineIncrementalMatchesFullWalk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		walks, trusted := e.stats.fullWalks, e.stats.trusted
 		got, err := e.Sockets(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.stats.fullWalks != 1 {
-			t.Fatalf("round %d: %d full walks, want only the first", round, e.stats.fullWalks)
+		if e.stats.trusted == trusted {
+			t.Fatalf("round %d: nothing trusted: the walk was not incremental", round)
 		}
 		if pid := ownerOf(got, bench.Conn{Client: ap, Server: f.Holders[(round+1)%len(f.Holders)].Listen}); pid != h.PID {
 			t.Fatalf("round %d: new connection owned by %d, want %d", round, pid, h.PID)
@@ -76,6 +81,19 @@ func TestEngineIncrementalMatchesFullWalk(t *testing.T) {
 		owners := map[uint64]int{}
 		for _, s := range want {
 			owners[s.Inode] = s.PID
+		}
+		if e.stats.fullWalks != walks {
+			// The incremental walk fell back to a full one. That is right
+			// when a socket of another process on this shared machine
+			// appeared in the table and lost its owner before the walk
+			// (it closed or exited in between): a flake of the old test.
+			// It is a bug when the unexplained socket is the fleet's.
+			for _, ino := range e.fallbackInodes {
+				if pid, ok := owners[ino]; ok && isFleet(f, pid) {
+					t.Fatalf("round %d: the incremental walk missed fleet socket %d (owner %d) and fell back to a full walk", round, ino, pid)
+				}
+			}
+			t.Logf("round %d: fallback to a full walk caused by sockets outside the fleet (inodes %v)", round, e.fallbackInodes)
 		}
 		for _, s := range got {
 			// Sockets of processes outside the fleet (this test, other

@@ -19,15 +19,41 @@ type procFds struct {
 	start  uint64   // /proc/<pid>/stat starttime: the process instance
 	nfds   int64    // size of /proc/<pid>/fd when read; -1 if unknown
 	inodes []uint64 // socket inodes among its fds
-	fds    []int32  // the descriptor of each of inodes, for OwnerVerifier
+	fdNums []int32  // fdNums[j] is the descriptor that held inodes[j]
 	seen   uint64   // walk generation in which the PID was last listed
+	// readGen and readAt: the walk generation and time of the last read of
+	// its fd table.
+	readGen uint64
+	readAt  time.Time
+	// checkedAt: the last read or verification (see verifyEvery); epoch:
+	// the change clock's reading for the PID then.
+	checkedAt time.Time
+	epoch     uint32
 	// trusted: this walk reused inodes instead of reading fd/.
 	trusted bool
+	// viaTask: the main thread has exited, so fd/ is empty and the table
+	// was read through a live thread's task/<tid>/fd; such a process is
+	// re-read on every walk (the leader's fd count says nothing).
+	viaTask bool
+	// task: the thread whose task/<tid>/fd listed the descriptors when
+	// viaTask (0 otherwise), so that an answer is verified through it.
+	task int32
 }
 
-// fullWalkEvery bounds how long an incremental walk may trust fd tables
-// whose size did not change; see resolveOwners.
+// fullWalkEvery bounds how long an incremental walk may trust a process's
+// fd table without reading it again; see resolveOwners.
 const fullWalkEvery = 30 * time.Second
+
+// verifyEvery bounds how long a rescan may trust a process's socket
+// descriptors without re-checking them (one readlinkat each, ~5-10 µs on
+// /proc/<pid>/fd: re-checking 12k sockets on every rescan cost +45 ms per
+// rescan, docs/benchmarks.md). Answers are verified when given
+// (docs/add_network_process.md, "When an answer is given"), so a process
+// that gave its socket away is never named for it; this bound is how long
+// the snapshot may offer the old owner, and with the tracker's change
+// clock an unchanged process epoch proves the check unnecessary at once.
+// Single-socket walks (Resolve) always check.
+const verifyEvery = 2 * time.Second
 
 // resolveOwners sets each socket's PID to the lowest PID holding its inode.
 //
@@ -37,29 +63,34 @@ const fullWalkEvery = 30 * time.Second
 // as the number of open descriptors). A process's socket inodes are re-read
 // from fd/ (with its stat's start time, through one pinned directory fd)
 // when it is new, its /proc inode changed, its descriptor count changed or
-// is unknown, or the walk is full; otherwise the inodes read last time are
-// reused ("trusted"). Owners are then assigned in ascending PID order over
-// all processes, so the answer is the lowest holder among what was read or
-// trusted.
+// is unknown, its last read is fullWalkEvery old, a full walk is pending
+// that it has not been read in, or its main thread has exited; otherwise the
+// inodes read last time are reused ("trusted"), after one readlinkat per
+// descriptor that held a socket of the current table confirms it still
+// holds the same socket (a process that closed a socket and opened another
+// descriptor keeps its count but fails this check and is re-read). Owners
+// are then assigned in ascending PID order over all processes, so the answer
+// is the lowest holder among what was read or trusted.
 //
-// A walk is full (nothing trusted) on the first rescan, when proc is not a
-// procfs (a fake tree or a kernel before 6.2 gives no descriptor count),
-// when the last full walk is fullWalkEvery old, and as the fallback: when
-// an incremental walk leaves an inode in the table without an owner and that
-// inode was not already ownerless after the last full walk (so a socket no
-// process holds does not force a full walk on every rescan), the trusted
-// processes are re-read and owners assigned again from scratch.
+// A walk is full (nothing trusted) on the first rescan, when forced (a zero
+// lastFull), when proc is not a procfs (a fake tree or a kernel before 6.2
+// gives no descriptor count), and as the fallback: when an incremental walk
+// leaves an inode in the table without an owner and that inode was not
+// already ownerless after the last full walk (so a socket no process holds
+// does not force a full walk on every rescan), the trusted processes are
+// re-read and owners assigned again from scratch.
 //
-// What trusting can get wrong, for at most fullWalkEvery: a process that
-// closed and opened descriptors in equal numbers since its last read may
-// hold a socket that the walk attributes to a higher PID also holding it
-// (a new socket with no other holder is never missed: it triggers the
-// fallback), or be reported for a socket it closed while another process
-// still holds it.
+// Walks are resumable: when the rescan budget (ctx) runs out, what was read
+// stays, and the next attempt trusts those processes without the readlinkat
+// check (they were read during this unfinished walk) and reads on where the
+// last attempt stopped, so a walk longer than one budget still completes.
+//
+// What trusting can still miss, for at most fullWalkEvery: a process that
+// closed a non-socket descriptor and opened a socket that a lower PID also
+// holds (a new socket with no other holder triggers the fallback).
 //
 // wholeTable is false when socks is not the whole socket table (Resolve):
-// the walk then neither records ownerless inodes nor counts as the periodic
-// full walk.
+// the walk then neither records ownerless inodes nor completes a full walk.
 func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTable bool) error {
 	want := len(e.byInode)
 	procfd, err := unix.Open(e.proc, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -72,33 +103,50 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 		return err
 	}
 	now := e.now()
-	full := !e.fdCounts || e.lastFull.IsZero() || now.Sub(e.lastFull) >= fullWalkEvery
 	e.walkGen++
+	e.walkWhole = wholeTable
+	if e.fullFrom == 0 && (e.lastFull.IsZero() || !e.fdCounts) {
+		e.fullFrom = e.walkGen
+	}
+	if e.chainFrom == 0 {
+		e.chainFrom = e.walkGen
+	}
 	for n, pid := range pids {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("rescan budget exhausted after reading %d of %d processes (%d sockets): %w", n, len(pids), want, err)
+			e.stats.cutShort++
+			return fmt.Errorf("rescan budget exhausted after reading %d of %d processes (%d sockets; the next rescan goes on from there): %w", n, len(pids), want, err)
 		}
-		e.visit(procfd, pid, full)
+		e.visit(procfd, pid, now, false)
 	}
 	for pid, p := range e.fds {
 		if p.seen != e.walkGen {
 			delete(e.fds, pid)
 		}
 	}
-	if want == 0 {
-		return nil
+	e.chainFrom = 0
+	full := e.fullFrom != 0
+	unresolved := 0
+	if want > 0 {
+		unresolved = e.assign(pids, socks)
 	}
-	unresolved := e.assign(pids, socks)
 	if !full && unresolved > 0 && e.unexplained(socks) {
 		// Fallback: something new has no owner among the processes read;
-		// one of the trusted ones may have replaced a descriptor.
+		// one of the trusted ones may have opened it.
 		e.stats.fallbacks++
+		e.fallbackInodes = e.fallbackInodes[:0]
+		for i := range socks {
+			if socks[i].Inode != 0 && socks[i].PID == 0 {
+				if _, ok := e.orphans[socks[i].Inode]; !ok && len(e.fallbackInodes) < 16 {
+					e.fallbackInodes = append(e.fallbackInodes, socks[i].Inode)
+				}
+			}
+		}
 		for _, pid := range pids {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("rescan budget exhausted during a full walk of %d processes (%d sockets): %w", len(pids), want, err)
 			}
 			if p := e.fds[pid]; p != nil && p.seen == e.walkGen && p.trusted {
-				e.visit(procfd, pid, true)
+				e.visit(procfd, pid, now, true)
 			}
 		}
 		for i := range socks {
@@ -110,6 +158,7 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 	if full && wholeTable {
 		e.stats.fullWalks++
 		e.lastFull = now
+		e.fullFrom = 0
 		clear(e.orphans)
 		if unresolved > 0 {
 			for i := range socks {
@@ -138,7 +187,7 @@ func (e *linuxEngine) assign(pids []int, socks []Socket) int {
 			}
 			socks[i].PID = pid
 			socks[i].StartKey = p.start
-			socks[i].FD = p.fds[j]
+			socks[i].FD, socks[i].Task = p.fdNums[j], p.task
 			left--
 		}
 		if left == 0 {
@@ -162,10 +211,10 @@ func (e *linuxEngine) unexplained(socks []Socket) bool {
 }
 
 // visit refreshes what e.fds knows of pid: it reuses the previous read when
-// the walk is incremental and the process's instance and descriptor count
-// did not change, and re-reads its fd table otherwise. Processes that exit or whose stat or fds cannot be
-// read are dropped: their sockets stay unowned rather than guessed.
-func (e *linuxEngine) visit(procfd, pid int, full bool) {
+// the rules of resolveOwners allow (force: never), and re-reads its fd table
+// otherwise. Processes that exit or whose stat or fds cannot be read are
+// dropped: their sockets stay unowned rather than guessed.
+func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 	p := e.fds[pid]
 	drop := func() { delete(e.fds, pid) }
 	e.nameBuf = append(strconv.AppendInt(e.nameBuf[:0], int64(pid), 10), 0)
@@ -174,6 +223,9 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) {
 	// taken the same way whether or not the read is then reused, so the
 	// count never includes a directory this walk opened (which made our own
 	// process look changed on every walk).
+	// The epoch is read before anything is checked, so a change during the
+	// check shows as a different epoch next time.
+	ep := e.procEpoch(pid)
 	ino, size := uint64(0), int64(-1)
 	if e.fdCounts {
 		name := string(e.nameBuf[:len(e.nameBuf)-1])
@@ -184,10 +236,22 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) {
 				size = st.Size
 			}
 		}
-		if p != nil && !full && size >= 0 && ino == p.ino && size == p.nfds {
-			p.seen, p.trusted = e.walkGen, true
-			e.stats.trusted++
-			return
+		if p != nil && !force && !p.viaTask && size >= 0 && ino == p.ino && size == p.nfds &&
+			p.readGen >= e.fullFrom && now.Sub(p.readAt) < fullWalkEvery {
+			ok := true
+			switch {
+			case p.readGen >= e.chainFrom: // read during this unfinished walk
+			case e.checkedRecently(pid, p, now):
+			default:
+				if ok = e.verify(procfd, pid, p); ok {
+					p.checkedAt, p.epoch = now, ep
+				}
+			}
+			if ok {
+				p.seen, p.trusted = e.walkGen, true
+				e.stats.trusted++
+				return
+			}
 		}
 	}
 	// Opening the directory pins this process instance: if the PID exits
@@ -209,7 +273,7 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) {
 		// this read.
 		size = -1
 	}
-	start, ok := e.startKeyAt(dirfd)
+	start, zombie, ok := e.startKeyAt(dirfd)
 	if !ok {
 		drop()
 		return
@@ -217,26 +281,115 @@ func (e *linuxEngine) visit(procfd, pid int, full bool) {
 	if p == nil {
 		p = &procFds{}
 	}
-	inodes, fds, ok := e.readFds(dirfd, p.inodes[:0], p.fds[:0])
+	inodes, fdNums, ok := e.readFds(dirfd, fdName, p.inodes[:0], p.fdNums[:0])
 	if !ok {
 		drop()
 		return
 	}
-	p.ino, p.start, p.nfds, p.inodes, p.fds, p.seen, p.trusted = dst.Ino, start, size, inodes, fds, e.walkGen, false
+	viaTask, tid := false, int32(0)
+	if zombie && len(inodes) == 0 {
+		// The main thread has exited (pthread_exit) while other threads
+		// live: fd/ reads empty, a live thread's task/<tid>/fd does not.
+		inodes, fdNums, tid, viaTask = e.readTaskFds(dirfd, pid, inodes, fdNums)
+	}
+	p.ino, p.start, p.nfds, p.inodes, p.fdNums, p.seen, p.trusted = dst.Ino, start, size, inodes, fdNums, e.walkGen, false
+	p.readGen, p.readAt, p.viaTask, p.task = e.walkGen, now, viaTask, tid
+	p.checkedAt, p.epoch = now, ep
 	e.fds[pid] = p
+}
+
+// checkedRecently reports whether p's socket descriptors need no re-check
+// in this walk: the change clock, where there is one, proves that pid
+// closed or replaced no descriptor since the last check; without one, a
+// whole-table walk checked them less than verifyEvery ago.
+func (e *linuxEngine) checkedRecently(pid int, p *procFds, now time.Time) bool {
+	var skip bool
+	if e.clock != nil {
+		skip = e.clock.ProcEpoch(pid) == p.epoch
+	} else {
+		skip = e.walkWhole && now.Sub(p.checkedAt) < verifyEvery
+	}
+	if skip {
+		e.stats.verifySkipped++
+	}
+	return skip
+}
+
+func (e *linuxEngine) procEpoch(pid int) uint32 {
+	if e.clock == nil {
+		return 0
+	}
+	return e.clock.ProcEpoch(pid)
+}
+
+// verify reports whether every descriptor through which p held a socket of
+// the current table still refers to that socket: one readlinkat each.
+func (e *linuxEngine) verify(procfd, pid int, p *procFds) bool {
+	fdfd := -1
+	defer func() {
+		if fdfd >= 0 {
+			unix.Close(fdfd)
+		}
+	}()
+	for j, inode := range p.inodes {
+		if _, ok := e.byInode[inode]; !ok {
+			continue // not a socket of the table: nobody asks about it
+		}
+		if fdfd < 0 {
+			e.pathBuf = append(append(strconv.AppendInt(e.pathBuf[:0], int64(pid), 10), "/fd"...), 0)
+			var err error
+			if fdfd, err = openatZ(procfd, e.pathBuf, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC); err != nil {
+				return false
+			}
+		}
+		e.pathBuf = append(strconv.AppendInt(e.pathBuf[:0], int64(p.fdNums[j]), 10), 0)
+		e.stats.verified++
+		if got, ok := e.socketInode(fdfd, e.pathBuf); !ok || got != inode {
+			e.stats.verifyFailed++
+			return false
+		}
+	}
+	return true
+}
+
+// readTaskFds reads the fd table of pid through its first live thread other
+// than the (exited) main thread, and returns that thread's ID (0 when none
+// has one). viaTask is false when pid has no task directory to read.
+func (e *linuxEngine) readTaskFds(dirfd, pid int, inodes []uint64, fdNums []int32) (_ []uint64, _ []int32, tid int32, viaTask bool) {
+	taskfd, err := openatZ(dirfd, taskName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return inodes, fdNums, 0, false
+	}
+	defer unix.Close(taskfd)
+	var tids []int
+	_ = eachDirent(taskfd, e.dents, func(name []byte, _ byte) {
+		if v, ok := parseDecUint(bytes.TrimSuffix(name, []byte{0})); ok && v > 0 && int(v) != pid && len(tids) < 64 {
+			tids = append(tids, int(v))
+		}
+	})
+	for _, tid := range tids {
+		e.pathBuf = append(append(strconv.AppendInt(e.pathBuf[:0], int64(tid), 10), "/fd"...), 0)
+		got, nums, ok := e.readFds(taskfd, e.pathBuf, inodes[:0], fdNums[:0])
+		if ok && len(nums) > 0 {
+			return got, nums, int32(tid), true
+		}
+		inodes, fdNums = got[:0], nums[:0]
+	}
+	return inodes, fdNums, 0, true
 }
 
 var (
 	fdName   = []byte("fd\x00")
 	statName = []byte("stat\x00")
+	taskName = []byte("task\x00")
 )
 
-// readFds appends the socket inodes among dirfd's fd/ links to dst, and
-// their descriptor numbers to fds.
-func (e *linuxEngine) readFds(dirfd int, dst []uint64, fds []int32) ([]uint64, []int32, bool) {
-	fdfd, err := openatZ(dirfd, fdName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+// readFds appends the socket inodes among the links of dirfd's directory
+// fdDir (NUL-terminated) to inodes, and their descriptor numbers to fdNums.
+func (e *linuxEngine) readFds(dirfd int, fdDir []byte, inodes []uint64, fdNums []int32) ([]uint64, []int32, bool) {
+	fdfd, err := openatZ(dirfd, fdDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return dst, fds, false
+		return inodes, fdNums, false
 	}
 	defer unix.Close(fdfd)
 	e.stats.reread++
@@ -246,12 +399,13 @@ func (e *linuxEngine) readFds(dirfd int, dst []uint64, fds []int32) ([]uint64, [
 		}
 		e.stats.readlinks++
 		if inode, ok := e.socketInode(fdfd, name); ok {
-			fd, _ := parseDecUint(name[:len(name)-1])
-			dst = append(dst, inode)
-			fds = append(fds, int32(fd))
+			if n, ok := parseDecUint(name[:len(name)-1]); ok && n < 1<<31 {
+				inodes = append(inodes, inode)
+				fdNums = append(fdNums, int32(n))
+			}
 		}
 	})
-	return dst, fds, err == nil
+	return inodes, fdNums, err == nil
 }
 
 // listPIDs lists the numeric entries of procfd in ascending order.
@@ -282,16 +436,24 @@ func (e *linuxEngine) socketInode(dirfd int, name []byte) (uint64, bool) {
 	return parseDecUint(link[len(prefix) : n-1])
 }
 
-func (e *linuxEngine) startKeyAt(dirfd int) (uint64, bool) {
+// startKeyAt reads dirfd's stat: the start time and whether the process
+// (its main thread) is a zombie.
+func (e *linuxEngine) startKeyAt(dirfd int) (start uint64, zombie, ok bool) {
 	fd, err := openatZ(dirfd, statName, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
 	defer unix.Close(fd)
 	data, err := e.readAll(fdReader(fd))
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	start, err := ParseStatStart(data)
-	return start, err == nil
+	start, err = ParseStatStart(data)
+	if err != nil {
+		return 0, false, false
+	}
+	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
+		zombie = data[i+2] == 'Z'
+	}
+	return start, zombie, true
 }

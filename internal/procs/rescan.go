@@ -4,15 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 )
 
 // awaitRescan returns a snapshot newer than seen, starting a rescan if the
 // rate limit allows or joining the one in flight. It returns nil when the
 // rate limit defers the rescan; one is then scheduled in the background.
+//
+// A lookup waits at most until the rescan's own deadline (its start plus
+// RescanTimeout), not RescanTimeout from when it joined: the two lookups of
+// one event, and every event arriving while a rescan runs, together wait no
+// longer than RescanTimeout for it. Once Close has begun it returns nil at
+// once.
 func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
 	if cur := w.snap.Load(); cur.gen != seen.gen {
 		w.mu.Unlock()
 		return cur
@@ -27,9 +36,16 @@ func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 		}
 		ch = w.startRescanLocked(now)
 	}
+	wait := w.runDeadline.Sub(now)
 	w.mu.Unlock()
+	if wait <= 0 {
+		// The rescan in flight has used its budget (it is finishing the
+		// snapshot, or the walk overran): do not wait for it.
+		w.stats.waitTimeouts.Add(1)
+		return nil
+	}
 
-	t := time.NewTimer(w.cfg.RescanTimeout)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ch:
@@ -49,7 +65,7 @@ func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 // allows, without waiting for it.
 func (w *Watcher) requestRescan() {
 	w.mu.Lock()
-	if w.running == nil && w.wantAt.IsZero() {
+	if w.running == nil && w.wantAt.IsZero() && !w.closed {
 		w.scheduleLocked(w.lastStart.Add(w.cfg.MinRescanInterval))
 	}
 	w.mu.Unlock()
@@ -88,7 +104,7 @@ func (w *Watcher) loop() {
 		case <-timer.C:
 			now := time.Now()
 			w.mu.Lock()
-			if !w.wantAt.IsZero() && !now.Before(w.wantAt) {
+			if !w.wantAt.IsZero() && !now.Before(w.wantAt) && !w.closed {
 				if w.running == nil {
 					w.startRescanLocked(now)
 				} else {
@@ -102,11 +118,13 @@ func (w *Watcher) loop() {
 	}
 }
 
-// startRescanLocked launches one rescan; w.mu must be held.
+// startRescanLocked launches one rescan; w.mu must be held and w.closed
+// false (Close waits for the goroutines it counts).
 func (w *Watcher) startRescanLocked(now time.Time) chan struct{} {
 	ch := make(chan struct{})
 	w.running = ch
 	w.lastStart = now
+	w.runDeadline = now.Add(w.cfg.RescanTimeout)
 	w.wantAt = time.Time{}
 	w.gen++
 	gen := w.gen
@@ -164,7 +182,7 @@ func (w *Watcher) rescan(gen uint64) {
 			delete(w.procs, k)
 		}
 	}
-	w.snap.Store(snap)
+	w.publishSnapshot(snap)
 	ttl := w.cfg.SocketTTL
 	// Stop the previous snapshot's timer: its closure would keep that
 	// snapshot (and its maps) alive for socket_cache_ttl after it is gone.
@@ -195,16 +213,4 @@ func (w *Watcher) process(k procKey, now time.Time) *Process {
 	}
 	w.procs[k] = &cachedProc{p: p, loaded: now}
 	return p
-}
-
-func (w *Watcher) refreshAddrs() {
-	addrs, err := w.engine.LocalAddrs()
-	if err != nil {
-		w.warn.log("addrs", fmt.Errorf("listing the host's addresses failed: %w; only loopback and socket-table addresses count as local", err))
-	}
-	m := make(map[netip.Addr]struct{}, len(addrs))
-	for _, a := range addrs {
-		m[a.Unmap()] = struct{}{}
-	}
-	w.addrs.Store(&m)
 }

@@ -34,8 +34,9 @@ type Config struct {
 	// MinRescanInterval bounds rescans to one per interval, whatever the
 	// event rate (beats issues 25027, 37266).
 	MinRescanInterval time.Duration
-	// RescanTimeout is the budget of one rescan; a lookup waiting for a
-	// rescan gives up after it.
+	// RescanTimeout is the budget of one rescan attempt; lookups waiting
+	// for a rescan give up at its start plus RescanTimeout. An owner walk
+	// cut short by it is resumed by the next rescan.
 	RescanTimeout time.Duration
 	// NegativeCacheSize caps the unknown-tuple cache.
 	NegativeCacheSize int
@@ -93,8 +94,12 @@ type Watcher struct {
 	mu        sync.Mutex    // guards the rescan state below
 	running   chan struct{} // closed when the rescan in flight ends; nil if none
 	lastStart time.Time
-	wantAt    time.Time // a background rescan is wanted at this time; zero if none
-	gen       uint64
+	// runDeadline is when lookups stop waiting for the rescan in flight:
+	// its start plus RescanTimeout, whoever joined it when.
+	runDeadline time.Time
+	closed      bool      // Close has begun: no rescan starts any more
+	wantAt      time.Time // a background rescan is wanted at this time; zero if none
+	gen         uint64
 
 	// Owned by the rescan goroutine; only one rescan runs at a time.
 	procs   map[procKey]*cachedProc
@@ -113,10 +118,16 @@ type Watcher struct {
 
 	stats counters
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wake   chan struct{}
-	wg     sync.WaitGroup
+	// fallback guards Config.Fallback's owner source against Close.
+	fallback *guardedSource
+	aw       addrWatch // rtnetlink address events: addrwatch_linux.go
+	as       addrState // addresses: addrs.go
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wake      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 type procKey struct {
@@ -136,6 +147,10 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		log = logp.NewLogger("add_network_process")
 	}
 	cfg = cfg.withDefaults()
+	guard := guardFallback(&cfg)
+	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
+		c.setChangeClock(cfg.Changes)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
 		engine:   engine,
@@ -148,6 +163,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		ctx:      ctx,
 		cancel:   cancel,
 		wake:     make(chan struct{}, 1),
+		fallback: guard,
 	}
 	if v, ok := engine.(OwnerVerifier); ok {
 		w.pins = &pinSet{v: v, m: map[procKey]*pin{}}
@@ -155,6 +171,8 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
 	w.snap.Store(empty)
+	// Subscribe before listing, so that no change falls between the two.
+	w.startAddrWatch()
 	w.refreshAddrs()
 	w.mu.Lock()
 	w.startRescanLocked(time.Now())
@@ -165,17 +183,38 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 }
 
 // Close stops the background goroutines and waits for them, including a
-// rescan in flight (which stops at its budget or sooner).
+// rescan in flight (which stops at its budget or sooner), then closes the
+// fallback owner source. It is safe to call while lookups run and more than
+// once: from when Close begins no rescan starts and no lookup waits, lookups
+// that Close overlaps may still answer, and lookups after it answer nil at
+// once (the fallback is not asked any more).
 func (w *Watcher) Close() error {
-	w.cancel()
-	w.wg.Wait()
-	if w.pins != nil {
-		w.pins.closeAll()
-	}
-	if c, ok := w.cfg.Fallback.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
+	var err error
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		gen := w.gen + 1
+		w.mu.Unlock()
+		w.cancel()
+		w.stopAddrWatch()
+		w.wg.Wait()
+		if w.pins != nil {
+			w.pins.closeAll()
+		}
+		if w.staleTimer != nil {
+			w.staleTimer.Stop()
+		}
+		// An empty, fresh snapshot: a lookup finds nothing, the fallback
+		// refuses, and awaitRescan returns at once.
+		w.snap.Store(newSnapshot(gen, 0))
+		if c, ok := w.cfg.Fallback.(io.Closer); ok {
+			err = c.Close()
+		}
+		if e := w.fallback.Close(); err == nil {
+			err = e
+		}
+	})
+	return err
 }
 
 // Lookup is LookupAt for an event happening now.

@@ -43,6 +43,7 @@ type processor struct {
 	outPaths            map[string][]string // the keys above, split once
 	containerField      []string
 	closeOnce           sync.Once
+	closed              atomic.Bool // set by Close: events pass unenriched
 
 	renders sync.Map // *procs.Process -> *rendered
 	renderN atomic.Int64
@@ -117,7 +118,11 @@ func (p *processor) String() string {
 }
 
 // Close releases the shared watcher; the last processor using it stops it.
+// Events run after Close pass through unenriched (libbeat may still run an
+// in-flight event through a closing pipeline client); a Run that Close
+// overlaps is safe, as the watcher is.
 func (p *processor) Close() error {
+	p.closed.Store(true)
 	p.closeOnce.Do(func() {
 		if p.release != nil {
 			p.release()
@@ -136,7 +141,7 @@ type endpointRead struct {
 // error.message on it; missing fields are an error only with
 // ignore_missing: false.
 func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
-	if p.watcher == nil || ev == nil {
+	if p.watcher == nil || ev == nil || p.closed.Load() {
 		return ev, nil
 	}
 	var rep report
