@@ -18,13 +18,21 @@ func (c *fakeClock) now() time.Time { return c.t }
 
 func newTable(opts Options) (*Tracker, *fakeClock) {
 	clk := &fakeClock{time.Unix(1_700_000_000, 0)}
-	return &Tracker{
+	tr := &Tracker{
 		opts:   opts.withDefaults(),
-		table:  make(map[key]Record),
+		table:  make(map[key][]Record),
 		nsRefs: make(map[uint32]int),
 		comms:  make(map[[16]int8]string),
 		now:    clk.now,
-	}, clk
+	}
+	tr.bootWall.Store(clk.t.Add(-time.Hour).UnixNano()) // booted an hour ago
+	return tr, clk
+}
+
+// feed applies ev as the kernel would submit it now (fake clock).
+func feed(tr *Tracker, ev *trackerEvent) {
+	ev.TsNs = uint64(tr.now().UnixNano() - tr.bootWall.Load())
+	tr.handle(ev)
 }
 
 func mkEvent(typ uint8, proto Proto, local, remote string, pid uint32, startNS uint64, comm string) *trackerEvent {
@@ -57,7 +65,7 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func TestTableConnectCloseRetention(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 10 * time.Second})
-	tr.handle(mkEvent(evConnect, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	feed(tr, mkEvent(evConnect, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
 	r, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
 	if !ok || r.PID != 42 || r.Comm != "curl" || r.Source != SourceConnect || !r.Closed.IsZero() {
 		t.Fatalf("after connect: %+v %v", r, ok)
@@ -74,17 +82,21 @@ func TestTableConnectCloseRetention(t *testing.T) {
 	}
 
 	clk.t = clk.t.Add(time.Second)
-	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	feed(tr, mkEvent(evClose, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
 	r, ok = tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
-	if !ok || r.Closed != clk.t || r.Source != SourceConnect {
-		t.Fatalf("after close: %+v %v (source must stay connect)", r, ok)
+	if !ok || !r.Closed.Equal(clk.t) || r.Source != SourceConnect || !r.Opened.Equal(clk.t.Add(-time.Second)) {
+		t.Fatalf("after close: %+v %v (source must stay connect, opened a second before)", r, ok)
 	}
+	during := clk.t.Add(-time.Second / 2) // an event of the connection
 	clk.t = clk.t.Add(10 * time.Second)
-	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); !ok {
+	if _, ok := tr.LookupAt(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"), during); !ok {
 		t.Error("expired at exactly the retention")
 	}
-	clk.t = clk.t.Add(time.Millisecond)
 	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+		t.Error("closed record answered for an event after its close")
+	}
+	clk.t = clk.t.Add(time.Millisecond)
+	if _, ok := tr.LookupAt(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"), during); ok {
 		t.Error("found after the retention")
 	}
 	tr.expireLocked(clk.t)
@@ -95,10 +107,10 @@ func TestTableConnectCloseRetention(t *testing.T) {
 
 func TestTablePIDReuse(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
-	tr.handle(mkEvent(evClose, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	feed(tr, mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	feed(tr, mkEvent(evClose, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
 	// Same PID, another process instance, same tuple later on.
-	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
+	feed(tr, mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
 	r, ok := tr.Lookup(TCP, ap("127.0.0.1:5000"), ap("127.0.0.1:80"))
 	if !ok || r.Comm != "new" || r.StartTicks != 900 || !r.Closed.IsZero() {
 		t.Fatalf("got %+v %v, want the new open instance (start 900 ticks)", r, ok)
@@ -107,14 +119,14 @@ func TestTablePIDReuse(t *testing.T) {
 
 func TestTableAcceptThenWorker(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
+	feed(tr, mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
 	// A connection nobody has read from yet falls back to the listener.
 	r, ok := tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 100 || r.Source != SourceListener {
 		t.Fatalf("listener fallback: %+v %v", r, ok)
 	}
-	tr.handle(mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
-	tr.handle(mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
+	feed(tr, mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
+	feed(tr, mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
 	r, ok = tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 101 || r.Source != SourceIO {
 		t.Fatalf("worker: %+v %v", r, ok)
@@ -128,9 +140,9 @@ func TestTableAcceptThenWorker(t *testing.T) {
 func TestTableUDPWildcardAndIdle(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 5 * time.Second})
 	// Unconnected socket bound to the wildcard: dport 0.
-	tr.handle(mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
-	tr.handle(mkEvent(evSendRecv, UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
-	tr.handle(mkEvent(evSendRecv, UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
+	feed(tr, mkEvent(evSendRecv, UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
+	feed(tr, mkEvent(evSendRecv, UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
 	cases := []struct {
 		local, remote string
 		pid           int
@@ -160,7 +172,7 @@ func TestTableCapEvictsOldest(t *testing.T) {
 	for i := range 40 {
 		clk.t = clk.t.Add(time.Second)
 		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(10000+i))
-		tr.handle(mkEvent(evConnect, TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
+		feed(tr, mkEvent(evConnect, TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
 	}
 	if len(tr.table) > 16 {
 		t.Fatalf("table holds %d entries, cap 16", len(tr.table))
@@ -179,7 +191,7 @@ func TestTableCapEvictsOldest(t *testing.T) {
 func TestTableIgnoresPortlessClose(t *testing.T) {
 	tr, _ := newTable(Options{})
 	// connect() that failed before a port was chosen.
-	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
+	feed(tr, mkEvent(evClose, TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
 	if len(tr.table) != 0 {
 		t.Errorf("portless close recorded: %v", tr.table)
 	}
@@ -194,8 +206,8 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 	const own, nsA, nsB = 4026531840, 4026532001, 4026532002
 	tr, _ := newTable(Options{})
 	tr.ownNS = own
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 20, 2, "in-b"), nsB))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 20, 2, "in-b"), nsB))
 	if len(tr.table) != 2 {
 		t.Fatalf("table holds %d records, want one per namespace", len(tr.table))
 	}
@@ -206,20 +218,21 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 		t.Errorf("ambiguous lookups = %d, want 1", n)
 	}
 	// The same owner in both (a process with a socket in each) is no doubt.
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsA))
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsB))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsA))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsB))
 	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40001"), ap("127.0.0.1:8080")); !ok || r.PID != 30 {
 		t.Errorf("one owner in two namespaces = %+v %v, want PID 30", r, ok)
 	}
 	// The tracker's own namespace wins over foreign ones.
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 40, 4, "host"), own))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 40, 4, "host"), own))
 	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")); !ok || r.PID != 40 || r.NetNS != own {
 		t.Errorf("tuple also in the own namespace = %+v %v, want PID 40", r, ok)
 	}
 	// A close in one namespace leaves the other's record open.
-	tr.handle(inNS(mkEvent(evClose, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
-	if r := tr.table[key{TCP, nsB, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")}]; r.PID != 20 || !r.Closed.IsZero() {
-		t.Errorf("namespace B's record after A's close = %+v, want PID 20, open", r)
+	feed(tr, inNS(mkEvent(evClose, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	if h := tr.table[key{TCP, nsB, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")}]; len(h) != 1 || h[0].PID != 20 || !h[0].Closed.IsZero() {
+		r := h
+		t.Errorf("namespace B's records after A's close = %+v, want PID 20, open", r)
 	}
 	// Expiry keeps the per-namespace counts in step with the table.
 	tr.mu.Lock()

@@ -105,10 +105,19 @@ type Record struct {
 	Source Source
 	// NetNS is the inode number of the socket's network namespace.
 	NetNS uint32
+	// Opened is when this owner's tenure of the socket began, by the
+	// kernel's clock: connect, accept, listen, or the first send/receive
+	// by this process.
+	Opened time.Time
 	// Seen is when the tracker last heard of the socket.
 	Seen time.Time
-	// Closed is when the TCP connection closed; zero while open and for UDP.
+	// Closed is when the tenure ended, by the kernel's clock: the TCP
+	// connection closed, or another process took the socket over (an
+	// accepted connection's worker, a shared UDP socket). Zero while open,
+	// and for UDP sockets until another owner is seen.
 	Closed time.Time
+
+	sk uint64 // kernel socket address: tells a new socket from an update
 }
 
 // Stats are the tracker's counters.
@@ -124,7 +133,12 @@ type Stats struct {
 	// other than the tracker's own held the tuple with different owners.
 	Ambiguous uint64
 	Expired   uint64 // records removed after their retention
-	Entries   int    // records currently held
+	// Unsure counts lookups left unanswered because the record that
+	// covered the event time was closed and the reader could not show,
+	// within its wait bound, that no newer connection was still in the
+	// ring buffer.
+	Unsure  uint64
+	Entries int // records currently held
 }
 
 // Proto is an IP protocol number; the tracker records TCP and UDP sockets.

@@ -44,6 +44,7 @@ enum {
 
 enum {
 	BPF_F_NO_COMMON_LRU = 2,
+	BPF_F_MMAPABLE = 1024,
 };
 
 enum {
@@ -101,6 +102,8 @@ struct sock {
 	struct sock_common __sk_common;
 	u16 sk_protocol;
 } __attribute__((preserve_access_index));
+
+struct linux_binprm;
 
 struct task_struct {
 	pid_t tgid;
