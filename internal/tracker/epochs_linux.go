@@ -25,6 +25,10 @@ const (
 	pidEpochEntries  = 65536
 )
 
+// slot is the stride of an array map's values in uint32s: the kernel
+// rounds the value size up to 8 bytes.
+const slot = 2
+
 // tracefsPath is where classic tracepoints are listed; cilium/ebpf reads a
 // tracepoint's ID there (or under /sys/kernel/debug/tracing).
 const tracefsPath = "/sys/kernel/tracing"
@@ -46,7 +50,9 @@ const tracefsPath = "/sys/kernel/tracing"
 // every reading differs from the previous one, so nothing is proven any
 // more. Safe for concurrent use; reading costs no system call.
 type Epochs struct {
-	port, pid []uint32 // read-only shared mappings of the BPF maps
+	// Read-only shared mappings of the BPF maps. An array map's elements
+	// are 8-byte aligned: counter i is the first uint32 of slot i.
+	port, pid []uint32
 	maps      [][]byte // what to unmap once unreachable
 	closed    *atomic.Bool
 	tick      atomic.Uint32
@@ -61,7 +67,7 @@ func (e *Epochs) Port(p Proto, port uint16) uint32 {
 	if p == UDP {
 		i += 65536
 	}
-	return atomic.LoadUint32(&e.port[i])
+	return atomic.LoadUint32(&e.port[i*slot])
 }
 
 // PID returns the counter of process pid.
@@ -69,7 +75,7 @@ func (e *Epochs) PID(pid int) uint32 {
 	if e.closed.Load() {
 		return e.tick.Add(1)
 	}
-	return atomic.LoadUint32(&e.pid[uint32(pid)%pidEpochEntries])
+	return atomic.LoadUint32(&e.pid[int(uint32(pid)%pidEpochEntries)*slot])
 }
 
 // mapEpochs maps the two counter maps read-only. The mappings keep the
@@ -83,7 +89,7 @@ func mapEpochs(port, pid *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
 		n   int
 		dst *[]uint32
 	}{{port, portEpochEntries, &e.port}, {pid, pidEpochEntries, &e.pid}} {
-		size := m.n * 4
+		size := m.n * slot * 4
 		b, err := unix.Mmap(m.m.FD(), 0, size, unix.PROT_READ, unix.MAP_SHARED)
 		if err != nil {
 			for _, b := range e.maps {
@@ -92,7 +98,7 @@ func mapEpochs(port, pid *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
 			return nil, fmt.Errorf("mapping a counter map: %w", err)
 		}
 		e.maps = append(e.maps, b)
-		*m.dst = unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), m.n)
+		*m.dst = unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), m.n*slot)
 	}
 	runtime.AddCleanup(e, func(maps [][]byte) {
 		for _, b := range maps {

@@ -244,3 +244,108 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 		t.Errorf("nsRefs = %v after emptying the table", tr.nsRefs)
 	}
 }
+
+// TestTableReusedTupleLifetimes: a tuple used by A, closed, then reused by
+// B. An event after A's close never gets A (even while B's connection is
+// not recorded yet); a late event of A's connection still gets A; B's
+// events get B.
+func TestTableReusedTupleLifetimes(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("127.0.0.1:45000"), ap("127.0.0.1:8080")
+	t0 := clk.t
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1_000_000_000, "a"))
+	clk.t = t0.Add(time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1_000_000_000, "a"))
+	duringA := t0.Add(500 * time.Millisecond)
+
+	// B connects 5 s later; its event reaches the lookup before its
+	// connect event reaches the table.
+	clk.t = t0.Add(6 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); ok {
+		t.Fatalf("event after A's close answered with %+v before B's record exists", got)
+	}
+	if got, ok := tr.Lookup(TCP, l, r); ok {
+		t.Fatalf("Lookup (now) answered with A's closed record %+v", got)
+	}
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 200, 2_000_000_000, "b"))
+	clk.t = t0.Add(7 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); !ok || got.PID != 200 {
+		t.Errorf("B's event: %+v %v, want pid 200", got, ok)
+	}
+	// A late event (A's connection, processed now) gets its own record.
+	if got, ok := tr.LookupAt(TCP, l, r, duringA); !ok || got.PID != 100 || got.Closed.IsZero() {
+		t.Errorf("late event of A: %+v %v, want A's closed record (pid 100)", got, ok)
+	}
+	// Between A's close and B's connect nobody held the tuple.
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(3*time.Second)); ok {
+		t.Errorf("event between the two connections: %+v, want no answer", got)
+	}
+	// Within the slack of A's close and B's open both cover; B (newer)
+	// exactly covers a time after its open.
+	clk.t = t0.Add(8 * time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 200, 2_000_000_000, "b"))
+	clk.t = t0.Add(8*time.Second + 50*time.Millisecond)
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 300, 3_000_000_000, "c"))
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(8*time.Second+60*time.Millisecond)); !ok || got.PID != 300 {
+		t.Errorf("event just after C's open, within B's close slack: %+v %v, want C", got, ok)
+	}
+	// Just before C's open, B held it (closed 30 ms before): toss-up
+	// between B exactly and C through the slack: no answer.
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(8*time.Second-30*time.Millisecond)); ok {
+		t.Errorf("event in B's last moments, within C's opening slack: %+v, want no answer", got)
+	}
+	// The history is capped.
+	for i := range 6 {
+		clk.t = clk.t.Add(time.Second)
+		feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), uint32(300+i), uint64(3+i)*1_000_000_000, "x"))
+		feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), uint32(301+i), uint64(4+i)*1_000_000_000, "x"))
+	}
+	if h := tr.table[key{proto: TCP, local: l, remote: r}]; len(h) != historyLen || tr.nrec != historyLen {
+		t.Errorf("history holds %d records (nrec %d), want %d", len(h), tr.nrec, historyLen)
+	}
+}
+
+// TestTableProcessStartedAfterEvent: a record of a process that started
+// after the event time is never the answer, even when it is the only one.
+func TestTableProcessStartedAfterEvent(t *testing.T) {
+	tr, clk := newTable(Options{})
+	// Boot an hour ago (newTable); this process started 10 s ago.
+	start := uint64((time.Hour - 10*time.Second).Nanoseconds())
+	feed(tr, mkEvent(evListen, TCP, "0.0.0.0:9000", "0.0.0.0:0", 77, start, "late"))
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:9001", "0.0.0.0:0", 77, start, "late"))
+	event := clk.t.Add(-time.Minute) // an event read from a log, a minute old
+	for _, c := range []struct {
+		p   Proto
+		l   string
+		rem string
+	}{{TCP, "127.0.0.1:9000", "127.0.0.1:50000"}, {UDP, "127.0.0.1:9001", "127.0.0.1:50001"}} {
+		if got, ok := tr.LookupAt(c.p, ap(c.l), ap(c.rem), event); ok {
+			t.Errorf("%v %s: a minute-old event answered by a process started 10 s ago: %+v", c.p, c.l, got)
+		}
+		if got, ok := tr.LookupAt(c.p, ap(c.l), ap(c.rem), clk.t); !ok || got.PID != 77 {
+			t.Errorf("%v %s: event now: %+v %v, want pid 77", c.p, c.l, got, ok)
+		}
+	}
+}
+
+// TestTableOwnerChangeOnOneSocket: an accepted connection is the
+// listener owner's until the worker's first I/O, then the worker's.
+func TestTableOwnerChangeOnOneSocket(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("192.0.2.1:8080"), ap("192.0.2.9:5555")
+	t0 := clk.t
+	feed(tr, mkEvent(evAccept, TCP, l.String(), r.String(), 100, 1, "master"))
+	clk.t = t0.Add(time.Second)
+	feed(tr, mkEvent(evSendRecv, TCP, l.String(), r.String(), 101, 2, "worker"))
+	clk.t = t0.Add(2 * time.Second)
+	feed(tr, mkEvent(evSendRecv, TCP, l.String(), r.String(), 101, 2, "worker")) // a refresh
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(300*time.Millisecond)); !ok || got.PID != 100 {
+		t.Errorf("before the worker's first I/O: %+v %v, want the listener owner", got, ok)
+	}
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); !ok || got.PID != 101 || !got.Opened.Equal(t0.Add(time.Second)) {
+		t.Errorf("after: %+v %v, want the worker since its first I/O", got, ok)
+	}
+	if n := len(tr.table[key{proto: TCP, local: l, remote: r}]); n != 2 {
+		t.Errorf("%d records, want 2 (refresh updates in place)", n)
+	}
+}

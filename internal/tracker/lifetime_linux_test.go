@@ -1,0 +1,106 @@
+//go:build linux
+
+package tracker
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netprocbeat/netprocbeat/testing/helperproc"
+)
+
+// TestReusedTupleRealKernel: processes take turns connecting from one
+// local address and port to one server (the 4-tuple is reused, as
+// ephemeral ports are under churn). Asked right after each new connection
+// is up, with the event time "now", the tracker names the new process,
+// never the previous, exited one whose closed record it still holds, even
+// though the new connect event may still be in the ring buffer. Asked for
+// the time of an earlier connection (a late event), it names that one's
+// owner.
+func TestReusedTupleRealKernel(t *testing.T) {
+	tr := newTracker(t, Options{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	server := ln.Addr().(*net.TCPAddr).AddrPort()
+	// A free local port to reuse.
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := probe.Addr().(*net.TCPAddr).AddrPort()
+	probe.Close()
+
+	type turn struct {
+		pid int
+		at  time.Time // a moment the connection was up
+	}
+	var turns []turn
+	for i := range 6 {
+		cmd := helperproc.Command("dial-from", local.String(), server.String())
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "ready ") {
+			stdin.Close()
+			cmd.Wait()
+			t.Fatalf("turn %d: helper said %q %v", i, line, err)
+		}
+		at := time.Now()
+		pid := cmd.Process.Pid
+		r, ok := tr.LookupAt(TCP, local, server, at)
+		if ok && r.PID != pid {
+			t.Errorf("turn %d: named pid %d (closed %v), want the new owner %d", i, r.PID, r.Closed, pid)
+		}
+		if !ok {
+			// Not wrong; but the connect event was in the ring, and
+			// LookupAt drains it.
+			t.Errorf("turn %d: no answer for pid %d; stats %+v", i, pid, tr.Stats())
+		}
+		turns = append(turns, turn{pid, at})
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("turn %d: helper: %v", i, err)
+		}
+		// The client closed first: its end waits in TIME_WAIT, which a
+		// loopback connect may reuse (tcp_tw_reuse). Turns further apart
+		// than EventTimeSlack, so each turn's time is unambiguous.
+		time.Sleep(3 * EventTimeSlack)
+	}
+	// Late events: each turn's time names that turn's owner (the table
+	// keeps the last historyLen connections of the tuple).
+	for i, tu := range turns[len(turns)-historyLen:] {
+		r, ok := tr.LookupAt(TCP, local, server, tu.at)
+		if !ok || r.PID != tu.pid {
+			t.Errorf("late event of turn %d: %+v %v, want pid %d", len(turns)-historyLen+i, r, ok, tu.pid)
+		}
+	}
+	// After the last close, an event "now" is about no recorded connection.
+	if r, ok := tr.LookupAt(TCP, local, server, time.Now()); ok {
+		t.Errorf("event after every connection closed: named %+v", r)
+	}
+}
