@@ -104,3 +104,34 @@ func TestReusedTupleRealKernel(t *testing.T) {
 		t.Errorf("event after every connection closed: named %+v", r)
 	}
 }
+
+// BenchmarkLookupAt: a hit on a tuple with a full history (historyLen
+// records), on a real tracker with an idle ring (so the catch-up check is
+// the atomic loads, no wait), for an event now and a late one.
+func BenchmarkLookupAt(b *testing.B) {
+	tr := newTracker(b, Options{})
+	l, r := ap("127.0.0.1:45000"), ap("127.0.0.1:8080")
+	now := time.Now()
+	tr.mu.Lock()
+	for i := range historyLen {
+		rec := Record{PID: 100 + i, Start: now.Add(-time.Hour), Opened: now.Add(time.Duration(i-historyLen) * time.Second), Seen: now, sk: uint64(i)}
+		if i < historyLen-1 {
+			rec.Closed = rec.Opened.Add(500 * time.Millisecond)
+		}
+		tr.pushLocked(key{proto: TCP, netns: tr.ownNS, local: l, remote: r}, rec, now)
+	}
+	tr.mu.Unlock()
+	for _, c := range []struct {
+		name string
+		at   time.Time
+		pid  int
+	}{{"now", time.Time{}, 100 + historyLen - 1}, {"late", now.Add(time.Duration(-historyLen)*time.Second + 100*time.Millisecond), 100}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if rec, ok := tr.LookupAt(TCP, l, r, c.at); !ok || rec.PID != c.pid {
+					b.Fatalf("got %+v %v, want pid %d", rec, ok, c.pid)
+				}
+			}
+		})
+	}
+}

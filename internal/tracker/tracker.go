@@ -8,7 +8,11 @@
 // connections are attributed to the task that called connect(); accepted
 // connections first to the listener's owner and then to the task that
 // first sends or receives on them; UDP sockets to the task that sends or
-// receives. See docs/tracker.md.
+// receives. Records carry their lifetime by the kernel's clock, and a
+// lookup names the owner at an event's time (LookupAt). Change counters
+// (Epochs), bumped by syscall and sched tracepoints, tell without a system
+// call whether a port's sockets or a process's descriptors changed. See
+// docs/tracker.md.
 package tracker
 
 import (
