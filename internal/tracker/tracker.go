@@ -130,7 +130,8 @@ type Stats struct {
 	Lost   uint64 // events dropped in the kernel because the ring buffer was full
 	// Missed counts BPF program runs the kernel skipped because another BPF
 	// program was running on the same CPU (a softirq interrupting one):
-	// each may be a lost attribution. Linux 5.12 and later.
+	// each may be a lost attribution (or, for inet_sock_set_state and the
+	// sched programs, a change counter not bumped). Linux 5.12 and later.
 	Missed  uint64
 	Evicted uint64 // records evicted by the MaxEntries cap
 	// Ambiguous counts lookups left unanswered because network namespaces

@@ -393,7 +393,7 @@ func (t *Tracker) Stats() Stats {
 			s.Lost += v
 		}
 	}
-	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength} {
+	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength, t.objs.SchedProcessExec, t.objs.SchedProcessExit} {
 		if ps, err := p.Stats(); err == nil {
 			s.Missed += ps.RecursionMisses
 		}
