@@ -4,9 +4,13 @@ package tracker
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
+	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,5 +137,71 @@ func BenchmarkLookupAt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestOwnerExitRealKernel: bash connects, leaves the socket to a
+// background sleep and exits. The tracker names bash for the time it held
+// the socket and nobody afterwards (the sleep never used the socket, so
+// the tracker cannot know it), never the exited bash.
+func TestOwnerExitRealKernel(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("needs bash (/dev/tcp)")
+	}
+	tr := newTracker(t, Options{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	cmd := exec.Command(bash, "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; sleep 60 </dev/null >/dev/null & echo $!", port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := bufio.NewReader(stdout).ReadString('\n')
+	held := time.Now() // bash has connected and is exiting
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sleepPID, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("bash said %q", out)
+	}
+	if err := syscall.Kill(sleepPID, 0); err != nil {
+		t.Fatalf("the sleep holding the socket is gone: %v", err)
+	}
+	defer syscall.Kill(sleepPID, syscall.SIGKILL)
+	var c net.Conn
+	select {
+	case c = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection")
+	}
+	defer c.Close()
+	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	server := ln.Addr().(*net.TCPAddr).AddrPort()
+	// While bash held it (it is gone now, so /proc cannot say): bash.
+	r, ok := waitLookup(tr, TCP, client, server, held, nil)
+	if !ok || r.PID != cmd.Process.Pid {
+		t.Errorf("while bash held the socket: %+v %v, want bash (pid %d)", r, ok, cmd.Process.Pid)
+	}
+	time.Sleep(2 * EventTimeSlack)
+	if r, ok := tr.LookupAt(TCP, client, server, time.Time{}); ok && r.PID != sleepPID {
+		t.Errorf("after bash exited (the socket is the sleep's): named pid %d (bash %d)", r.PID, cmd.Process.Pid)
+	}
+	if err := syscall.Kill(sleepPID, 0); err != nil {
+		t.Fatalf("the sleep holding the socket ended early: %v", err)
 	}
 }

@@ -63,8 +63,32 @@ func (t *Tracker) expireLoop() {
 		case <-tick.C:
 			t.refreshBootWall()
 			t.mu.Lock()
+			t.applyExitsLocked()
 			t.expireLocked(t.now())
 			t.mu.Unlock()
+		}
+	}
+}
+
+// applyExitsLocked ends the open records of exited processes at their
+// exit, and forgets exits older than Retention.
+func (t *Tracker) applyExitsLocked() {
+	if len(t.exits) == 0 {
+		return
+	}
+	for _, h := range t.table {
+		for i := range h {
+			if r := &h[i]; r.Closed.IsZero() {
+				if x, ok := t.exits[owner{r.PID, r.StartBoottime}]; ok {
+					r.Closed = x
+				}
+			}
+		}
+	}
+	now := t.now()
+	for o, x := range t.exits {
+		if now.Sub(x) > t.opts.Retention {
+			delete(t.exits, o)
 		}
 	}
 }
@@ -132,6 +156,15 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time) (Record, bool) {
 	late := at.Add(EventTimeSlack)
 	for i := len(h) - 1; i >= 0; i-- {
 		r := &h[i]
+		if r.Closed.IsZero() && len(t.exits) > 0 {
+			// Its owner may have exited since (applyExitsLocked has not
+			// run yet): the tenure ended then.
+			if x, ok := t.exits[owner{r.PID, r.StartBoottime}]; ok {
+				c := *r
+				c.Closed = x
+				r = &c
+			}
+		}
 		if t.expiredAt(k, r, now) || r.Start.After(late) || r.Opened.After(late) {
 			// Gone, or a process or connection newer than the event: an
 			// older record may be the event's.

@@ -21,6 +21,7 @@ func newTable(opts Options) (*Tracker, *fakeClock) {
 	tr := &Tracker{
 		opts:   opts.withDefaults(),
 		table:  make(map[key][]Record),
+		exits:  make(map[owner]time.Time),
 		nsRefs: make(map[uint32]int),
 		comms:  make(map[[16]int8]string),
 		now:    clk.now,
@@ -347,5 +348,43 @@ func TestTableOwnerChangeOnOneSocket(t *testing.T) {
 	}
 	if n := len(tr.table[key{proto: TCP, local: l, remote: r}]); n != 2 {
 		t.Errorf("%d records, want 2 (refresh updates in place)", n)
+	}
+}
+
+// TestTableOwnerExit: a process connects, hands the socket to a child and
+// exits. Its open record ends at its exit: events after it get nothing
+// (the child, whom the tracker has not seen use the socket, is unknown),
+// events before it get the parent; a later close changes nothing.
+func TestTableOwnerExit(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("127.0.0.1:48750"), ap("127.0.0.1:40759")
+	t0 := clk.t
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1_000_000_000, "parent"))
+	clk.t = t0.Add(time.Second)
+	exit := mkEvent(evExit, 0, "0.0.0.0:0", "0.0.0.0:0", 100, 1_000_000_000, "")
+	feed(tr, exit)
+	clk.t = t0.Add(2 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); ok {
+		t.Errorf("after the owner exited: %+v, want no answer", got)
+	}
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(500*time.Millisecond)); !ok || got.PID != 100 || !got.Closed.Equal(t0.Add(time.Second)) {
+		t.Errorf("before the exit: %+v %v, want pid 100, ended at the exit", got, ok)
+	}
+	tr.mu.Lock()
+	tr.applyExitsLocked()
+	tr.mu.Unlock()
+	if h := tr.table[key{proto: TCP, local: l, remote: r}]; len(h) != 1 || !h[0].Closed.Equal(t0.Add(time.Second)) {
+		t.Errorf("after applying exits: %+v, want one record closed at the exit", h)
+	}
+	// The child closes the socket; the kernel still names the parent.
+	clk.t = t0.Add(3 * time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1_000_000_000, "parent"))
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(2500*time.Millisecond)); ok {
+		t.Errorf("after the child's close: %+v, want no answer for a time after the parent's exit", got)
+	}
+	// Another instance with the same PID is not affected.
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 100, 5_000_000_000, "other"))
+	if got, ok := tr.LookupAt(UDP, ap("127.0.0.1:53"), ap("127.0.0.1:9"), clk.t); !ok || got.PID != 100 {
+		t.Errorf("a recycled PID's own socket: %+v %v", got, ok)
 	}
 }

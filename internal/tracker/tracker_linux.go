@@ -26,6 +26,7 @@ const (
 	evSendRecv = 3
 	evClose    = 4
 	evListen   = 5
+	evExit     = 6
 
 	srcListener = 2
 )
@@ -49,6 +50,9 @@ type Tracker struct {
 	mu    sync.RWMutex
 	table map[key][]Record // per key the last historyLen records, oldest first
 	nrec  int              // records in table
+	// exits holds when processes exited (kept Retention): an open record
+	// of an exited process ended then, whoever holds the socket now.
+	exits map[owner]time.Time
 	// nsRefs counts the table's records per network namespace, so a lookup
 	// knows which namespaces to probe for a tuple.
 	nsRefs map[uint32]int
@@ -109,6 +113,7 @@ func New(opts Options) (*Tracker, error) {
 	t := &Tracker{
 		opts:    opts,
 		table:   make(map[key][]Record),
+		exits:   make(map[owner]time.Time),
 		nsRefs:  make(map[uint32]int),
 		ownNS:   ownNetNS(),
 		comms:   make(map[[16]int8]string),
@@ -235,6 +240,12 @@ func (t *Tracker) readLoop() {
 // handle applies one kernel event to the table.
 func (t *Tracker) handle(ev *trackerEvent) {
 	t.events.Add(1)
+	if ev.Type == evExit {
+		t.mu.Lock()
+		t.exits[owner{int(ev.Pid), time.Duration(ev.StartNs)}] = t.wallOf(ev.TsNs)
+		t.mu.Unlock()
+		return
+	}
 	proto := Proto(ev.Proto)
 	if proto != TCP && proto != UDP {
 		return
@@ -285,7 +296,14 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	defer t.mu.Unlock()
 	h := t.table[k]
 	if n := len(h); n > 0 {
-		if last := &h[n-1]; last.sk == r.sk && last.Closed.IsZero() {
+		last := &h[n-1]
+		if last.sk == r.sk && !last.Closed.IsZero() && ev.Type == evClose {
+			// The close of a socket whose owner's tenure already ended
+			// (it exited, or the socket changed hands unseen): nothing
+			// new about who held it.
+			return
+		}
+		if last.sk == r.sk && last.Closed.IsZero() {
 			// The socket of the newest record: its close, a refresh, or
 			// a new owner (an accepted connection served by a worker, a
 			// UDP socket used by another process).
@@ -321,6 +339,12 @@ func (t *Tracker) handle(ev *trackerEvent) {
 }
 
 func sameOwner(a, b *Record) bool { return a.PID == b.PID && a.StartBoottime == b.StartBoottime }
+
+// owner identifies a process instance.
+type owner struct {
+	pid   int
+	start time.Duration // StartBoottime
+}
 
 // wallOf converts a kernel CLOCK_BOOTTIME reading to wall-clock time.
 func (t *Tracker) wallOf(ns uint64) time.Time {

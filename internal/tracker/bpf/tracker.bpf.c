@@ -33,6 +33,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EV_SEND_RECV 3   // a send/recv in process context (server worker, UDP)
 #define EV_CLOSE 4       // TCP socket went to CLOSE
 #define EV_LISTEN 5      // TCP listener created
+#define EV_EXIT 6        // the last thread of a process exited (no socket)
 
 // Where the owner of an event came from.
 #define SRC_TASK 1       // the current task (process context)
@@ -412,9 +413,27 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, void *bpr
 }
 
 // Runs in the exiting thread for every thread; the last one releases the
-// descriptor table.
+// descriptor table. When the whole thread group is dead (signal->live
+// dropped to 0 just before), tell user space: the process holds no socket
+// any more, so its open records end here.
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p)
 {
-	return bump_current();
+	bump_current();
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->signal->live.counter != 0)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(0);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->start_ns = task->group_leader->start_boottime;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->type = EV_EXIT;
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	return 0;
 }

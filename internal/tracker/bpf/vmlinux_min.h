@@ -103,10 +103,17 @@ struct sock {
 	u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
-struct linux_binprm;
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live;
+} __attribute__((preserve_access_index));
 
 struct task_struct {
 	pid_t tgid;
+	struct signal_struct *signal;
 	u64 start_boottime;
 	struct task_struct *group_leader;
 	char comm[16];
