@@ -11,8 +11,40 @@ import (
 	"time"
 )
 
-// deleteLocked removes the record of k.
+// historyLen is how many records the table keeps per key: a reused tuple
+// keeps its older connections, so that a late event finds its own.
+const historyLen = 4
+
+// EventTimeSlack is the tolerance of LookupAt's time comparisons: event
+// times may come from another clock reading (a log's timestamp, a beat's
+// read time) than the kernel's.
+const EventTimeSlack = 100 * time.Millisecond
+
+// pushLocked appends r to the history of k, dropping the oldest record
+// past historyLen and making room under MaxEntries.
+func (t *Tracker) pushLocked(k key, r Record, now time.Time) {
+	h, ok := t.table[k]
+	if len(h) >= historyLen {
+		copy(h, h[1:])
+		h = h[:len(h)-1]
+		t.nrec--
+	} else if t.nrec >= t.opts.MaxEntries {
+		t.expireLocked(now)
+		if t.nrec >= t.opts.MaxEntries {
+			t.evictLocked()
+		}
+		h, ok = t.table[k]
+	}
+	if !ok {
+		t.nsRefs[k.netns]++
+	}
+	t.table[k] = append(h, r)
+	t.nrec++
+}
+
+// deleteLocked removes the history of k.
 func (t *Tracker) deleteLocked(k key) {
+	t.nrec -= len(t.table[k])
 	delete(t.table, k)
 	if t.nsRefs[k.netns]--; t.nsRefs[k.netns] <= 0 {
 		delete(t.nsRefs, k.netns)
@@ -29,20 +61,57 @@ func (t *Tracker) expireLoop() {
 		case <-t.stop:
 			return
 		case <-tick.C:
+			t.refreshBootWall()
 			t.mu.Lock()
+			t.applyExitsLocked()
 			t.expireLocked(t.now())
 			t.mu.Unlock()
 		}
 	}
 }
 
-// expireLocked removes closed TCP records older than Retention and UDP
-// records not announced for Retention past the refresh window.
+// applyExitsLocked ends the open records of exited processes at their
+// exit, and forgets exits older than Retention.
+func (t *Tracker) applyExitsLocked() {
+	if len(t.exits) == 0 {
+		return
+	}
+	for _, h := range t.table {
+		for i := range h {
+			if r := &h[i]; r.Closed.IsZero() {
+				if x, ok := t.exits[owner{r.PID, r.StartBoottime}]; ok {
+					r.Closed = x
+				}
+			}
+		}
+	}
+	now := t.now()
+	for o, x := range t.exits {
+		if now.Sub(x) > t.opts.Retention {
+			delete(t.exits, o)
+		}
+	}
+}
+
+// expireLocked removes closed records older than Retention and UDP records
+// not announced for Retention past the refresh window.
 func (t *Tracker) expireLocked(now time.Time) {
-	for k, r := range t.table {
-		if t.expiredAt(k, &r, now) {
-			t.deleteLocked(k)
-			t.expired.Add(1)
+	for k, h := range t.table {
+		kept := h[:0]
+		for i := range h {
+			if !t.expiredAt(k, &h[i], now) {
+				kept = append(kept, h[i])
+			}
+		}
+		if n := len(h) - len(kept); n > 0 {
+			t.expired.Add(uint64(n))
+			if len(kept) == 0 {
+				t.deleteLocked(k)
+				continue
+			}
+			clear(h[len(kept):])
+			t.table[k] = kept
+			t.nrec -= n
 		}
 	}
 }
@@ -57,34 +126,85 @@ func (t *Tracker) expiredAt(k key, r *Record, now time.Time) bool {
 	return false
 }
 
-// evictLocked drops the least recently seen eighth of the table.
+// evictLocked drops the histories seen least recently until an eighth of
+// the records are gone.
 func (t *Tracker) evictLocked() {
 	type aged struct {
 		k    key
 		seen time.Time
 	}
 	all := make([]aged, 0, len(t.table))
-	for k, r := range t.table {
-		all = append(all, aged{k, r.Seen})
+	for k, h := range t.table {
+		all = append(all, aged{k, h[len(h)-1].Seen})
 	}
 	slices.SortFunc(all, func(a, b aged) int { return a.seen.Compare(b.seen) })
-	n := max(len(all)/8, 1)
-	for _, a := range all[:n] {
+	goal := t.nrec - max(t.nrec/8, 1)
+	n := 0
+	for _, a := range all {
+		if t.nrec <= goal {
+			break
+		}
+		n += len(t.table[a.k])
 		t.deleteLocked(a.k)
 	}
 	t.evicted.Add(uint64(n))
 }
 
-// Lookup returns the owner of the socket with the given transport, local and
-// remote endpoints, as seen from this host. Addresses may be IPv4-mapped.
-// It tries the exact tuple, then the local endpoint alone (an unconnected
-// UDP socket or a TCP listener), then the wildcard address at the local
-// port. Records of closed connections are returned until their retention
-// expires; Record.Closed tells them apart. A tuple recorded in several
-// network namespaces resolves to the tracker's own namespace's record, else
-// to the one owner all the others agree on, else to nothing (counted in
-// Stats.Ambiguous): a wrong owner is worse than none.
+// pick returns the record of history h that covers time at (see LookupAt),
+// newest first.
+func (t *Tracker) pick(k key, h []Record, at, now time.Time) (Record, bool) {
+	late := at.Add(EventTimeSlack)
+	for i := len(h) - 1; i >= 0; i-- {
+		r := &h[i]
+		if r.Closed.IsZero() && len(t.exits) > 0 {
+			// Its owner may have exited since (applyExitsLocked has not
+			// run yet): the tenure ended then.
+			if x, ok := t.exits[owner{r.PID, r.StartBoottime}]; ok {
+				c := *r
+				c.Closed = x
+				r = &c
+			}
+		}
+		if t.expiredAt(k, r, now) || r.Start.After(late) || r.Opened.After(late) {
+			// Gone, or a process or connection newer than the event: an
+			// older record may be the event's.
+			continue
+		}
+		if !r.Closed.IsZero() && at.After(r.Closed.Add(EventTimeSlack)) {
+			// Closed before the event, and every older record earlier
+			// still: the event's connection is not recorded.
+			return Record{}, false
+		}
+		if at.Before(r.Opened) && i > 0 {
+			// Covered only through the slack: if the previous record, of
+			// another owner, covers the event exactly, it is a toss-up.
+			o := &h[i-1]
+			if !sameOwner(o, r) && !t.expiredAt(k, o, now) && !o.Opened.After(at) && !o.Start.After(late) &&
+				(o.Closed.IsZero() || !at.After(o.Closed)) {
+				return Record{}, false
+			}
+		}
+		return *r, true
+	}
+	return Record{}, false
+}
+
+// Lookup is LookupAt at the current time without waiting for the reader:
+// what the table says now.
 func (t *Tracker) Lookup(proto Proto, local, remote netip.AddrPort) (Record, bool) {
+	return t.lookupAt(proto, local, remote, t.now())
+}
+
+// lookupAt returns the owner at time at of the socket with the given
+// transport, local and remote endpoints, as seen from this host. Addresses
+// may be IPv4-mapped. It tries the exact tuple, then the local endpoint
+// alone (an unconnected UDP socket or a TCP listener), then the wildcard
+// address at the local port; in each, the record whose lifetime covers at
+// (pick). A tuple recorded in several network namespaces resolves to the
+// tracker's own namespace's record, else to the one owner all the others
+// agree on, else to nothing (counted in Stats.Ambiguous): a wrong owner is
+// worse than none.
+func (t *Tracker) lookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
 	local = unmap(local)
 	remote = unmap(remote)
 	now := t.now()
@@ -95,8 +215,8 @@ func (t *Tracker) Lookup(proto Proto, local, remote netip.AddrPort) (Record, boo
 		n := 0
 		for ns := range t.nsRefs {
 			k.netns = ns
-			r, ok := t.table[k]
-			if !ok || t.expiredAt(k, &r, now) {
+			r, ok := t.pick(k, t.table[k], at, now)
+			if !ok {
 				continue
 			}
 			if ns == t.ownNS && t.ownNS != 0 {

@@ -18,13 +18,22 @@ func (c *fakeClock) now() time.Time { return c.t }
 
 func newTable(opts Options) (*Tracker, *fakeClock) {
 	clk := &fakeClock{time.Unix(1_700_000_000, 0)}
-	return &Tracker{
+	tr := &Tracker{
 		opts:   opts.withDefaults(),
-		table:  make(map[key]Record),
+		table:  make(map[key][]Record),
+		exits:  make(map[owner]time.Time),
 		nsRefs: make(map[uint32]int),
 		comms:  make(map[[16]int8]string),
 		now:    clk.now,
-	}, clk
+	}
+	tr.bootWall.Store(clk.t.Add(-time.Hour).UnixNano()) // booted an hour ago
+	return tr, clk
+}
+
+// feed applies ev as the kernel would submit it now (fake clock).
+func feed(tr *Tracker, ev *trackerEvent) {
+	ev.TsNs = uint64(tr.now().UnixNano() - tr.bootWall.Load())
+	tr.handle(ev)
 }
 
 func mkEvent(typ uint8, proto Proto, local, remote string, pid uint32, startNS uint64, comm string) *trackerEvent {
@@ -57,7 +66,7 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func TestTableConnectCloseRetention(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 10 * time.Second})
-	tr.handle(mkEvent(evConnect, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	feed(tr, mkEvent(evConnect, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
 	r, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
 	if !ok || r.PID != 42 || r.Comm != "curl" || r.Source != SourceConnect || !r.Closed.IsZero() {
 		t.Fatalf("after connect: %+v %v", r, ok)
@@ -74,17 +83,21 @@ func TestTableConnectCloseRetention(t *testing.T) {
 	}
 
 	clk.t = clk.t.Add(time.Second)
-	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
+	feed(tr, mkEvent(evClose, TCP, "10.0.0.1:40000", "10.0.0.2:443", 42, 123_450_000_000, "curl"))
 	r, ok = tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"))
-	if !ok || r.Closed != clk.t || r.Source != SourceConnect {
-		t.Fatalf("after close: %+v %v (source must stay connect)", r, ok)
+	if !ok || !r.Closed.Equal(clk.t) || r.Source != SourceConnect || !r.Opened.Equal(clk.t.Add(-time.Second)) {
+		t.Fatalf("after close: %+v %v (source must stay connect, opened a second before)", r, ok)
 	}
+	during := clk.t.Add(-time.Second / 2) // an event of the connection
 	clk.t = clk.t.Add(10 * time.Second)
-	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); !ok {
+	if _, ok := tr.LookupAt(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"), during); !ok {
 		t.Error("expired at exactly the retention")
 	}
-	clk.t = clk.t.Add(time.Millisecond)
 	if _, ok := tr.Lookup(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443")); ok {
+		t.Error("closed record answered for an event after its close")
+	}
+	clk.t = clk.t.Add(time.Millisecond)
+	if _, ok := tr.LookupAt(TCP, ap("10.0.0.1:40000"), ap("10.0.0.2:443"), during); ok {
 		t.Error("found after the retention")
 	}
 	tr.expireLocked(clk.t)
@@ -95,10 +108,10 @@ func TestTableConnectCloseRetention(t *testing.T) {
 
 func TestTablePIDReuse(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
-	tr.handle(mkEvent(evClose, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	feed(tr, mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
+	feed(tr, mkEvent(evClose, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 1_000_000_000, "old"))
 	// Same PID, another process instance, same tuple later on.
-	tr.handle(mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
+	feed(tr, mkEvent(evConnect, TCP, "127.0.0.1:5000", "127.0.0.1:80", 7, 9_000_000_000, "new"))
 	r, ok := tr.Lookup(TCP, ap("127.0.0.1:5000"), ap("127.0.0.1:80"))
 	if !ok || r.Comm != "new" || r.StartTicks != 900 || !r.Closed.IsZero() {
 		t.Fatalf("got %+v %v, want the new open instance (start 900 ticks)", r, ok)
@@ -107,14 +120,14 @@ func TestTablePIDReuse(t *testing.T) {
 
 func TestTableAcceptThenWorker(t *testing.T) {
 	tr, _ := newTable(Options{})
-	tr.handle(mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
+	feed(tr, mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 100, 1, "nginx"))
 	// A connection nobody has read from yet falls back to the listener.
 	r, ok := tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 100 || r.Source != SourceListener {
 		t.Fatalf("listener fallback: %+v %v", r, ok)
 	}
-	tr.handle(mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
-	tr.handle(mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
+	feed(tr, mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
+	feed(tr, mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
 	r, ok = tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
 	if !ok || r.PID != 101 || r.Source != SourceIO {
 		t.Fatalf("worker: %+v %v", r, ok)
@@ -128,9 +141,9 @@ func TestTableAcceptThenWorker(t *testing.T) {
 func TestTableUDPWildcardAndIdle(t *testing.T) {
 	tr, clk := newTable(Options{Retention: 5 * time.Second})
 	// Unconnected socket bound to the wildcard: dport 0.
-	tr.handle(mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
-	tr.handle(mkEvent(evSendRecv, UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
-	tr.handle(mkEvent(evSendRecv, UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 53, 1, "dnsd"))
+	feed(tr, mkEvent(evSendRecv, UDP, "[::]:5353", "[::]:0", 54, 1, "mdns"))
+	feed(tr, mkEvent(evSendRecv, UDP, "[::ffff:10.1.1.1]:9999", "[::ffff:10.1.1.2]:7", 55, 1, "mapped"))
 	cases := []struct {
 		local, remote string
 		pid           int
@@ -160,7 +173,7 @@ func TestTableCapEvictsOldest(t *testing.T) {
 	for i := range 40 {
 		clk.t = clk.t.Add(time.Second)
 		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(10000+i))
-		tr.handle(mkEvent(evConnect, TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
+		feed(tr, mkEvent(evConnect, TCP, l.String(), "10.0.0.2:80", uint32(i+1), 1, "x"))
 	}
 	if len(tr.table) > 16 {
 		t.Fatalf("table holds %d entries, cap 16", len(tr.table))
@@ -179,7 +192,7 @@ func TestTableCapEvictsOldest(t *testing.T) {
 func TestTableIgnoresPortlessClose(t *testing.T) {
 	tr, _ := newTable(Options{})
 	// connect() that failed before a port was chosen.
-	tr.handle(mkEvent(evClose, TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
+	feed(tr, mkEvent(evClose, TCP, "10.0.0.1:0", "10.0.0.2:80", 1, 1, "x"))
 	if len(tr.table) != 0 {
 		t.Errorf("portless close recorded: %v", tr.table)
 	}
@@ -194,8 +207,8 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 	const own, nsA, nsB = 4026531840, 4026532001, 4026532002
 	tr, _ := newTable(Options{})
 	tr.ownNS = own
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 20, 2, "in-b"), nsB))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 20, 2, "in-b"), nsB))
 	if len(tr.table) != 2 {
 		t.Fatalf("table holds %d records, want one per namespace", len(tr.table))
 	}
@@ -206,20 +219,21 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 		t.Errorf("ambiguous lookups = %d, want 1", n)
 	}
 	// The same owner in both (a process with a socket in each) is no doubt.
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsA))
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsB))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsA))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40001", "127.0.0.1:8080", 30, 3, "both"), nsB))
 	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40001"), ap("127.0.0.1:8080")); !ok || r.PID != 30 {
 		t.Errorf("one owner in two namespaces = %+v %v, want PID 30", r, ok)
 	}
 	// The tracker's own namespace wins over foreign ones.
-	tr.handle(inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 40, 4, "host"), own))
+	feed(tr, inNS(mkEvent(evConnect, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 40, 4, "host"), own))
 	if r, ok := tr.Lookup(TCP, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")); !ok || r.PID != 40 || r.NetNS != own {
 		t.Errorf("tuple also in the own namespace = %+v %v, want PID 40", r, ok)
 	}
 	// A close in one namespace leaves the other's record open.
-	tr.handle(inNS(mkEvent(evClose, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
-	if r := tr.table[key{TCP, nsB, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")}]; r.PID != 20 || !r.Closed.IsZero() {
-		t.Errorf("namespace B's record after A's close = %+v, want PID 20, open", r)
+	feed(tr, inNS(mkEvent(evClose, TCP, "127.0.0.1:40000", "127.0.0.1:8080", 10, 1, "in-a"), nsA))
+	if h := tr.table[key{TCP, nsB, ap("127.0.0.1:40000"), ap("127.0.0.1:8080")}]; len(h) != 1 || h[0].PID != 20 || !h[0].Closed.IsZero() {
+		r := h
+		t.Errorf("namespace B's records after A's close = %+v, want PID 20, open", r)
 	}
 	// Expiry keeps the per-namespace counts in step with the table.
 	tr.mu.Lock()
@@ -229,5 +243,148 @@ func TestTableKeepsNamespacesApart(t *testing.T) {
 	tr.mu.Unlock()
 	if len(tr.nsRefs) != 0 {
 		t.Errorf("nsRefs = %v after emptying the table", tr.nsRefs)
+	}
+}
+
+// TestTableReusedTupleLifetimes: a tuple used by A, closed, then reused by
+// B. An event after A's close never gets A (even while B's connection is
+// not recorded yet); a late event of A's connection still gets A; B's
+// events get B.
+func TestTableReusedTupleLifetimes(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("127.0.0.1:45000"), ap("127.0.0.1:8080")
+	t0 := clk.t
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1_000_000_000, "a"))
+	clk.t = t0.Add(time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1_000_000_000, "a"))
+	duringA := t0.Add(500 * time.Millisecond)
+
+	// B connects 5 s later; its event reaches the lookup before its
+	// connect event reaches the table.
+	clk.t = t0.Add(6 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); ok {
+		t.Fatalf("event after A's close answered with %+v before B's record exists", got)
+	}
+	if got, ok := tr.Lookup(TCP, l, r); ok {
+		t.Fatalf("Lookup (now) answered with A's closed record %+v", got)
+	}
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 200, 2_000_000_000, "b"))
+	clk.t = t0.Add(7 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); !ok || got.PID != 200 {
+		t.Errorf("B's event: %+v %v, want pid 200", got, ok)
+	}
+	// A late event (A's connection, processed now) gets its own record.
+	if got, ok := tr.LookupAt(TCP, l, r, duringA); !ok || got.PID != 100 || got.Closed.IsZero() {
+		t.Errorf("late event of A: %+v %v, want A's closed record (pid 100)", got, ok)
+	}
+	// Between A's close and B's connect nobody held the tuple.
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(3*time.Second)); ok {
+		t.Errorf("event between the two connections: %+v, want no answer", got)
+	}
+	// Within the slack of A's close and B's open both cover; B (newer)
+	// exactly covers a time after its open.
+	clk.t = t0.Add(8 * time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 200, 2_000_000_000, "b"))
+	clk.t = t0.Add(8*time.Second + 50*time.Millisecond)
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 300, 3_000_000_000, "c"))
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(8*time.Second+60*time.Millisecond)); !ok || got.PID != 300 {
+		t.Errorf("event just after C's open, within B's close slack: %+v %v, want C", got, ok)
+	}
+	// Just before C's open, B held it (closed 30 ms before): toss-up
+	// between B exactly and C through the slack: no answer.
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(8*time.Second-30*time.Millisecond)); ok {
+		t.Errorf("event in B's last moments, within C's opening slack: %+v, want no answer", got)
+	}
+	// The history is capped.
+	for i := range 6 {
+		clk.t = clk.t.Add(time.Second)
+		feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), uint32(300+i), uint64(3+i)*1_000_000_000, "x"))
+		feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), uint32(301+i), uint64(4+i)*1_000_000_000, "x"))
+	}
+	if h := tr.table[key{proto: TCP, local: l, remote: r}]; len(h) != historyLen || tr.nrec != historyLen {
+		t.Errorf("history holds %d records (nrec %d), want %d", len(h), tr.nrec, historyLen)
+	}
+}
+
+// TestTableProcessStartedAfterEvent: a record of a process that started
+// after the event time is never the answer, even when it is the only one.
+func TestTableProcessStartedAfterEvent(t *testing.T) {
+	tr, clk := newTable(Options{})
+	// Boot an hour ago (newTable); this process started 10 s ago.
+	start := uint64((time.Hour - 10*time.Second).Nanoseconds())
+	feed(tr, mkEvent(evListen, TCP, "0.0.0.0:9000", "0.0.0.0:0", 77, start, "late"))
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:9001", "0.0.0.0:0", 77, start, "late"))
+	event := clk.t.Add(-time.Minute) // an event read from a log, a minute old
+	for _, c := range []struct {
+		p   Proto
+		l   string
+		rem string
+	}{{TCP, "127.0.0.1:9000", "127.0.0.1:50000"}, {UDP, "127.0.0.1:9001", "127.0.0.1:50001"}} {
+		if got, ok := tr.LookupAt(c.p, ap(c.l), ap(c.rem), event); ok {
+			t.Errorf("%v %s: a minute-old event answered by a process started 10 s ago: %+v", c.p, c.l, got)
+		}
+		if got, ok := tr.LookupAt(c.p, ap(c.l), ap(c.rem), clk.t); !ok || got.PID != 77 {
+			t.Errorf("%v %s: event now: %+v %v, want pid 77", c.p, c.l, got, ok)
+		}
+	}
+}
+
+// TestTableOwnerChangeOnOneSocket: an accepted connection is the
+// listener owner's until the worker's first I/O, then the worker's.
+func TestTableOwnerChangeOnOneSocket(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("192.0.2.1:8080"), ap("192.0.2.9:5555")
+	t0 := clk.t
+	feed(tr, mkEvent(evAccept, TCP, l.String(), r.String(), 100, 1, "master"))
+	clk.t = t0.Add(time.Second)
+	feed(tr, mkEvent(evSendRecv, TCP, l.String(), r.String(), 101, 2, "worker"))
+	clk.t = t0.Add(2 * time.Second)
+	feed(tr, mkEvent(evSendRecv, TCP, l.String(), r.String(), 101, 2, "worker")) // a refresh
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(300*time.Millisecond)); !ok || got.PID != 100 {
+		t.Errorf("before the worker's first I/O: %+v %v, want the listener owner", got, ok)
+	}
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); !ok || got.PID != 101 || !got.Opened.Equal(t0.Add(time.Second)) {
+		t.Errorf("after: %+v %v, want the worker since its first I/O", got, ok)
+	}
+	if n := len(tr.table[key{proto: TCP, local: l, remote: r}]); n != 2 {
+		t.Errorf("%d records, want 2 (refresh updates in place)", n)
+	}
+}
+
+// TestTableOwnerExit: a process connects, hands the socket to a child and
+// exits. Its open record ends at its exit: events after it get nothing
+// (the child, whom the tracker has not seen use the socket, is unknown),
+// events before it get the parent; a later close changes nothing.
+func TestTableOwnerExit(t *testing.T) {
+	tr, clk := newTable(Options{})
+	l, r := ap("127.0.0.1:48750"), ap("127.0.0.1:40759")
+	t0 := clk.t
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1_000_000_000, "parent"))
+	clk.t = t0.Add(time.Second)
+	exit := mkEvent(evExit, 0, "0.0.0.0:0", "0.0.0.0:0", 100, 1_000_000_000, "")
+	feed(tr, exit)
+	clk.t = t0.Add(2 * time.Second)
+	if got, ok := tr.LookupAt(TCP, l, r, clk.t); ok {
+		t.Errorf("after the owner exited: %+v, want no answer", got)
+	}
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(500*time.Millisecond)); !ok || got.PID != 100 || !got.Closed.Equal(t0.Add(time.Second)) {
+		t.Errorf("before the exit: %+v %v, want pid 100, ended at the exit", got, ok)
+	}
+	tr.mu.Lock()
+	tr.applyExitsLocked()
+	tr.mu.Unlock()
+	if h := tr.table[key{proto: TCP, local: l, remote: r}]; len(h) != 1 || !h[0].Closed.Equal(t0.Add(time.Second)) {
+		t.Errorf("after applying exits: %+v, want one record closed at the exit", h)
+	}
+	// The child closes the socket; the kernel still names the parent.
+	clk.t = t0.Add(3 * time.Second)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1_000_000_000, "parent"))
+	if got, ok := tr.LookupAt(TCP, l, r, t0.Add(2500*time.Millisecond)); ok {
+		t.Errorf("after the child's close: %+v, want no answer for a time after the parent's exit", got)
+	}
+	// Another instance with the same PID is not affected.
+	feed(tr, mkEvent(evSendRecv, UDP, "0.0.0.0:53", "0.0.0.0:0", 100, 5_000_000_000, "other"))
+	if got, ok := tr.LookupAt(UDP, ap("127.0.0.1:53"), ap("127.0.0.1:9"), clk.t); !ok || got.PID != 100 {
+		t.Errorf("a recycled PID's own socket: %+v %v", got, ok)
 	}
 }

@@ -8,7 +8,11 @@
 // connections are attributed to the task that called connect(); accepted
 // connections first to the listener's owner and then to the task that
 // first sends or receives on them; UDP sockets to the task that sends or
-// receives. See docs/tracker.md.
+// receives. Records carry their lifetime by the kernel's clock, and a
+// lookup names the owner at an event's time (LookupAt). Change counters
+// (Epochs), bumped by syscall and sched tracepoints, tell without a system
+// call whether a port's sockets or a process's descriptors changed. See
+// docs/tracker.md.
 package tracker
 
 import (
@@ -105,10 +109,19 @@ type Record struct {
 	Source Source
 	// NetNS is the inode number of the socket's network namespace.
 	NetNS uint32
+	// Opened is when this owner's tenure of the socket began, by the
+	// kernel's clock: connect, accept, listen, or the first send/receive
+	// by this process.
+	Opened time.Time
 	// Seen is when the tracker last heard of the socket.
 	Seen time.Time
-	// Closed is when the TCP connection closed; zero while open and for UDP.
+	// Closed is when the tenure ended, by the kernel's clock: the TCP
+	// connection closed, or another process took the socket over (an
+	// accepted connection's worker, a shared UDP socket). Zero while open,
+	// and for UDP sockets until another owner is seen.
 	Closed time.Time
+
+	sk uint64 // kernel socket address: tells a new socket from an update
 }
 
 // Stats are the tracker's counters.
@@ -117,14 +130,20 @@ type Stats struct {
 	Lost   uint64 // events dropped in the kernel because the ring buffer was full
 	// Missed counts BPF program runs the kernel skipped because another BPF
 	// program was running on the same CPU (a softirq interrupting one):
-	// each may be a lost attribution. Linux 5.12 and later.
+	// each may be a lost attribution (or, for inet_sock_set_state and the
+	// sched programs, a change counter not bumped). Linux 5.12 and later.
 	Missed  uint64
 	Evicted uint64 // records evicted by the MaxEntries cap
 	// Ambiguous counts lookups left unanswered because network namespaces
 	// other than the tracker's own held the tuple with different owners.
 	Ambiguous uint64
 	Expired   uint64 // records removed after their retention
-	Entries   int    // records currently held
+	// Unsure counts lookups left unanswered because the record that
+	// covered the event time was closed and the reader could not show,
+	// within its wait bound, that no newer connection was still in the
+	// ring buffer.
+	Unsure  uint64
+	Entries int // records currently held
 }
 
 // Proto is an IP protocol number; the tracker records TCP and UDP sockets.

@@ -96,9 +96,16 @@ type trackerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerProgramSpecs struct {
-	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
-	SockRecvLength   *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
-	SockSendLength   *ebpf.ProgramSpec `ebpf:"sock_send_length"`
+	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	SchedProcessExec   *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedProcessExit   *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
+	SockRecvLength     *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
+	SockSendLength     *ebpf.ProgramSpec `ebpf:"sock_send_length"`
+	SysEnterClose      *ebpf.ProgramSpec `ebpf:"sys_enter_close"`
+	SysEnterCloseRange *ebpf.ProgramSpec `ebpf:"sys_enter_close_range"`
+	SysEnterConnect    *ebpf.ProgramSpec `ebpf:"sys_enter_connect"`
+	SysEnterDup2       *ebpf.ProgramSpec `ebpf:"sys_enter_dup2"`
+	SysEnterDup3       *ebpf.ProgramSpec `ebpf:"sys_enter_dup3"`
 }
 
 // trackerMapSpecs contains maps before they are loaded into the kernel.
@@ -107,6 +114,8 @@ type trackerProgramSpecs struct {
 type trackerMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
+	PidEpoch  *ebpf.MapSpec `ebpf:"pid_epoch"`
+	PortEpoch *ebpf.MapSpec `ebpf:"port_epoch"`
 	Socks     *ebpf.MapSpec `ebpf:"socks"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -140,6 +149,8 @@ func (o *trackerObjects) Close() error {
 type trackerMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
+	PidEpoch  *ebpf.Map `ebpf:"pid_epoch"`
+	PortEpoch *ebpf.Map `ebpf:"port_epoch"`
 	Socks     *ebpf.Map `ebpf:"socks"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 }
@@ -148,6 +159,8 @@ func (m *trackerMaps) Close() error {
 	return _TrackerClose(
 		m.Events,
 		m.Listeners,
+		m.PidEpoch,
+		m.PortEpoch,
 		m.Socks,
 		m.Stats,
 	)
@@ -164,16 +177,30 @@ type trackerVariables struct {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerPrograms struct {
-	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
-	SockRecvLength   *ebpf.Program `ebpf:"sock_recv_length"`
-	SockSendLength   *ebpf.Program `ebpf:"sock_send_length"`
+	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
+	SchedProcessExec   *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedProcessExit   *ebpf.Program `ebpf:"sched_process_exit"`
+	SockRecvLength     *ebpf.Program `ebpf:"sock_recv_length"`
+	SockSendLength     *ebpf.Program `ebpf:"sock_send_length"`
+	SysEnterClose      *ebpf.Program `ebpf:"sys_enter_close"`
+	SysEnterCloseRange *ebpf.Program `ebpf:"sys_enter_close_range"`
+	SysEnterConnect    *ebpf.Program `ebpf:"sys_enter_connect"`
+	SysEnterDup2       *ebpf.Program `ebpf:"sys_enter_dup2"`
+	SysEnterDup3       *ebpf.Program `ebpf:"sys_enter_dup3"`
 }
 
 func (p *trackerPrograms) Close() error {
 	return _TrackerClose(
 		p.InetSockSetState,
+		p.SchedProcessExec,
+		p.SchedProcessExit,
 		p.SockRecvLength,
 		p.SockSendLength,
+		p.SysEnterClose,
+		p.SysEnterCloseRange,
+		p.SysEnterConnect,
+		p.SysEnterDup2,
+		p.SysEnterDup3,
 	)
 }
 

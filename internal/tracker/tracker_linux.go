@@ -26,6 +26,7 @@ const (
 	evSendRecv = 3
 	evClose    = 4
 	evListen   = 5
+	evExit     = 6
 
 	srcListener = 2
 )
@@ -47,7 +48,11 @@ type Tracker struct {
 	rd    *ringbuf.Reader
 
 	mu    sync.RWMutex
-	table map[key]Record
+	table map[key][]Record // per key the last historyLen records, oldest first
+	nrec  int              // records in table
+	// exits holds when processes exited (kept Retention): an open record
+	// of an exited process ended then, whoever holds the socket now.
+	exits map[owner]time.Time
 	// nsRefs counts the table's records per network namespace, so a lookup
 	// knows which namespaces to probe for a tuple.
 	nsRefs map[uint32]int
@@ -57,20 +62,37 @@ type Tracker struct {
 	ownNS uint32
 	comms map[[16]int8]string // interned command names; reader goroutine only
 
-	events, evicted, expired, ambiguous atomic.Uint64
+	events, evicted, expired, ambiguous, unsure atomic.Uint64
+
+	epochs    *Epochs // nil when the counters are unavailable
+	epochsErr error   // why they are
+
+	// life orders lookups against Close: a lookup holds it shared, Close
+	// takes it to set closed, so no lookup touches the ring once it is
+	// being closed.
+	life   sync.RWMutex
+	closed atomic.Bool
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 
-	now      func() time.Time // tests
-	bootWall time.Time        // wall-clock time of boot, for Record.Start
+	now func() time.Time // tests
+	// bootWall is the wall-clock time of boot in Unix nanoseconds: kernel
+	// times (CLOCK_BOOTTIME) plus bootWall are wall-clock times. Refreshed
+	// by the expiry loop, as the wall clock is adjusted.
+	bootWall atomic.Int64
 
 	// drained is closed (and replaced) each time the reader has consumed
 	// everything in the ring, so Recall can wait for events still in flight.
 	drainMu sync.Mutex
 	drained chan struct{}
+	// drainedAt (Unix ns) is a time before which every event submitted to
+	// the ring has been applied to the table; handling is set while the
+	// reader applies an event it has taken from the ring.
+	drainedAt atomic.Int64
+	handling  atomic.Bool
 }
 
 // New loads the BPF programs, attaches them and starts reading their
@@ -90,7 +112,8 @@ func New(opts Options) (*Tracker, error) {
 
 	t := &Tracker{
 		opts:    opts,
-		table:   make(map[key]Record),
+		table:   make(map[key][]Record),
+		exits:   make(map[owner]time.Time),
 		nsRefs:  make(map[uint32]int),
 		ownNS:   ownNetNS(),
 		comms:   make(map[[16]int8]string),
@@ -98,10 +121,7 @@ func New(opts Options) (*Tracker, error) {
 		now:     time.Now,
 		drained: make(chan struct{}),
 	}
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
-		t.bootWall = time.Now().Add(-time.Duration(ts.Nano()))
-	}
+	t.refreshBootWall()
 	if err := loadTrackerObjects(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -130,6 +150,9 @@ func New(opts Options) (*Tracker, error) {
 		return nil, fmt.Errorf("tracker: opening the ring buffer: %w", err)
 	}
 	t.rd = rd
+	if t.epochs, err = t.attachEpochs(); err != nil {
+		t.epochsErr = fmt.Errorf("tracker: change counters unavailable: %w", privilegeHint(err))
+	}
 
 	t.wg.Add(2)
 	go t.readLoop()
@@ -167,6 +190,9 @@ func (t *Tracker) release() error {
 // objects. It is safe to call more than once.
 func (t *Tracker) Close() error {
 	t.closeOnce.Do(func() {
+		t.life.Lock()
+		t.closed.Store(true)
+		t.life.Unlock()
 		close(t.stop)
 		err := t.rd.Close() // unblocks readLoop
 		t.wg.Wait()
@@ -179,8 +205,15 @@ func (t *Tracker) readLoop() {
 	defer t.wg.Done()
 	var rec ringbuf.Record
 	for {
-		t.rd.SetDeadline(time.Now().Add(pollInterval))
-		if err := t.rd.ReadInto(&rec); err != nil {
+		// Every event submitted before start is read by the time ReadInto
+		// reports the end of the ring.
+		start := time.Now()
+		t.rd.SetDeadline(start.Add(pollInterval))
+		err := t.rd.ReadInto(&rec)
+		if err == nil {
+			t.handling.Store(true)
+		}
+		if err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
@@ -190,23 +223,29 @@ func (t *Tracker) readLoop() {
 			default:
 			}
 			// Deadline or flush: the ring has been read to its end.
+			t.drainedAt.Store(start.UnixNano())
 			t.drainMu.Lock()
 			close(t.drained)
 			t.drained = make(chan struct{})
 			t.drainMu.Unlock()
 			continue
 		}
-		if len(rec.RawSample) < int(unsafe.Sizeof(trackerEvent{})) {
-			continue
+		if len(rec.RawSample) >= int(unsafe.Sizeof(trackerEvent{})) {
+			t.handle((*trackerEvent)(unsafe.Pointer(&rec.RawSample[0])))
 		}
-		ev := (*trackerEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		t.handle(ev)
+		t.handling.Store(false)
 	}
 }
 
 // handle applies one kernel event to the table.
 func (t *Tracker) handle(ev *trackerEvent) {
 	t.events.Add(1)
+	if ev.Type == evExit {
+		t.mu.Lock()
+		t.exits[owner{int(ev.Pid), time.Duration(ev.StartNs)}] = t.wallOf(ev.TsNs)
+		t.mu.Unlock()
+		return
+	}
 	proto := Proto(ev.Proto)
 	if proto != TCP && proto != UDP {
 		return
@@ -221,14 +260,17 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		remote = netip.AddrPort{}
 	}
 	now := t.now()
+	ts := t.wallOf(ev.TsNs)
 	r := Record{
 		PID:           int(ev.Pid),
 		StartTicks:    ev.StartNs / (1e9 / userHZ),
 		StartBoottime: time.Duration(ev.StartNs),
-		Start:         t.bootWall.Add(time.Duration(ev.StartNs)),
+		Start:         t.wallOf(ev.StartNs),
 		Comm:          t.comm(&ev.Comm),
 		NetNS:         ev.Netns,
+		Opened:        ts,
 		Seen:          now,
+		sk:            ev.Sk,
 	}
 	switch ev.Type {
 	case evConnect:
@@ -240,7 +282,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	case evListen:
 		r.Source = SourceListen
 	case evClose:
-		r.Closed = now
+		r.Closed = ts
 		r.Source = SourceIO
 		if ev.Source == srcListener {
 			r.Source = SourceListener
@@ -252,25 +294,69 @@ func (t *Tracker) handle(ev *trackerEvent) {
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.table[k]; ok {
-		if ev.Type == evClose && old.PID == r.PID && old.StartBoottime == r.StartBoottime {
-			// Keep how the owner was learned.
-			r.Source = old.Source
+	h := t.table[k]
+	if n := len(h); n > 0 {
+		last := &h[n-1]
+		if last.sk == r.sk && !last.Closed.IsZero() && ev.Type == evClose {
+			// The close of a socket whose owner's tenure already ended
+			// (it exited, or the socket changed hands unseen): nothing
+			// new about who held it.
+			return
 		}
-		t.table[k] = r
-		return
-	}
-	if ev.Type == evClose && ev.Sport == 0 {
-		return // a connect that failed before it had a port
-	}
-	if len(t.table) >= t.opts.MaxEntries {
-		t.expireLocked(now)
-		if len(t.table) >= t.opts.MaxEntries {
-			t.evictLocked()
+		if last.sk == r.sk && last.Closed.IsZero() {
+			// The socket of the newest record: its close, a refresh, or
+			// a new owner (an accepted connection served by a worker, a
+			// UDP socket used by another process).
+			switch {
+			case ev.Type == evClose && sameOwner(last, &r):
+				last.Closed, last.Seen = ts, now
+				return
+			case ev.Type == evClose:
+				// Closed by an owner whose first use was not seen (lost
+				// event): the old owner's tenure ended at some unknown
+				// time, so neither may answer for before the close.
+				last.Closed = ts
+				r.Opened = ts
+			case sameOwner(last, &r):
+				last.Seen, last.Source = now, r.Source
+				return
+			default:
+				last.Closed = ts // the old owner's tenure ends here
+			}
+			t.pushLocked(k, r, now)
+			return
 		}
 	}
-	t.table[k] = r
-	t.nsRefs[k.netns]++
+	if ev.Type == evClose {
+		if ev.Sport == 0 {
+			return // a connect that failed before it had a port
+		}
+		// Its opening was not seen (a lost event): it was open at most
+		// since its owner started.
+		r.Opened = r.Start
+	}
+	t.pushLocked(k, r, now)
+}
+
+func sameOwner(a, b *Record) bool { return a.PID == b.PID && a.StartBoottime == b.StartBoottime }
+
+// owner identifies a process instance.
+type owner struct {
+	pid   int
+	start time.Duration // StartBoottime
+}
+
+// wallOf converts a kernel CLOCK_BOOTTIME reading to wall-clock time.
+func (t *Tracker) wallOf(ns uint64) time.Time {
+	return time.Unix(0, t.bootWall.Load()+int64(ns))
+}
+
+// refreshBootWall recomputes the wall-clock time of boot.
+func (t *Tracker) refreshBootWall() {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
+		t.bootWall.Store(time.Now().UnixNano() - ts.Nano())
+	}
 }
 
 // ownNetNS is the inode of this process's network namespace, 0 if unknown.
@@ -323,6 +409,7 @@ func (t *Tracker) Stats() Stats {
 		Evicted:   t.evicted.Load(),
 		Expired:   t.expired.Load(),
 		Ambiguous: t.ambiguous.Load(),
+		Unsure:    t.unsure.Load(),
 	}
 	var lost []uint64
 	if err := t.objs.Stats.Lookup(uint32(0), &lost); err == nil {
@@ -330,50 +417,95 @@ func (t *Tracker) Stats() Stats {
 			s.Lost += v
 		}
 	}
-	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength} {
+	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength, t.objs.SchedProcessExec, t.objs.SchedProcessExit} {
 		if ps, err := p.Stats(); err == nil {
 			s.Missed += ps.RecursionMisses
 		}
 	}
 	t.mu.RLock()
-	s.Entries = len(t.table)
+	s.Entries = t.nrec
 	t.mu.RUnlock()
 	return s
 }
 
-// LookupSync is Lookup that, on a miss, first lets the reader consume the
-// events already in the ring (waiting at most syncTimeout): a one-shot
-// client's line can reach the beat before its record reaches the table.
+// LookupSync is LookupAt for an event happening now.
 func (t *Tracker) LookupSync(proto Proto, local, remote netip.AddrPort) (Record, bool) {
-	r, ok := t.Lookup(proto, local, remote)
-	if !ok && t.sync(syncTimeout) {
-		r, ok = t.Lookup(proto, local, remote)
+	return t.LookupAt(proto, local, remote, time.Time{})
+}
+
+// LookupAt returns the owner, at time at, of the socket with the given
+// transport and endpoints (zero at: now): the record whose lifetime
+// [Opened, Closed] covers at, give or take EventTimeSlack. Before it
+// decides, every event the kernel submitted before at (or before the call,
+// if that is earlier) is applied to the table: a newer connection on the
+// tuple may still be in the ring buffer. If the reader cannot catch up
+// within syncTimeout, only an open record may answer (a closed one is
+// counted in Stats.Unsure). It never returns
+//   - a record opened after at + slack, or closed before at - slack (the
+//     event is about a connection not recorded: nothing is returned);
+//   - a closed record when a newer record of the tuple covers at;
+//   - a record whose process started after at + slack.
+func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
+	t.life.RLock()
+	defer t.life.RUnlock()
+	if t.closed.Load() {
+		return Record{}, false
+	}
+	now := t.now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
+	complete := t.caughtUp(at) || t.sync(syncTimeout)
+	r, ok := t.lookupAt(proto, local, remote, at)
+	if ok && !complete && !r.Closed.IsZero() {
+		t.unsure.Add(1)
+		return Record{}, false
 	}
 	return r, ok
 }
 
-// syncTimeout bounds how long a LookupSync miss waits for the reader.
+// syncTimeout bounds how long a LookupAt waits for the reader.
 const syncTimeout = 20 * time.Millisecond
 
+// caughtUp tells whether every event submitted before at has been applied
+// to the table: the reader emptied the ring after at, or the ring is empty
+// now and the reader is not applying an event. Two or three atomic loads.
+func (t *Tracker) caughtUp(at time.Time) bool {
+	if t.rd == nil {
+		return true // a table without a kernel (tests)
+	}
+	if t.drainedAt.Load() > at.UnixNano() {
+		return true
+	}
+	return t.rd.AvailableBytes() == 0 && !t.handling.Load()
+}
+
 // sync makes the reader consume the events already in the ring and waits
-// for it, at most timeout. It reports whether there was anything to read;
-// an idle ring costs two atomic loads, so misses stay cheap.
+// until it has applied everything submitted before the call, at most
+// timeout. It reports whether it got there.
 func (t *Tracker) sync(timeout time.Duration) bool {
-	if t.rd.AvailableBytes() == 0 {
-		return false
-	}
-	t.drainMu.Lock()
-	ch := t.drained
-	t.drainMu.Unlock()
-	if err := t.rd.Flush(); err != nil {
-		return false
-	}
+	start := time.Now()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case <-ch:
-	case <-timer.C:
-	case <-t.stop:
+	for {
+		if t.caughtUp(start) {
+			return true
+		}
+		t.drainMu.Lock()
+		ch := t.drained
+		t.drainMu.Unlock()
+		if t.drainedAt.Load() > start.UnixNano() {
+			return true
+		}
+		if err := t.rd.Flush(); err != nil {
+			return false
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-t.stop:
+			return false
+		}
 	}
-	return true
 }

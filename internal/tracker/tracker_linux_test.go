@@ -62,10 +62,11 @@ func newTracker(t testing.TB, opts Options) *Tracker {
 
 // waitLookup polls Lookup until it finds a record or a deadline passes:
 // the kernel's events reach the table asynchronously.
-func waitLookup(tr *Tracker, proto Proto, local, remote netip.AddrPort, want func(Record) bool) (Record, bool) {
+// at is the time of the event looked up (zero: now).
+func waitLookup(tr *Tracker, proto Proto, local, remote netip.AddrPort, at time.Time, want func(Record) bool) (Record, bool) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		r, ok := tr.Lookup(proto, local, remote)
+		r, ok := tr.LookupAt(proto, local, remote, at)
 		if ok && (want == nil || want(r)) {
 			return r, true
 		}
@@ -81,6 +82,7 @@ type hello struct {
 	client     netip.AddrPort
 	pid        int
 	startTicks uint64
+	at         time.Time // when the line was read: the event's time
 }
 
 func parseHello(client netip.AddrPort, line string) (hello, error) {
@@ -96,7 +98,7 @@ func parseHello(client netip.AddrPort, line string) (hello, error) {
 	if err != nil {
 		return hello{}, err
 	}
-	return hello{unmap(client), pid, st}, nil
+	return hello{client: unmap(client), pid: pid, startTicks: st}, nil
 }
 
 // tcpServer accepts connections and reports each client's line.
@@ -130,6 +132,7 @@ func tcpServer(t *testing.T, network, addr string) (net.Listener, <-chan hello) 
 					t.Error(err)
 					return
 				}
+				h.at = time.Now()
 				out <- h
 			}()
 		}
@@ -182,7 +185,7 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if !pids[h.pid] {
 			t.Fatalf("hello from unexpected pid %d", h.pid)
 		}
-		r, ok := waitLookup(tr, TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+		r, ok := waitLookup(tr, TCP, h.client, server, h.at, func(r Record) bool { return !r.Closed.IsZero() })
 		if !ok {
 			t.Fatalf("client %v (pid %d): no record; stats %+v", h.client, h.pid, tr.Stats())
 		}
@@ -196,15 +199,15 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if age := time.Since(r.Start); age < 0 || age > time.Minute {
 			t.Errorf("client %v: start %v is not within the last minute", h.client, r.Start)
 		}
-		if rs, ok := tr.LookupSync(TCP, h.client, server); !ok || rs.PID != h.pid || rs.StartTicks != h.startTicks {
-			t.Errorf("client %v: LookupSync = %+v, %v", h.client, rs, ok)
+		if rs, ok := tr.LookupAt(TCP, h.client, server, h.at); !ok || rs.PID != h.pid || rs.StartTicks != h.startTicks {
+			t.Errorf("client %v: LookupAt = %+v, %v", h.client, rs, ok)
 		}
 		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
 			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
 		}
 		// The accepting side is this test process: attributed at its
 		// first read (or via the listener before that).
-		sr, ok := waitLookup(tr, TCP, server, h.client, func(r Record) bool { return r.Source == SourceIO })
+		sr, ok := waitLookup(tr, TCP, server, h.client, h.at, func(r Record) bool { return r.Source == SourceIO })
 		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceIO {
 			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source io", h.client, sr, ok, os.Getpid(), myStart)
 		}
@@ -255,6 +258,7 @@ func TestServerWorkerAttribution(t *testing.T) {
 	server := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	io.WriteString(c, "hello\n")
 	line, err := bufio.NewReader(c).ReadString('\n')
+	at := time.Now()
 	c.Close()
 	if err != nil {
 		t.Fatalf("no answer from the worker: %v", err)
@@ -266,12 +270,12 @@ func TestServerWorkerAttribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, ok := waitLookup(tr, TCP, server, client, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
+	r, ok := waitLookup(tr, TCP, server, client, at, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
 	if !ok || r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
 		t.Errorf("server side: got %+v ok=%v, want the worker pid %d start %d source io", r, ok, h.pid, h.startTicks)
 	}
 	// The client side is this process.
-	if r, ok := waitLookup(tr, TCP, client, server, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
+	if r, ok := waitLookup(tr, TCP, client, server, at, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
 		t.Errorf("client side: got %+v ok=%v, want pid %d source connect", r, ok, os.Getpid())
 	}
 }
@@ -301,13 +305,13 @@ func testUDP(t *testing.T, mode string) {
 		if h.pid != pid {
 			t.Fatalf("datagram from pid %d, want %d", h.pid, pid)
 		}
-		r, ok := waitLookup(tr, UDP, h.client, server, func(r Record) bool { return r.PID == pid })
+		r, ok := waitLookup(tr, UDP, h.client, server, time.Time{}, func(r Record) bool { return r.PID == pid })
 		if !ok || r.PID != pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
 			t.Errorf("udp client %v: got %+v ok=%v, want pid %d start %d source io", h.client, r, ok, pid, h.startTicks)
 		}
 	}
 	// The receiving socket belongs to this process.
-	r, ok := waitLookup(tr, UDP, server, netip.MustParseAddrPort("127.0.0.1:9"), func(r Record) bool { return r.PID == os.Getpid() })
+	r, ok := waitLookup(tr, UDP, server, netip.MustParseAddrPort("127.0.0.1:9"), time.Time{}, func(r Record) bool { return r.PID == os.Getpid() })
 	if !ok || r.PID != os.Getpid() {
 		t.Errorf("udp server %v: got %+v ok=%v, want pid %d", server, r, ok, os.Getpid())
 	}
@@ -323,12 +327,12 @@ func TestRetentionExpiry(t *testing.T) {
 	server := ln.Addr().(*net.TCPAddr).AddrPort()
 	pid := spawn(t, "tcp", server.String())
 	h := <-hellos
-	r, ok := waitLookup(tr, TCP, h.client, server, func(r Record) bool { return !r.Closed.IsZero() })
+	r, ok := waitLookup(tr, TCP, h.client, server, h.at, func(r Record) bool { return !r.Closed.IsZero() })
 	if !ok || r.PID != pid || r.Closed.IsZero() {
 		t.Fatalf("got %+v ok=%v, want a closed record of pid %d", r, ok, pid)
 	}
 	time.Sleep(retention + 600*time.Millisecond)
-	if r, ok := tr.Lookup(TCP, h.client, server); ok {
+	if r, ok := tr.LookupAt(TCP, h.client, server, h.at); ok {
 		t.Errorf("record outlived its retention: %+v", r)
 	}
 	if s := tr.Stats(); s.Expired == 0 {

@@ -2,7 +2,10 @@
 
 package tracker
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // Tracker is unavailable on this operating system.
 type Tracker struct{}
@@ -19,6 +22,26 @@ func (*Tracker) Lookup(Proto, netip.AddrPort, netip.AddrPort) (Record, bool) {
 func (*Tracker) LookupSync(Proto, netip.AddrPort, netip.AddrPort) (Record, bool) {
 	return Record{}, false
 }
+
+// LookupAt never finds anything on this operating system.
+func (*Tracker) LookupAt(Proto, netip.AddrPort, netip.AddrPort, time.Time) (Record, bool) {
+	return Record{}, false
+}
+
+// Epochs is unavailable on this operating system.
+type Epochs struct{}
+
+// Port returns 0 on this operating system.
+func (*Epochs) Port(Proto, uint16) uint32 { return 0 }
+
+// PID returns 0 on this operating system.
+func (*Epochs) PID(int) uint32 { return 0 }
+
+// Epochs returns nil on this operating system.
+func (*Tracker) Epochs() *Epochs { return nil }
+
+// EpochsErr returns ErrUnsupported on this operating system.
+func (*Tracker) EpochsErr() error { return ErrUnsupported }
 
 // Stats returns zero counters on this operating system.
 func (*Tracker) Stats() Stats { return Stats{} }

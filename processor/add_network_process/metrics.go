@@ -19,7 +19,7 @@ func registerMetrics(reg *monitoring.Registry) {
 		var lastRescanNs int64
 		watchers, trackers := 0, 0
 		procs.EachShared(func(_ string, st procs.Stats, fallback procs.OwnerSource) {
-			if ts, ok := fallback.(trackerSource); ok {
+			if ts, ok := fallback.(interface{ Stats() tracker.Stats }); ok { // trackerSource, trackerClockSource
 				trackers++
 				t := ts.Stats()
 				tsum.Events += t.Events
@@ -28,6 +28,7 @@ func registerMetrics(reg *monitoring.Registry) {
 				tsum.Evicted += t.Evicted
 				tsum.Expired += t.Expired
 				tsum.Ambiguous += t.Ambiguous
+				tsum.Unsure += t.Unsure
 				tsum.Entries += t.Entries
 			}
 			watchers++
@@ -90,6 +91,7 @@ func registerMetrics(reg *monitoring.Registry) {
 				{"events", tsum.Events}, {"lost", tsum.Lost}, {"missed", tsum.Missed},
 				{"evicted", tsum.Evicted}, {"expired", tsum.Expired},
 				{"netns_ambiguous", tsum.Ambiguous}, {"entries", uint64(tsum.Entries)},
+				{"unsure", tsum.Unsure},
 			} {
 				monitoring.ReportInt(v, c.name, int64(c.n))
 			}

@@ -47,7 +47,10 @@ func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSourc
 			tr, err = tracker.New(tracker.Options{Retention: cfg.TrackerRetention})
 			if err == nil {
 				log.Infof("eBPF connection tracker loaded: connections that close before their event is processed still resolve for %v", cfg.TrackerRetention)
-				return trackerSource{tr}, nil
+				if e := tr.EpochsErr(); e != nil {
+					log.Infof("%v; every answer from the socket tables is verified with a system call", e)
+				}
+				return newTrackerSource(tr), nil
 			}
 		}
 		if mode == trackerEBPF {
@@ -67,12 +70,39 @@ func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSourc
 // source here, where both are imported.
 type trackerSource struct{ t *tracker.Tracker }
 
-// Recall answers from the tracker's records: the owner as a socket row, with
-// StartKey in the Linux engine's unit (/proc/<pid>/stat starttime, which is
-// the tracker's StartTicks), and the part of a procs.Process the record
-// knows, for when the owner has exited.
-func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, _ time.Time) (procs.Socket, *procs.Process, bool) {
-	r, ok := s.t.LookupSync(tracker.Proto(t), local, remote)
+// trackerClockSource is a trackerSource whose tracker has its change
+// counters: it is also the watcher's procs.ChangeClock (procs.Shared wires
+// a fallback that implements it into Config.Changes).
+type trackerClockSource struct {
+	trackerSource
+	e *tracker.Epochs
+}
+
+// newTrackerSource returns the owner source of tr, a procs.ChangeClock too
+// exactly when tr's change counters are available: without them the
+// watcher must see no clock (and verify every answer).
+func newTrackerSource(tr *tracker.Tracker) procs.OwnerSource {
+	if e := tr.Epochs(); e != nil {
+		return trackerClockSource{trackerSource{tr}, e}
+	}
+	return trackerSource{tr}
+}
+
+// PortEpoch reads the kernel's counter of closes on a local port.
+func (s trackerClockSource) PortEpoch(t procs.Transport, port uint16) uint32 {
+	return s.e.Port(tracker.Proto(t), port)
+}
+
+// ProcEpoch reads the kernel's counter of a process's descriptor changes.
+func (s trackerClockSource) ProcEpoch(pid int) uint32 { return s.e.PID(pid) }
+
+// Recall answers from the tracker's records: the owner, at the event time
+// at (zero: now), as a socket row, with StartKey in the Linux engine's unit
+// (/proc/<pid>/stat starttime, which is the tracker's StartTicks), and the
+// part of a procs.Process the record knows, for when the owner has exited.
+// The tracker picks the record whose lifetime covers at (LookupAt).
+func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, at time.Time) (procs.Socket, *procs.Process, bool) {
+	r, ok := s.t.LookupAt(tracker.Proto(t), local, remote, at)
 	if !ok {
 		return procs.Socket{}, nil, false
 	}

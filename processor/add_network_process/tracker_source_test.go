@@ -2,6 +2,7 @@ package add_network_process
 
 import (
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -32,5 +33,47 @@ func TestTrackerRecordAsOwner(t *testing.T) {
 	}
 	if tracker.Proto(procs.TCP) != tracker.TCP || tracker.Proto(procs.UDP) != tracker.UDP {
 		t.Error("tracker and procs number the transports differently")
+	}
+}
+
+// TestTrackerSourceIsChangeClockExactlyWithEpochs: the watcher must see a
+// procs.ChangeClock only when the tracker's change counters exist;
+// without them it must verify every answer.
+func TestTrackerSourceIsChangeClockExactlyWithEpochs(t *testing.T) {
+	// A tracker without counters (the zero value has none).
+	if _, ok := newTrackerSource(&tracker.Tracker{}).(procs.ChangeClock); ok {
+		t.Error("a tracker without change counters is offered as a ChangeClock")
+	}
+	tr, err := tracker.New(tracker.Options{})
+	if err != nil {
+		t.Skipf("eBPF tracker unavailable here: %v", err)
+	}
+	defer tr.Close()
+	src := newTrackerSource(tr)
+	clock, ok := src.(procs.ChangeClock)
+	if e := tr.Epochs(); (e != nil) != ok {
+		t.Fatalf("Epochs() = %v, source is a ChangeClock: %v", e, ok)
+	}
+	if !ok {
+		t.Skipf("change counters unavailable here: %v", tr.EpochsErr())
+	}
+	if _, ok := src.(interface{ Stats() tracker.Stats }); !ok {
+		t.Error("the clock source lost the tracker's Stats (metrics)")
+	}
+	e := tr.Epochs()
+	before := clock.ProcEpoch(os.Getpid())
+	if before != e.PID(os.Getpid()) {
+		t.Errorf("ProcEpoch differs from the tracker's reading")
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if clock.ProcEpoch(os.Getpid()) == before {
+		t.Error("ProcEpoch did not move when this process closed a file")
+	}
+	if clock.PortEpoch(procs.TCP, 1) != e.Port(tracker.TCP, 1) {
+		t.Error("PortEpoch differs from the tracker's reading")
 	}
 }

@@ -33,6 +33,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EV_SEND_RECV 3   // a send/recv in process context (server worker, UDP)
 #define EV_CLOSE 4       // TCP socket went to CLOSE
 #define EV_LISTEN 5      // TCP listener created
+#define EV_EXIT 6        // the last thread of a process exited (no socket)
 
 // Where the owner of an event came from.
 #define SRC_TASK 1       // the current task (process context)
@@ -105,6 +106,51 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+// Change counters, read by user space through mmap (no system call): a
+// reading that did not move proves that nothing of the kind happened.
+//
+// port_epoch[proto_index * 65536 + local port] (proto_index 0 = TCP,
+// 1 = UDP, reserved: no UDP release hook without kprobes) is bumped when a
+// TCP socket bound to that port goes to CLOSE, connection or listener,
+// tracked or not.
+#define PORT_EPOCH_ENTRIES (2 * 65536)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PORT_EPOCH_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_epoch SEC(".maps");
+
+// pid_epoch[tgid % 65536] is bumped when that process closes or replaces a
+// file descriptor (close, close_range, dup2, dup3), calls connect, execs or
+// one of its threads exits. Collisions only cost the reader a check.
+#define PID_EPOCH_ENTRIES 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PID_EPOCH_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u32);
+} pid_epoch SEC(".maps");
+
+static __always_inline void bump_port(__u32 port)
+{
+	__u32 idx = port & 0xffff;
+	__u32 *v = bpf_map_lookup_elem(&port_epoch, &idx);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline int bump_current(void)
+{
+	__u32 idx = (bpf_get_current_pid_tgid() >> 32) & 0xffff;
+	__u32 *v = bpf_map_lookup_elem(&pid_epoch, &idx);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return 0;
+}
+
 // Counters: 0 = ring buffer full (events dropped).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -164,7 +210,7 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 
 	e->sk = (__u64)sk;
 	e->start_ns = o->start_ns;
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = bpf_ktime_get_boot_ns(); // the clock of start_ns
 	e->pid = o->pid;
 	e->netns = sk_netns(sk);
 	e->type = type;
@@ -267,6 +313,11 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	}
 	case TCP_CLOSE: {
 		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		__u16 port = sk->__sk_common.skc_num;
+		if (port == 0 && p)
+			port = p->sport;
+		if (port != 0)
+			bump_port(port);
 		if (!p)
 			return 0;
 		if (oldstate == TCP_LISTEN) {
@@ -336,4 +387,53 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 {
 	return on_io(sk);
+}
+
+// File-descriptor changes of the current process (see pid_epoch). Classic
+// syscall tracepoints: one map increment, no task walk.
+SEC("tracepoint/syscalls/sys_enter_close")
+int sys_enter_close(void *ctx) { return bump_current(); }
+
+SEC("tracepoint/syscalls/sys_enter_close_range")
+int sys_enter_close_range(void *ctx) { return bump_current(); }
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int sys_enter_dup2(void *ctx) { return bump_current(); }
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int sys_enter_dup3(void *ctx) { return bump_current(); }
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(void *ctx) { return bump_current(); }
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, void *bprm)
+{
+	return bump_current();
+}
+
+// Runs in the exiting thread for every thread; the last one releases the
+// descriptor table. When the whole thread group is dead (signal->live
+// dropped to 0 just before), tell user space: the process holds no socket
+// any more, so its open records end here.
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_process_exit, struct task_struct *p)
+{
+	bump_current();
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->signal->live.counter != 0)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(0);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->start_ns = task->group_leader->start_boottime;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->type = EV_EXIT;
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	return 0;
 }

@@ -44,6 +44,7 @@ enum {
 
 enum {
 	BPF_F_NO_COMMON_LRU = 2,
+	BPF_F_MMAPABLE = 1024,
 };
 
 enum {
@@ -102,8 +103,17 @@ struct sock {
 	u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t tgid;
+	struct signal_struct *signal;
 	u64 start_boottime;
 	struct task_struct *group_leader;
 	char comm[16];

@@ -1,0 +1,170 @@
+//go:build linux
+
+package tracker
+
+// Change counters: two BPF array maps the kernel bumps (bpf/tracker.bpf.c,
+// port_epoch and pid_epoch), mapped read-only into this process so that a
+// reading costs an atomic load and no system call.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Sizes of the counter maps (PORT_EPOCH_ENTRIES, PID_EPOCH_ENTRIES).
+const (
+	portEpochEntries = 2 * 65536
+	pidEpochEntries  = 65536
+)
+
+// slot is the stride of an array map's values in uint32s: the kernel
+// rounds the value size up to 8 bytes.
+const slot = 2
+
+// tracefsPath is where classic tracepoints are listed; cilium/ebpf reads a
+// tracepoint's ID there (or under /sys/kernel/debug/tracing).
+const tracefsPath = "/sys/kernel/tracing"
+
+// Epochs reads the kernel's change counters. A reading that did not move
+// between two calls proves that nothing of its kind happened in between:
+//
+//   - Port(TCP, p) moves when a TCP socket bound to local port p (a
+//     connection or a listener, tracked or not) goes to CLOSE. UDP ports
+//     have no counter (no release hook without kprobes): Port(UDP, p) is
+//     constant while the tracker runs.
+//   - PID(pid) moves when that process (or one whose PID is equal modulo
+//     65536) calls close, close_range, dup2, dup3 or connect, execs, or when
+//     one of its threads exits.
+//
+// Not covered: descriptors closed by io_uring (IORING_OP_CLOSE), and
+// descriptor tables shared between processes (clone CLONE_FILES without
+// CLONE_THREAD) where another process closes. After the tracker is closed
+// every reading differs from the previous one, so nothing is proven any
+// more. Safe for concurrent use; reading costs no system call.
+type Epochs struct {
+	// Read-only shared mappings of the BPF maps. An array map's elements
+	// are 8-byte aligned: counter i is the first uint32 of slot i.
+	port, pid []uint32
+	maps      [][]byte // what to unmap once unreachable
+	closed    *atomic.Bool
+	tick      atomic.Uint32
+}
+
+// Port returns the counter of local port port of transport p.
+func (e *Epochs) Port(p Proto, port uint16) uint32 {
+	if e.closed.Load() {
+		return e.tick.Add(1)
+	}
+	i := int(port)
+	if p == UDP {
+		i += 65536
+	}
+	return atomic.LoadUint32(&e.port[i*slot])
+}
+
+// PID returns the counter of process pid.
+func (e *Epochs) PID(pid int) uint32 {
+	if e.closed.Load() {
+		return e.tick.Add(1)
+	}
+	return atomic.LoadUint32(&e.pid[int(uint32(pid)%pidEpochEntries)*slot])
+}
+
+// mapEpochs maps the two counter maps read-only. The mappings keep the
+// kernel maps alive after their descriptors are closed, and are released
+// when the Epochs becomes unreachable, so a reader racing Close never
+// touches unmapped memory.
+func mapEpochs(port, pid *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
+	e := &Epochs{closed: closed}
+	for _, m := range []struct {
+		m   *ebpf.Map
+		n   int
+		dst *[]uint32
+	}{{port, portEpochEntries, &e.port}, {pid, pidEpochEntries, &e.pid}} {
+		size := m.n * slot * 4
+		b, err := unix.Mmap(m.m.FD(), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			for _, b := range e.maps {
+				_ = unix.Munmap(b)
+			}
+			return nil, fmt.Errorf("mapping a counter map: %w", err)
+		}
+		e.maps = append(e.maps, b)
+		*m.dst = unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), m.n*slot)
+	}
+	runtime.AddCleanup(e, func(maps [][]byte) {
+		for _, b := range maps {
+			_ = unix.Munmap(b)
+		}
+	}, e.maps)
+	return e, nil
+}
+
+// attachEpochs attaches the programs that bump pid_epoch (port_epoch is
+// bumped by inet_sock_set_state, attached in New) and maps the counters.
+// The syscall tracepoints are classic tracepoints, found through tracefs:
+// it is mounted at /sys/kernel/tracing when neither it nor debugfs' copy is.
+func (t *Tracker) attachEpochs() (*Epochs, error) {
+	if err := ensureTracefs(); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"sys_enter_close", "sys_enter_close_range", "sys_enter_dup2", "sys_enter_dup3", "sys_enter_connect"} {
+		prog := map[string]*ebpf.Program{
+			"sys_enter_close":       t.objs.SysEnterClose,
+			"sys_enter_close_range": t.objs.SysEnterCloseRange,
+			"sys_enter_dup2":        t.objs.SysEnterDup2,
+			"sys_enter_dup3":        t.objs.SysEnterDup3,
+			"sys_enter_connect":     t.objs.SysEnterConnect,
+		}[name]
+		l, err := link.Tracepoint("syscalls", name, prog, nil)
+		if err != nil {
+			return nil, fmt.Errorf("attaching tracepoint/syscalls/%s: %w", name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"tp_btf/sched_process_exec", t.objs.SchedProcessExec},
+		{"tp_btf/sched_process_exit", t.objs.SchedProcessExit},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attaching %s: %w", p.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, &t.closed)
+}
+
+// ensureTracefs mounts tracefs at /sys/kernel/tracing unless tracefs (or
+// debugfs' tracing directory) is already there.
+func ensureTracefs() error {
+	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(p + "/events"); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("tracefs is not mounted and mounting it at %s failed (mount it, or run as root): %w", tracefsPath, err)
+	}
+	return nil
+}
+
+// Epochs returns the kernel's change counters, or nil when they are
+// unavailable (the syscall tracepoints could not be attached: no tracefs,
+// or a kernel without CONFIG_FTRACE_SYSCALLS); the tracker works without
+// them.
+func (t *Tracker) Epochs() *Epochs { return t.epochs }
+
+// EpochsErr tells why Epochs is nil (nil when the counters are available).
+func (t *Tracker) EpochsErr() error { return t.epochsErr }
