@@ -120,7 +120,7 @@ func recordSocket(r tracker.Record, t procs.Transport, local, remote netip.AddrP
 		Transport: t,
 		Local:     unmapPort(local),
 		Remote:    unmapPort(remote),
-		Listen:    r.Source == tracker.SourceListen,
+		Listen:    r.Source == tracker.SourceListen || r.Source == tracker.SourceListener,
 		PID:       r.PID,
 		StartKey:  r.StartTicks,
 	}
