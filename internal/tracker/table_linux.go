@@ -20,6 +20,16 @@ const historyLen = 4
 // read time) than the kernel's.
 const EventTimeSlack = 100 * time.Millisecond
 
+// CloseSlack is how long after a connection's close an event stamped later
+// may still be credited to it: a beat stamps an event when it reads it,
+// which for a one-shot client is after the client closed. It applies only
+// to the newest record of a tuple, only when the table holds every event
+// submitted before the event's time (so a newer connection on the tuple
+// cannot be missing), and only when no record of another owner shares the
+// tuple's history (so an older connection's late event is not credited to
+// the newer one).
+const CloseSlack = time.Second
+
 // pushLocked appends r to the history of k, dropping the oldest record
 // past historyLen and making room under MaxEntries.
 func (t *Tracker) pushLocked(k key, r Record, now time.Time) {
@@ -151,8 +161,9 @@ func (t *Tracker) evictLocked() {
 }
 
 // pick returns the record of history h that covers time at (see LookupAt),
-// newest first.
-func (t *Tracker) pick(k key, h []Record, at, now time.Time) (Record, bool) {
+// newest first. complete tells that every event submitted before at has
+// been applied to the table.
+func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Record, bool) {
 	late := at.Add(EventTimeSlack)
 	for i := len(h) - 1; i >= 0; i-- {
 		r := &h[i]
@@ -172,7 +183,11 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time) (Record, bool) {
 		}
 		if !r.Closed.IsZero() && at.After(r.Closed.Add(EventTimeSlack)) {
 			// Closed before the event, and every older record earlier
-			// still: the event's connection is not recorded.
+			// still: the event's connection is not recorded, unless the
+			// event was stamped after its data arrived (CloseSlack).
+			if r.sockClosed && complete && i == len(h)-1 && !at.After(r.Closed.Add(CloseSlack)) && t.soleOwner(k, h, r, now) {
+				return *r, true
+			}
 			return Record{}, false
 		}
 		if at.Before(r.Opened) && i > 0 {
@@ -189,10 +204,20 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time) (Record, bool) {
 	return Record{}, false
 }
 
+// soleOwner tells whether every unexpired record of history h has r's owner.
+func (t *Tracker) soleOwner(k key, h []Record, r *Record, now time.Time) bool {
+	for i := range h {
+		if !t.expiredAt(k, &h[i], now) && !sameOwner(&h[i], r) {
+			return false
+		}
+	}
+	return true
+}
+
 // Lookup is LookupAt at the current time without waiting for the reader:
 // what the table says now.
 func (t *Tracker) Lookup(proto Proto, local, remote netip.AddrPort) (Record, bool) {
-	return t.lookupAt(proto, local, remote, t.now())
+	return t.lookupAt(proto, local, remote, t.now(), false)
 }
 
 // lookupAt returns the owner at time at of the socket with the given
@@ -204,7 +229,7 @@ func (t *Tracker) Lookup(proto Proto, local, remote netip.AddrPort) (Record, boo
 // tracker's own namespace's record, else to the one owner all the others
 // agree on, else to nothing (counted in Stats.Ambiguous): a wrong owner is
 // worse than none.
-func (t *Tracker) lookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
+func (t *Tracker) lookupAt(proto Proto, local, remote netip.AddrPort, at time.Time, complete bool) (Record, bool) {
 	local = unmap(local)
 	remote = unmap(remote)
 	now := t.now()
@@ -215,7 +240,7 @@ func (t *Tracker) lookupAt(proto Proto, local, remote netip.AddrPort, at time.Ti
 		n := 0
 		for ns := range t.nsRefs {
 			k.netns = ns
-			r, ok := t.pick(k, t.table[k], at, now)
+			r, ok := t.pick(k, t.table[k], at, now, complete)
 			if !ok {
 				continue
 			}

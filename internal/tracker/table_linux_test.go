@@ -388,3 +388,45 @@ func TestTableOwnerExit(t *testing.T) {
 		t.Errorf("a recycled PID's own socket: %+v %v", got, ok)
 	}
 }
+
+// TestTableStampedAfterClose: a one-shot client's event is stamped when
+// the beat reads it, after the client closed. The newest record of the
+// tuple answers within CloseSlack of its close when the table is complete
+// and the tuple had no other owner; not otherwise.
+func TestTableStampedAfterClose(t *testing.T) {
+	l, r := ap("127.0.0.1:45001"), ap("127.0.0.1:8080")
+	oneShot := func(tr *Tracker, clk *fakeClock, pid uint32, start uint64) time.Time {
+		feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), pid, start, "c"))
+		clk.t = clk.t.Add(5 * time.Millisecond)
+		feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), pid, start, "c"))
+		return clk.t
+	}
+	for _, c := range []struct {
+		name     string
+		earlier  uint32 // an earlier connection's owner on the tuple, 0 for none
+		after    time.Duration
+		complete bool
+		want     bool
+	}{
+		{"read 500ms after close", 0, 500 * time.Millisecond, true, true},
+		{"read 500ms after close, same earlier owner", 100, 500 * time.Millisecond, true, true},
+		{"read 500ms after close, table not complete", 0, 500 * time.Millisecond, false, false},
+		{"read 500ms after close, earlier connection of another owner", 99, 500 * time.Millisecond, true, false},
+		{"read 2s after close", 0, 2 * time.Second, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, clk := newTable(Options{})
+			if c.earlier != 0 {
+				oneShot(tr, clk, c.earlier, uint64(c.earlier)*1_000_000)
+				clk.t = clk.t.Add(3 * time.Second)
+			}
+			closed := oneShot(tr, clk, 100, 100_000_000)
+			at := closed.Add(c.after)
+			clk.t = at
+			got, ok := tr.lookupAt(TCP, l, r, at, c.complete)
+			if ok != c.want || (ok && got.PID != 100) {
+				t.Errorf("got %+v %v, want answer %v (pid 100)", got, ok, c.want)
+			}
+		})
+	}
+}

@@ -309,7 +309,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 			// UDP socket used by another process).
 			switch {
 			case ev.Type == evClose && sameOwner(last, &r):
-				last.Closed, last.Seen = ts, now
+				last.Closed, last.Seen, last.sockClosed = ts, now, true
 				return
 			case ev.Type == evClose:
 				// Closed by an owner whose first use was not seen (lost
@@ -456,7 +456,7 @@ func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Ti
 		at = now
 	}
 	complete := t.caughtUp(at) || t.sync(syncTimeout)
-	r, ok := t.lookupAt(proto, local, remote, at)
+	r, ok := t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)
 		return Record{}, false
