@@ -74,6 +74,13 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst bool) (sock Socket, minimal *Process, live, ok bool) {
 	if h.next != nil && !liveFirst {
 		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
+			if s.Recorded {
+				// Open by next's record: the kernel names its current
+				// holder, which next may not have seen take it over.
+				if got, st := h.live(t, local, remote); st == liveFound {
+					return got, nil, true, true
+				}
+			}
 			return s, p, false, true
 		}
 	}

@@ -66,6 +66,12 @@ type Socket struct {
 	// same endpoint exists in several namespaces, the host's socket wins.
 	NetNS   uint64
 	Foreign bool
+	// Recorded marks a fallback's answer from a record of a socket the
+	// source believes still open (the eBPF tracker saw no close). Who
+	// opened a live socket is no proof of who holds it now (it may have
+	// been passed on), so the watcher asks the kernel for the current
+	// holder first.
+	Recorded bool
 }
 
 // V6Only is an IPv6 socket's IPV6_V6ONLY flag as far as it is known.

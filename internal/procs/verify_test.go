@@ -393,3 +393,37 @@ func TestRecordListenerAnswersObeyListenerRules(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenRecordAsksTheLiveSocketFirst: a fallback's record of a socket it
+// believes still open (Recorded) names who opened it; while the kernel has
+// the socket, its current holder is named instead (the opener may have
+// passed it on), and the record answers once the kernel no longer has it.
+func TestOpenRecordAsksTheLiveSocketFirst(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		live bool
+		want int
+	}{{"socket held by another process", true, 500}, {"socket gone", false, 300}} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newVerifyingEngine()
+			v.table(nil, procOld, procPeer)
+			rec := Socket{Transport: TCP, Local: client, Remote: server, PID: 300, StartKey: 3, Recorded: true}
+			src := fakeSource{sock: rec, proc: procOld}
+			r := &fakeResolver{verifyingEngine: v}
+			if c.live {
+				r.sock = Socket{Transport: TCP, Local: client, Remote: server, Inode: 2, FD: 7, PID: 500, StartKey: 5}
+				v.hold(2, procKey{500, 5}, 7)
+			} else {
+				r.gone = true
+			}
+			w := newVerifyingWatcher(t, v, Config{Fallback: NewResolveSource(r, src, 100, time.Second, time.Second), MinRescanInterval: time.Hour})
+			got := 0
+			if p := w.Lookup(TCP, client, server); p != nil {
+				got = p.PID
+			}
+			if got != c.want {
+				t.Errorf("PID %d, want %d (%+v)", got, c.want, w.Stats())
+			}
+		})
+	}
+}

@@ -181,6 +181,14 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Rec
 			// older record may be the event's.
 			continue
 		}
+		if k.proto == TCP && !r.Closed.IsZero() && !r.sockClosed && at.After(r.Closed) {
+			// The owner's tenure ended before the event (it exited, or
+			// the socket changed hands) while the TCP socket lived on (its
+			// close is an event of its own): the event may be about the
+			// next holder's use, so no slack. A UDP socket has no close
+			// event, so its owner's exit is the best sign of its close.
+			return Record{}, false
+		}
 		if !r.Closed.IsZero() && at.After(r.Closed.Add(EventTimeSlack)) {
 			// Closed before the event, and every older record earlier
 			// still: the event's connection is not recorded, unless the

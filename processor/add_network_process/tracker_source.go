@@ -123,6 +123,7 @@ func recordSocket(r tracker.Record, t procs.Transport, local, remote netip.AddrP
 		Listen:    r.Source == tracker.SourceListen || r.Source == tracker.SourceListener,
 		PID:       r.PID,
 		StartKey:  r.StartTicks,
+		Recorded:  r.Closed.IsZero(),
 	}
 }
 

@@ -19,10 +19,17 @@ func TestTrackerRecordAsOwner(t *testing.T) {
 	local := netip.MustParseAddrPort("[::ffff:10.0.0.1]:40000")
 	remote := netip.MustParseAddrPort("10.0.0.2:443")
 	s := recordSocket(r, procs.TCP, local, remote)
-	want := procs.Socket{Transport: procs.TCP, Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: remote, PID: 42, StartKey: 12345}
+	want := procs.Socket{Transport: procs.TCP, Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: remote, PID: 42, StartKey: 12345, Recorded: true}
 	if s != want {
 		t.Errorf("socket = %+v, want %+v", s, want)
 	}
+	// A closed connection's record is a record of the past: the kernel
+	// need not be asked who holds the socket now.
+	r.Closed = start.Add(time.Hour)
+	if recordSocket(r, procs.TCP, local, remote).Recorded {
+		t.Error("a closed record is marked as a still-open socket's")
+	}
+	r.Closed = time.Time{}
 	p := recordProcess(r)
 	if p.PID != 42 || p.Name != "curl" || !p.Start.Equal(start) || p.StartKey != 12345 {
 		t.Errorf("process = %+v", p)
