@@ -31,7 +31,6 @@ func TestS08RunRacingClose(t *testing.T) {
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			trackers(t, func(t *testing.T, tracker string) {
-				pending(t, "scenario 8: Run racing Close panics (WaitGroup reuse; auto: SIGSEGV in the tracker's ring buffer) and enriches events after Close")
 				if os.Getenv(childEnv) == "" {
 					runChild(t)
 					return

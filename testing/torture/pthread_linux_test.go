@@ -17,9 +17,6 @@ import (
 func TestS10MainThreadExited(t *testing.T) {
 	bin := compileC(t, "np11-pthread-exit", pthreadExitC)
 	trackers(t, func(t *testing.T, tracker string) {
-		if tracker == "procfs" {
-			pending(t, "scenario 10: sockets of a process whose main thread exited are not found (/proc/<pid>/fd is empty)")
-		}
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")

@@ -26,7 +26,6 @@ const (
 // real traffic, only the listener side of an event is local.
 func TestS01ListenerRestart(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 1: a stale snapshot's listener entry names the dead A for a new connection to B")
 		n := newPeerNet(t)
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
@@ -73,7 +72,6 @@ func waitAccepted(t *testing.T, h *helper, lid, n int) []conn {
 // Clients are remote (see peerNet).
 func TestS02ReusePort(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 2: connections accepted since the last rescan fall back to the reuseport group's listener entry, the lowest PID")
 		n := newPeerNet(t)
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
@@ -125,9 +123,6 @@ func TestS03TupleReuse(t *testing.T) {
 	for _, warm := range []bool{true, false} {
 		t.Run(map[bool]string{true: "warm", false: "cold"}[warm], func(t *testing.T) {
 			trackers(t, func(t *testing.T, tracker string) {
-				if warm || tracker == "auto" {
-					pending(t, "scenario 3: B's connection on A's 4-tuple is named A (resolve cache without liveness check; tracker's closed record of A)")
-				}
 				p := newProcessor(t, tracker)
 				s := startHelper(t, "S", "")
 				ls := s.do("listen 127.0.0.1:0")
@@ -158,7 +153,6 @@ func TestS03TupleReuse(t *testing.T) {
 // its copy and opens another fd, keeping its fd count.
 func TestS04PassedSocket(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 4: the sender of an SCM_RIGHTS socket is still named after rescans (fd-count trust)")
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
@@ -207,7 +201,6 @@ func addrFixture(t *testing.T, name string) (a *helper, port uint16) {
 // listener.
 func TestS05AddressRemoved(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 5: a removed address stays local; its events go to the 0.0.0.0 listener")
 		veth := "np11r" + tracker[:1] + runTag
 		_, a4 := freeAddr(t, 10, 200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}) })
 		addr := a4.String()
@@ -228,7 +221,6 @@ func TestS05AddressRemoved(t *testing.T) {
 // (the fix promises milliseconds; 3 s allowed).
 func TestS05AddressAdded(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 5: a newly added address is not local until the address timer or a rescan")
 		veth := "np11d" + tracker[:1] + runTag
 		_, a4 := freeAddr(t, 10, 200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}) })
 		addr := a4.String()
@@ -246,7 +238,6 @@ func TestS05AddressAdded(t *testing.T) {
 // Scenario 6: a [::] listener with IPV6_V6ONLY does not own IPv4 traffic.
 func TestS06V6Only(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 6: a [::] listener with IPV6_V6ONLY is credited with IPv4 events")
 		p := newProcessor(t, tracker)
 		a := startHelper(t, "A", "")
 		la := a.do("listen [::]:0 v6only")
@@ -266,7 +257,6 @@ func TestS06V6Only(t *testing.T) {
 // that started after the event's @timestamp.
 func TestS11LateEvent(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 11: @timestamp is ignored; processes started after the event are named")
 		p := newProcessor(t, tracker)
 		happened := time.Now()
 		// Process start times have clock-tick (10 ms) granularity and the
@@ -300,7 +290,6 @@ func TestS11LateEvent(t *testing.T) {
 // parent exits. The dead parent must not be named afterwards.
 func TestX12ForkedSocketParentExits(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "extra: the exited parent of a forked socket is still named (procfs: resolve cache ~2.5 s; auto: the tracker's record, indefinitely)")
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
@@ -322,7 +311,6 @@ func TestX12ForkedSocketParentExits(t *testing.T) {
 // exits, it is never named again.
 func TestX13ListenerInOtherNetns(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "extra: auto names the other namespace's listener for a host event; procfs intermittently names the exited host listener")
 		ns := "np11-ns-" + tracker + "-" + runTag
 		run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = quiet("ip", "netns", "del", ns) })
@@ -356,7 +344,6 @@ func TestX13ListenerInOtherNetns(t *testing.T) {
 // must never be credited to A.
 func TestX14UDPPortRebound(t *testing.T) {
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "extra: a stale snapshot names A for the UDP port B bound after A closed it, until socket_cache_ttl")
 		p := newProcessor(t, tracker)
 		remote := ap("198.51.100.250:53")
 		udp := func(src netip.AddrPort) int {

@@ -42,7 +42,6 @@ func TestS07ChurnSoak(t *testing.T) {
 	rate := envInt("NETPROCBEAT_SOAK_RATE", 50)
 	pool := envInt("NETPROCBEAT_SOAK_PORTS", 0)
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "scenario 7: a reused ephemeral port is credited to its previous, exited owner")
 		p := newProcessor(t, tracker)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
