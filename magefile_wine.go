@@ -111,8 +111,14 @@ func wineSetup() (map[string]string, error) {
 			return nil, err
 		}
 		fmt.Println("# creating the Wine prefix", prefix)
+		// The first start of a new prefix sometimes exits 1 after setting
+		// it up (seen once in a CI run, not reproduced by hand): stop the
+		// wineserver and try once more before giving up.
 		if err := run(env, wine, "cmd", "/c", "ver"); err != nil {
-			return nil, fmt.Errorf("creating the Wine prefix %s: %w", prefix, err)
+			_ = run(env, wineserver, "-k")
+			if err := run(env, wine, "cmd", "/c", "ver"); err != nil {
+				return nil, fmt.Errorf("creating the Wine prefix %s: %w", prefix, err)
+			}
 		}
 		if err := run(env, wineserver, "-w"); err != nil {
 			return nil, err
