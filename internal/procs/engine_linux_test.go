@@ -7,6 +7,7 @@ package procs
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -200,5 +201,52 @@ func TestResolveSourceAnswersNewConnection(t *testing.T) {
 	}
 	if p := w.Lookup(TCP, local2, target); p != nil {
 		t.Errorf("over budget, a new connection was resolved to %d without a rescan", p.PID)
+	}
+}
+
+// TestEngineResolveIsTheAskedSocket: the kernel's exact lookup answers
+// with another socket than the one asked for in two cases — TCP falls back
+// to the listener on the local port when the connection does not exist,
+// and UDP's is the receive path's lookup (the socket a datagram from the
+// first address to the second would reach). Resolve must return the asked
+// connection or nothing: before, a UDP client's own endpoint resolved to
+// the server it sent to, and the server's owner was named for the client.
+func TestEngineResolveIsTheAskedSocket(t *testing.T) {
+	e := newLinuxEngine(t)
+	if !e.useDiag {
+		t.Skip("sock_diag disabled")
+	}
+	ctx := context.Background()
+	srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	server := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	cl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	client := cl.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	s, found, err := e.Resolve(ctx, UDP, client, server)
+	if err != nil || !found || s.Local != client || s.Remote != server {
+		t.Errorf("Resolve(udp client %v -> %v) = %+v, %v, %v; want the client's connected socket", client, server, s, found, err)
+	}
+	s, found, err = e.Resolve(ctx, UDP, server, client)
+	if err != nil || !found || s.Local != server || (s.Remote.IsValid() && s.Remote.Port() != 0) {
+		t.Errorf("Resolve(udp server %v <- %v) = %+v, %v, %v; want the server's unconnected socket", server, client, s, found, err)
+	}
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	listen := ln.Addr().(*net.TCPAddr).AddrPort()
+	nobody := netip.MustParseAddrPort("127.0.0.1:1")
+	if s, found, err := e.Resolve(ctx, TCP, listen, nobody); err != nil || found {
+		t.Errorf("Resolve(tcp %v <- %v), no such connection = %+v, %v, %v; want not found (not the listener)", listen, nobody, s, found, err)
 	}
 }

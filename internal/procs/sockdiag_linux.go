@@ -36,6 +36,12 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	}
 	l, r := local.Addr().Unmap(), remote.Addr().Unmap()
 	id := diagID{a16: l.As16(), aport: local.Port(), b16: r.As16(), bport: remote.Port()}
+	if t == UDP {
+		// The kernel's UDP exact lookup is the receive path's: it finds
+		// the socket a datagram from idiag_src to idiag_dst would reach,
+		// so the local end goes in idiag_dst (TCP's takes it in idiag_src).
+		id = diagID{a16: r.As16(), aport: remote.Port(), b16: l.As16(), bport: local.Port()}
+	}
 	var one []Socket
 	if l.Is4() && r.Is4() {
 		one, err = e.diagExact(unix.AF_INET, proto, t, id)
@@ -49,6 +55,12 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	if err != nil || len(one) == 0 {
 		return s, false, err
 	}
+	if !resolvedIs(one[0], t, local, remote) {
+		// The kernel's lookup falls back to a listener (TCP) or to the
+		// socket that would receive from remote (UDP): another socket
+		// than the connection asked for.
+		return s, false, nil
+	}
 	clear(e.byInode)
 	if one[0].Inode != 0 {
 		e.byInode[one[0].Inode] = 0
@@ -60,6 +72,22 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 }
 
 var errEngineBusy = errors.New("the engine is busy with a rescan")
+
+// resolvedIs tells whether the socket an exact lookup returned is the
+// connection local-remote: the same tuple, or for UDP an unconnected
+// socket bound to local's port at local's address or the wildcard, which
+// owns local for any peer.
+func resolvedIs(s Socket, t Transport, local, remote netip.AddrPort) bool {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if s.Local == local && s.Remote == remote {
+		return true
+	}
+	if t != UDP || s.Local.Port() != local.Port() || (s.Remote.IsValid() && s.Remote.Port() != 0) {
+		return false
+	}
+	return s.Local.Addr() == local.Addr() || s.Local.Addr().IsUnspecified()
+}
 
 // NETLINK_SOCK_DIAG gives the same rows as /proc/net/{tcp,tcp6,udp,udp6}
 // in binary, without the kernel formatting ~150 bytes of hex per socket or
