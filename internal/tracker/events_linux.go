@@ -71,10 +71,26 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	h := t.table[k]
 	if n := len(h); n > 0 {
 		last := &h[n-1]
+		if last.sk == r.sk && ev.Type == evClose && sameOwner(last, &r) {
+			end := last.Closed
+			if x, ok := t.exits[owner{last.PID, last.StartBoottime}]; end.IsZero() && ok && !x.After(ts) {
+				end = x
+			}
+			if !end.IsZero() {
+				// The owner was gone before the close. Right after its
+				// exit, the exit closed it (the socket's own close, which
+				// may answer a later-stamped event: CloseSlack); later,
+				// someone else held it meanwhile (a child, a receiver) and
+				// the kernel still names the old owner: nothing new.
+				last.Closed = end
+				last.sockClosed = ts.Sub(end) <= exitCloseWindow
+				return
+			}
+		}
 		if last.sk == r.sk && !last.Closed.IsZero() && ev.Type == evClose {
 			// The close of a socket whose owner's tenure already ended
-			// (it exited, or the socket changed hands unseen): nothing
-			// new about who held it.
+			// (the socket changed hands unseen): nothing new about who
+			// held it.
 			return
 		}
 		if last.sk == r.sk && last.Closed.IsZero() {

@@ -162,7 +162,10 @@ func TestOwnerExitRealKernel(t *testing.T) {
 		}
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
-	cmd := exec.Command(bash, "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; sleep 60 </dev/null >/dev/null & echo $!", port))
+	// bash stays half a second after saying the sleep's PID, so that the
+	// moment taken below is one while bash still holds the socket (an
+	// event stamped after its exit gets no answer: the socket lived on).
+	cmd := exec.Command(bash, "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; sleep 60 </dev/null >/dev/null & echo $!; sleep 0.5", port))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +174,7 @@ func TestOwnerExitRealKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := bufio.NewReader(stdout).ReadString('\n')
-	held := time.Now() // bash has connected and is exiting
+	held := time.Now() // bash has connected and still holds the socket
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}

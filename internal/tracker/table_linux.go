@@ -30,6 +30,11 @@ const EventTimeSlack = 100 * time.Millisecond
 // the newer one).
 const CloseSlack = time.Second
 
+// exitCloseWindow: a TCP socket whose close follows its owner's exit by at
+// most this was closed by the exit (a one-shot client that exits right
+// after writing); a later close was someone else's who held it meanwhile.
+const exitCloseWindow = 100 * time.Millisecond
+
 // pushLocked appends r to the history of k, dropping the oldest record
 // past historyLen and making room under MaxEntries.
 func (t *Tracker) pushLocked(k key, r Record, now time.Time) {

@@ -435,3 +435,32 @@ func TestTableStampedAfterClose(t *testing.T) {
 		})
 	}
 }
+
+// TestTableCloseAfterExit: a TCP socket closed right after its owner's exit
+// was closed by the exit (a one-shot client that exits after writing): its
+// record answers an event stamped shortly after, like any closed record.
+// One closed long after the exit was held by someone else meanwhile (a
+// child), so the dead owner is not named for times after its exit.
+func TestTableCloseAfterExit(t *testing.T) {
+	l, r := ap("127.0.0.1:45002"), ap("127.0.0.1:8080")
+	for _, c := range []struct {
+		name       string
+		closeAfter time.Duration
+		want       bool
+	}{{"closed by the exit", 5 * time.Millisecond, true}, {"closed 5 s later by another holder", 5 * time.Second, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, clk := newTable(Options{})
+			feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1_000_000_000, "client"))
+			clk.t = clk.t.Add(time.Second)
+			exit := clk.t
+			feed(tr, mkEvent(evExit, 0, "0.0.0.0:0", "0.0.0.0:0", 100, 1_000_000_000, ""))
+			clk.t = exit.Add(c.closeAfter)
+			feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1_000_000_000, "client"))
+			at := exit.Add(300 * time.Millisecond)
+			got, ok := tr.lookupAt(TCP, l, r, at, true)
+			if ok != c.want || (ok && got.PID != 100) {
+				t.Errorf("event 300 ms after the exit: %+v %v, want answer %v", got, ok, c.want)
+			}
+		})
+	}
+}
