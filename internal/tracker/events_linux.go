@@ -71,6 +71,10 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	h := t.table[k]
 	if n := len(h); n > 0 {
 		last := &h[n-1]
+		if last.sk == r.sk && ev.Type == evClose && sameOwner(last, &r) && last.sockClosed {
+			// Closed already (its FIN); this is its final state change.
+			return
+		}
 		if last.sk == r.sk && ev.Type == evClose && sameOwner(last, &r) {
 			end := last.Closed
 			if x, ok := t.exits[owner{last.PID, last.StartBoottime}]; end.IsZero() && ok && !x.After(ts) {

@@ -24,7 +24,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
 
 // Event types, mirrored by the Go side.
@@ -242,10 +244,11 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	// Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, ...) are of no
+	// Most transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...) are of no
 	// interest: leave before touching the socket.
 	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED &&
-	    newstate != TCP_CLOSE && newstate != TCP_LISTEN)
+	    newstate != TCP_CLOSE && newstate != TCP_LISTEN &&
+	    newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK)
 		return 0;
 	__u16 proto = sk->sk_protocol;
 	if (proto != IPPROTO_TCP)
@@ -309,6 +312,25 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		o.sport = sk->__sk_common.skc_num;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		emit(sk, &o, EV_ACCEPT, IPPROTO_TCP, newstate);
+		return 0;
+	}
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK: {
+		// The holder closed (or shut down) its end: the FIN goes out in
+		// its own context, before it exits. A one-shot client's socket
+		// is released here, while TCP_CLOSE may come much later (when the
+		// peer closes); a socket that outlives its owner (inherited by a
+		// child) sends no FIN when the owner exits. Announce it as a
+		// close; TCP_CLOSE later removes the record.
+		if (oldstate != TCP_ESTABLISHED && oldstate != TCP_SYN_RECV && newstate == TCP_FIN_WAIT1)
+			return 0;
+		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		if (!p)
+			return 0;
+		__u16 port = sk->__sk_common.skc_num;
+		if (port != 0)
+			bump_port(port);
+		emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
 		return 0;
 	}
 	case TCP_CLOSE: {
