@@ -21,9 +21,12 @@ type verifyingEngine struct {
 	holders map[uint64]holder
 	gone    map[procKey]bool
 	handles map[int]procKey
+	execs   map[procKey]ExecID // the program each instance runs now (zero if unset)
 	next    int
 	checks  atomic.Int32
 	pinned  atomic.Int32
+	// execChecks counts ExecOf calls.
+	execChecks atomic.Int32
 }
 
 type holder struct {
@@ -32,7 +35,7 @@ type holder struct {
 }
 
 func newVerifyingEngine() *verifyingEngine {
-	return &verifyingEngine{fakeEngine: &fakeEngine{}, holders: map[uint64]holder{}, gone: map[procKey]bool{}, handles: map[int]procKey{}}
+	return &verifyingEngine{fakeEngine: &fakeEngine{}, holders: map[uint64]holder{}, gone: map[procKey]bool{}, handles: map[int]procKey{}, execs: map[procKey]ExecID{}}
 }
 
 // table sets the socket table and makes every owned socket held by its
@@ -82,6 +85,27 @@ func (v *verifyingEngine) HoldsSocket(h int, task, fd int32, inode uint64) bool 
 	}
 	got, ok := v.holders[inode]
 	return ok && got.k == k && got.fd == fd
+}
+
+func (v *verifyingEngine) ExecOf(h int, _ int32) ExecID {
+	v.execChecks.Add(1)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.execs[v.handles[h]]
+}
+
+// execInto makes process k run another program: prog describes it from
+// now on, with the identity exec.
+func (v *verifyingEngine) execInto(prog *Process, exec ExecID) {
+	cp := *prog
+	cp.exec = exec
+	k := procKey{prog.PID, prog.StartKey}
+	v.mu.Lock()
+	v.execs[k] = exec
+	v.mu.Unlock()
+	v.fakeEngine.mu.Lock()
+	v.fakeEngine.procs[k] = &cp
+	v.fakeEngine.mu.Unlock()
 }
 
 func (v *verifyingEngine) UnpinProcess(h int) {
