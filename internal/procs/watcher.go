@@ -423,7 +423,9 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 	} else if p != minimal && w.pins != nil {
 		// A record of a process that still runs: it is described as the
 		// program it runs now (one statx), not as it ran when described.
-		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != p.exec {
+		// An exe that does not read (the main thread exited; the record
+		// names no thread) leaves the description as it is.
+		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
 			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
 				return nil, false, unansweredVerifyFailed
 			}
