@@ -158,12 +158,13 @@ const (
 // to answer with: the row's, or a fresh one when the process has exec'd
 // another program since it was described.
 func (w *Watcher) check(r *row, at time.Time, t Transport, port uint16) (*Process, answerResult) {
-	p := r.desc()
-	if startedAfter(p, at) {
+	// Every description of the row is of the same process instance: r.p's
+	// PID and start serve for all of them.
+	if startedAfter(r.p, at) {
 		return nil, answerStartedAfter
 	}
 	if w.pins == nil {
-		return p, answerOK // the engine cannot verify (Windows): its table is the answer
+		return r.p, answerOK // the engine cannot verify (Windows): its table is the answer
 	}
 	st := r.state.Load()
 	if st == rowFailed {
@@ -173,12 +174,15 @@ func (w *Watcher) check(r *row, at time.Time, t Transport, port uint16) (*Proces
 	c := w.cfg.Changes
 	if c != nil {
 		// An exec bumps ProcEpoch: an unchanged reading also proves the
-		// description is still the program's.
-		ver = uint64(c.PortEpoch(t, port))<<32 | uint64(c.ProcEpoch(p.PID))
+		// description is still the program's. The description is loaded
+		// after ver: a verification stores its description before its
+		// reading, so a reading that matches comes with that description.
+		ver = uint64(c.PortEpoch(t, port))<<32 | uint64(c.ProcEpoch(r.p.PID))
 		if st == rowVerified && r.ver.Load() == ver {
-			return p, answerOK
+			return r.desc(), answerOK
 		}
 	}
+	p := r.desc()
 	w.stats.verifications.Add(1)
 	ok, exec := w.pins.holds(&r.pin, procKey{p.PID, p.StartKey}, r.task, r.fd, r.inode)
 	if !ok {
