@@ -92,6 +92,10 @@ type row struct {
 	// netns and foreign are the socket's namespace, as in Socket.
 	netns   uint64
 	foreign bool
+	// cur, when set, replaces p as the owner's description: a verification
+	// found that the process (same PID and start) had exec'd another
+	// program since p was read.
+	cur atomic.Pointer[Process]
 	// pin is the owner's pinned process handle, taken at its first
 	// verification.
 	pin atomic.Pointer[pin]
@@ -100,6 +104,14 @@ type row struct {
 	// successful verification.
 	state atomic.Uint32
 	ver   atomic.Uint64
+}
+
+// desc is the row owner's current description.
+func (r *row) desc() *Process {
+	if p := r.cur.Load(); p != nil {
+		return p
+	}
+	return r.p
 }
 
 const (

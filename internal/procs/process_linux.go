@@ -14,6 +14,11 @@ import (
 )
 
 func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
+	// The program's identity is read before the rest: an exec in between
+	// leaves a description newer than its identity, which the next
+	// verification finds stale and reads again (never the other way round,
+	// an old description passing as the new program's).
+	exec := e.execOf(pid)
 	sp, err := sysinfo.Process(pid, sysinfo.WithHostFS(e.root))
 	if err != nil {
 		return nil, err
@@ -32,6 +37,7 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 		Start:            info.StartTime.UTC(),
 		StartKey:         startKey,
 		JoinedArgs:       strings.Join(info.Args, " "),
+		exec:             exec,
 	}
 	if u, err := sp.User(); err == nil {
 		p.UID = u.UID
@@ -49,6 +55,26 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 		return nil, fmt.Errorf("PID %d was reused by another process during the read (start %d, want %d)", pid, now, startKey)
 	}
 	return p, nil
+}
+
+// execOf reads the identity of pid's executable by path: exe, or, when
+// the main thread has exited (its exe no longer reads), a live thread's.
+func (e *linuxEngine) execOf(pid int) ExecID {
+	dir := filepath.Join(e.proc, strconv.Itoa(pid))
+	var st unix.Statx_t
+	if unix.Statx(unix.AT_FDCWD, filepath.Join(dir, "exe"), 0, unix.STATX_INO, &st) == nil {
+		return ExecID{Dev: uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), Ino: st.Ino}
+	}
+	tasks, err := os.ReadDir(filepath.Join(dir, "task"))
+	if err != nil {
+		return ExecID{}
+	}
+	for _, t := range tasks {
+		if unix.Statx(unix.AT_FDCWD, filepath.Join(dir, "task", t.Name(), "exe"), 0, unix.STATX_INO, &st) == nil {
+			return ExecID{Dev: uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), Ino: st.Ino}
+		}
+	}
+	return ExecID{}
 }
 
 // processNS returns pid's namespace and whether it is foreign, as of the

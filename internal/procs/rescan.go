@@ -161,6 +161,19 @@ func (w *Watcher) rescan(gen uint64) {
 	}
 	w.refreshAddrs()
 
+	// Processes that lookups found running another program than their
+	// cached description: take the description read since, or read again.
+	w.recalledMu.Lock()
+	for k, p := range w.execChanged {
+		if p != nil {
+			w.procs[k] = &cachedProc{p: p, loaded: start}
+		} else {
+			delete(w.procs, k)
+		}
+		delete(w.execChanged, k)
+	}
+	w.recalledMu.Unlock()
+
 	snap := newSnapshot(gen, len(socks))
 	used := make(map[procKey]struct{}, len(w.procs))
 	for i := range socks {

@@ -16,6 +16,7 @@ type counters struct {
 	lastRescanNanos, sockets, processes  atomic.Int64
 	ambiguous, namespaces                atomic.Int64
 	verifications, verifyFailures        atomic.Uint64
+	execChanges                          atomic.Uint64
 	unansweredVerify                     atomic.Uint64
 	unansweredAmbiguous                  atomic.Uint64
 	unansweredStartedAfter               atomic.Uint64
@@ -42,6 +43,10 @@ type Stats struct {
 	// socket (the row or cached answer is dropped and a rescan requested).
 	Verifications  uint64
 	VerifyFailures uint64
+	// ExecChanges: verifications that found the owner still holding the
+	// socket but running another program than its description (it
+	// exec'd): the process was described again before answering.
+	ExecChanges uint64
 	// Misses left unanswered by rule rather than for want of data (each
 	// also counts in Misses): the only owner found failed its verification
 	// (UnansweredVerify), only a listener shared by several processes
@@ -77,6 +82,7 @@ func (w *Watcher) Stats() Stats {
 
 		Verifications:          w.stats.verifications.Load(),
 		VerifyFailures:         w.stats.verifyFailures.Load(),
+		ExecChanges:            w.stats.execChanges.Load(),
 		UnansweredVerify:       w.stats.unansweredVerify.Load(),
 		UnansweredAmbiguous:    w.stats.unansweredAmbiguous.Load(),
 		UnansweredStartedAfter: w.stats.unansweredStartedAfter.Load(),

@@ -31,6 +31,19 @@ func readlinkatZ(dirfd int, name, buf []byte) (int, error) {
 	return int(r), nil
 }
 
+// statxInoZ is statx(2) of a NUL-terminated name relative to dirfd,
+// following symlinks (for a /proc magic link such as exe: the file it
+// refers to), returning its device and inode. statx is the one stat call
+// every Linux architecture has under one number.
+func statxInoZ(dirfd int, name []byte) (dev, ino uint64, err error) {
+	var st unix.Statx_t
+	_, _, errno := unix.Syscall6(unix.SYS_STATX, uintptr(dirfd), uintptr(unsafe.Pointer(&name[0])), 0, uintptr(unix.STATX_INO), uintptr(unsafe.Pointer(&st)), 0)
+	if errno != 0 {
+		return 0, 0, errno
+	}
+	return uint64(st.Dev_major)<<32 | uint64(st.Dev_minor), st.Ino, nil
+}
+
 // fdReader reads a raw descriptor without os.File's allocation and poller
 // registration.
 type fdReader int

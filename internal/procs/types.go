@@ -110,7 +110,20 @@ type Process struct {
 	// JoinedArgs is Args joined by spaces, kept so that cmdline_grep
 	// matching costs no allocation per event.
 	JoinedArgs string
+
+	// exec identifies the program the description was read from (the
+	// executable file behind /proc/<pid>/exe, read before the rest), so a
+	// verification can tell that the process has since exec'd another
+	// program: the zero value when unknown.
+	exec ExecID
 }
+
+// ExecID identifies the executable file a process runs (device and inode
+// of the file behind /proc/<pid>/exe on Linux). An exec keeps the PID and
+// the start time but changes the program, so a description of the process
+// is valid only while the ExecID it was read with still holds. The zero
+// value means unknown.
+type ExecID struct{ Dev, Ino uint64 }
 
 // Engine is the OS-specific part of a Watcher: it lists sockets with their
 // owners and describes processes. The Watcher owns every caching and refresh
@@ -130,7 +143,9 @@ type Engine interface {
 // OwnerVerifier is implemented by engines that can re-check, with one
 // system call and no allocation, that a process still holds a socket (the
 // Linux engine: readlinkat through a pinned /proc/<pid> directory). The
-// watcher verifies every answer it gives from a socket table through it;
+// watcher verifies every answer it gives from a socket table through it,
+// and that the answer's description is of the program the process runs
+// (ExecOf: a process that exec'd since it was described is described again);
 // engines without it (Windows) are answered from their tables as read.
 type OwnerVerifier interface {
 	// PinProcess returns a handle on the process instance pid/startKey
@@ -140,6 +155,10 @@ type OwnerVerifier interface {
 	// HoldsSocket reports whether the pinned process holds socket inode at
 	// descriptor fd (of thread task when task is not 0).
 	HoldsSocket(handle int, task, fd int32, inode uint64) bool
+	// ExecOf returns the identity of the executable the pinned process
+	// runs now (through thread task's entry when task is not 0), or the
+	// zero ExecID if it cannot be read. One system call, no allocation.
+	ExecOf(handle int, task int32) ExecID
 	// UnpinProcess releases a handle.
 	UnpinProcess(handle int)
 }

@@ -102,8 +102,9 @@ func (s *pinSet) closeAll() {
 }
 
 // holds checks that process k holds socket inode at fd (task), through the
-// row's cached pin when it has one.
-func (s *pinSet) holds(slot *atomic.Pointer[pin], k procKey, task, fd int32, inode uint64) bool {
+// row's cached pin when it has one, and returns the identity of the
+// program it runs now (read only when it holds the socket).
+func (s *pinSet) holds(slot *atomic.Pointer[pin], k procKey, task, fd int32, inode uint64) (bool, ExecID) {
 	now := time.Now()
 	var p *pin
 	if slot != nil {
@@ -113,16 +114,34 @@ func (s *pinSet) holds(slot *atomic.Pointer[pin], k procKey, task, fd int32, ino
 	}
 	if p == nil {
 		if p = s.get(k, now); p == nil {
-			return false
+			return false, ExecID{}
 		}
 		if slot != nil {
 			slot.Store(p)
 		}
 	}
+	var exec ExecID
 	ok := s.v.HoldsSocket(p.handle, task, fd, inode)
+	if ok {
+		exec = s.v.ExecOf(p.handle, task)
+	}
 	p.lastUse.Store(now.UnixNano())
 	s.release(p)
-	return ok
+	return ok, exec
+}
+
+// execOf returns the identity of the program process k runs now; ok is
+// false if it no longer runs as that instance.
+func (s *pinSet) execOf(k procKey) (ExecID, bool) {
+	now := time.Now()
+	p := s.get(k, now)
+	if p == nil {
+		return ExecID{}, false
+	}
+	exec := s.v.ExecOf(p.handle, 0)
+	p.lastUse.Store(now.UnixNano())
+	s.release(p)
+	return exec, true
 }
 
 // answerResult is why check answered or did not.
@@ -135,56 +154,119 @@ const (
 )
 
 // check applies the answer rules to a row found for local port port of
-// transport t, for an event at at (zero: now).
-func (w *Watcher) check(r *row, at time.Time, t Transport, port uint16) answerResult {
-	p := r.p
-	if startedAfter(p, at) {
-		return answerStartedAfter
+// transport t, for an event at at (zero: now), and returns the description
+// to answer with: the row's, or a fresh one when the process has exec'd
+// another program since it was described.
+func (w *Watcher) check(r *row, at time.Time, t Transport, port uint16) (*Process, answerResult) {
+	// Every description of the row is of the same process instance: r.p's
+	// PID and start serve for all of them.
+	if startedAfter(r.p, at) {
+		return nil, answerStartedAfter
 	}
 	if w.pins == nil {
-		return answerOK // the engine cannot verify (Windows): its table is the answer
+		return r.p, answerOK // the engine cannot verify (Windows): its table is the answer
 	}
 	st := r.state.Load()
 	if st == rowFailed {
-		return answerVerifyFailed
+		return nil, answerVerifyFailed
 	}
 	var ver uint64
 	c := w.cfg.Changes
 	if c != nil {
-		ver = uint64(c.PortEpoch(t, port))<<32 | uint64(c.ProcEpoch(p.PID))
+		// An exec bumps ProcEpoch: an unchanged reading also proves the
+		// description is still the program's. The description is loaded
+		// after ver: a verification stores its description before its
+		// reading, so a reading that matches comes with that description.
+		ver = uint64(c.PortEpoch(t, port))<<32 | uint64(c.ProcEpoch(r.p.PID))
 		if st == rowVerified && r.ver.Load() == ver {
-			return answerOK
+			return r.desc(), answerOK
 		}
 	}
+	p := r.desc()
 	w.stats.verifications.Add(1)
-	if !w.pins.holds(&r.pin, procKey{p.PID, p.StartKey}, r.task, r.fd, r.inode) {
+	ok, exec := w.pins.holds(&r.pin, procKey{p.PID, p.StartKey}, r.task, r.fd, r.inode)
+	if !ok {
 		r.state.Store(rowFailed)
 		w.stats.verifyFailures.Add(1)
 		w.requestRescan()
-		return answerVerifyFailed
+		return nil, answerVerifyFailed
+	}
+	if exec != p.exec {
+		// Same process instance, another program: the row's description
+		// is stale. The socket is still held: answer with the program's
+		// description as it is now, or not at all.
+		fresh := w.redescribe(procKey{p.PID, p.StartKey}, exec)
+		if fresh == nil {
+			return nil, answerVerifyFailed
+		}
+		r.cur.Store(fresh)
+		p = fresh
 	}
 	if c != nil {
 		r.ver.Store(ver)
 		r.state.CompareAndSwap(rowUnverified, rowVerified)
 	}
-	return answerOK
+	return p, answerOK
 }
 
 // checkSocket verifies an answer that comes with its socket but no row (the
-// resolve source's): every such answer costs one check.
-func (w *Watcher) checkSocket(s *Socket, p *Process, at time.Time) answerResult {
+// resolve source's): every such answer costs one check. It returns p, or a
+// fresh description if the process has exec'd since p was read.
+func (w *Watcher) checkSocket(s *Socket, p *Process, at time.Time) (*Process, answerResult) {
 	if startedAfter(p, at) {
-		return answerStartedAfter
+		return nil, answerStartedAfter
 	}
 	if w.pins == nil {
-		return answerOK
+		return p, answerOK
 	}
 	w.stats.verifications.Add(1)
-	if !w.pins.holds(nil, procKey{s.PID, s.StartKey}, s.Task, s.FD, s.Inode) {
+	ok, exec := w.pins.holds(nil, procKey{s.PID, s.StartKey}, s.Task, s.FD, s.Inode)
+	if !ok {
 		w.stats.verifyFailures.Add(1)
-		return answerVerifyFailed
+		return nil, answerVerifyFailed
 	}
-	return answerOK
+	if exec != p.exec {
+		if p = w.redescribe(procKey{s.PID, s.StartKey}, exec); p == nil {
+			return nil, answerVerifyFailed
+		}
+	}
+	return p, answerOK
+}
+
+// redescribe returns a description of process k read while it runs the
+// program exec, or nil if none can be read (it exited, or exec'd yet
+// again). Verifications found k's earlier description stale, so the
+// description replaces it in the recalled-owner cache and, at the next
+// rescan, in the rescan's process cache; a failure is remembered for one
+// MinRescanInterval so that a storm of lookups does not re-read /proc.
+func (w *Watcher) redescribe(k procKey, exec ExecID) *Process {
+	now := time.Now()
+	w.recalledMu.Lock()
+	c, ok := w.recalled[k]
+	w.recalledMu.Unlock()
+	if ok && c.exec == exec {
+		if c.p != nil && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+			return c.p
+		}
+		if c.p == nil && now.Sub(c.loaded) < w.cfg.MinRescanInterval {
+			return nil
+		}
+	}
+	w.stats.execChanges.Add(1)
+	p, err := w.engine.Process(k.pid, k.start)
+	if err != nil || p.exec != exec {
+		p = nil
+	}
+	w.recalledMu.Lock()
+	if len(w.recalled) >= recalledCacheSize {
+		clear(w.recalled)
+	}
+	w.recalled[k] = &cachedProc{p: p, loaded: now, exec: exec}
+	if len(w.execChanged) < recalledCacheSize {
+		w.execChanged[k] = p
+	}
+	w.recalledMu.Unlock()
+	return p
 }
 
 // startedAfter reports whether p started after an event at at (plus

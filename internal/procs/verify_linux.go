@@ -90,6 +90,30 @@ func (e *linuxEngine) HoldsSocket(dirfd int, task, fd int32, inode uint64) bool 
 	return ok && got == inode
 }
 
+// ExecOf is one statx of exe (task/<task>/exe for a thread's entry)
+// through the pinned directory: the executable file's device and inode.
+// All threads share one program, and a thread's entry still reads once
+// the main thread has exited. It allocates nothing.
+func (e *linuxEngine) ExecOf(dirfd int, task int32) ExecID {
+	if dirfd < 0 {
+		return ExecID{}
+	}
+	var name [40]byte
+	b := name[:0]
+	if task > 0 {
+		b = append(b, "task/"...)
+		b = strconv.AppendInt(b, int64(task), 10)
+		b = append(b, '/')
+	}
+	b = append(b, "exe"...)
+	b = append(b, 0)
+	dev, ino, err := statxInoZ(dirfd, b)
+	if err != nil {
+		return ExecID{}
+	}
+	return ExecID{Dev: dev, Ino: ino}
+}
+
 // UnpinProcess closes the directory descriptor.
 func (e *linuxEngine) UnpinProcess(dirfd int) {
 	if dirfd >= 0 {

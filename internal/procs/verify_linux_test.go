@@ -3,9 +3,12 @@
 package procs
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -147,5 +150,84 @@ func TestDiagV6Only(t *testing.T) {
 	v6 := netip.AddrPortFrom(netip.IPv6Loopback(), port(only))
 	if p := w.Lookup(TCP, v6, netip.MustParseAddrPort("[::1]:1")); p == nil || p.PID != os.Getpid() {
 		t.Errorf("IPv6 event to the v6only listener = %+v, want this process", p)
+	}
+}
+
+// TestRealExecKeepsSocket: a real process (sh) holds a connection and execs
+// sleep, keeping it. The watcher names sleep afterwards, not sh: in procfs
+// mode every answer checks the program; with a change clock (bumped here as
+// the tracker's sched_process_exec hook does) the check follows the bump.
+func TestRealExecKeepsSocket(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	for _, withClock := range []bool{false, true} {
+		t.Run(map[bool]string{false: "procfs", true: "clock"}[withClock], func(t *testing.T) {
+			client, server, cc := realConn(t)
+			f, err := cc.(*net.TCPConn).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("/bin/sh", "-c", "read x; exec "+sleep+" 600")
+			cmd.ExtraFiles = []*os.File{f} // fd 3, kept across the exec
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			// Only the child holds the socket now.
+			f.Close()
+			cc.Close()
+			pid := cmd.Process.Pid
+			exe := func() string {
+				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+				return l
+			}
+			shExe := exe()
+
+			e, err := NewEngine("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := &fakeClock{}
+			cfg := Config{MinRescanInterval: 10 * time.Millisecond}
+			if withClock {
+				cfg.Changes = clock
+			}
+			w := New(e, cfg, logptest.NewTestingLogger(t, ""))
+			defer w.Close()
+			var p *Process
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if p = w.Lookup(TCP, client, server); p != nil && p.PID == pid {
+					break
+				}
+			}
+			if p == nil || p.PID != pid || p.Executable != shExe {
+				t.Fatalf("before exec: %+v, want PID %d running %s", p, pid, shExe)
+			}
+
+			if _, err := in.Write([]byte("go\n")); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); filepath.Base(exe()) != "sleep"; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("pid %d did not exec %s", pid, sleep)
+				}
+			}
+			clock.proc[uint16(pid)].Add(1)
+			for i := 0; i < 3; i++ {
+				p = w.Lookup(TCP, client, server)
+				if p == nil || p.PID != pid || p.Executable != exe() || p.Name != "sleep" {
+					t.Fatalf("after exec, lookup %d: %+v, want PID %d running %s (%+v)", i, p, pid, exe(), w.Stats())
+				}
+			}
+			if st := w.Stats(); st.ExecChanges != 1 {
+				t.Errorf("ExecChanges %d, want 1 (%+v)", st.ExecChanges, st)
+			}
+		})
 	}
 }

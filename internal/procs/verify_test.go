@@ -21,9 +21,12 @@ type verifyingEngine struct {
 	holders map[uint64]holder
 	gone    map[procKey]bool
 	handles map[int]procKey
+	execs   map[procKey]ExecID // the program each instance runs now (zero if unset)
 	next    int
 	checks  atomic.Int32
 	pinned  atomic.Int32
+	// execChecks counts ExecOf calls.
+	execChecks atomic.Int32
 }
 
 type holder struct {
@@ -32,7 +35,7 @@ type holder struct {
 }
 
 func newVerifyingEngine() *verifyingEngine {
-	return &verifyingEngine{fakeEngine: &fakeEngine{}, holders: map[uint64]holder{}, gone: map[procKey]bool{}, handles: map[int]procKey{}}
+	return &verifyingEngine{fakeEngine: &fakeEngine{}, holders: map[uint64]holder{}, gone: map[procKey]bool{}, handles: map[int]procKey{}, execs: map[procKey]ExecID{}}
 }
 
 // table sets the socket table and makes every owned socket held by its
@@ -82,6 +85,27 @@ func (v *verifyingEngine) HoldsSocket(h int, task, fd int32, inode uint64) bool 
 	}
 	got, ok := v.holders[inode]
 	return ok && got.k == k && got.fd == fd
+}
+
+func (v *verifyingEngine) ExecOf(h int, _ int32) ExecID {
+	v.execChecks.Add(1)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.execs[v.handles[h]]
+}
+
+// execInto makes process k run another program: prog describes it from
+// now on, with the identity exec.
+func (v *verifyingEngine) execInto(prog *Process, exec ExecID) {
+	cp := *prog
+	cp.exec = exec
+	k := procKey{prog.PID, prog.StartKey}
+	v.mu.Lock()
+	v.execs[k] = exec
+	v.mu.Unlock()
+	v.fakeEngine.mu.Lock()
+	v.fakeEngine.procs[k] = &cp
+	v.fakeEngine.mu.Unlock()
 }
 
 func (v *verifyingEngine) UnpinProcess(h int) {
@@ -391,6 +415,105 @@ func TestRecordListenerAnswersObeyListenerRules(t *testing.T) {
 				t.Errorf("PID %d, want %d (%+v)", got, c.want, w.Stats())
 			}
 		})
+	}
+}
+
+// TestExecKeepsSocket: a process that execs another program keeps its PID,
+// its start time and its sockets. A verification finds the program changed
+// (the exec counter moved the clock, or procfs mode verifies every answer),
+// and the answer names the program it runs now, described once; the next
+// rescan reuses that description instead of its cached one.
+func TestExecKeepsSocket(t *testing.T) {
+	for _, withClock := range []bool{false, true} {
+		t.Run(map[bool]string{false: "procfs", true: "clock"}[withClock], func(t *testing.T) {
+			v := newVerifyingEngine()
+			v.table([]Socket{listener, conn}, procA, procB)
+			v.execInto(procB, ExecID{Dev: 1, Ino: 10})
+			clock := &fakeClock{}
+			cfg := Config{MinRescanInterval: time.Hour, NegativeTTL: time.Hour}
+			if withClock {
+				cfg.Changes = clock
+			}
+			w := newVerifyingWatcher(t, v, cfg)
+			name := func() string {
+				t.Helper()
+				p := w.Lookup(TCP, client, server)
+				if p == nil {
+					return ""
+				}
+				if p.PID != 200 {
+					t.Fatalf("PID %d, want 200", p.PID)
+				}
+				return p.Name
+			}
+			if got := name(); got != "client" {
+				t.Fatalf("before exec: %q, want client", got)
+			}
+			v.execInto(&Process{PID: 200, StartKey: 7, Name: "sleep"}, ExecID{Dev: 1, Ino: 20})
+			clock.proc[200].Add(1) // sched_process_exec
+			reads := v.procRead.Load()
+			for i := 0; i < 5; i++ {
+				if got := name(); got != "sleep" {
+					t.Fatalf("after exec, lookup %d: %q, want sleep (%+v)", i, got, w.Stats())
+				}
+			}
+			if n := v.procRead.Load() - reads; n != 1 {
+				t.Errorf("%d process reads after the exec, want 1", n)
+			}
+			if st := w.Stats(); st.ExecChanges != 1 || st.VerifyFailures != 0 {
+				t.Errorf("ExecChanges %d, VerifyFailures %d, want 1 and 0", st.ExecChanges, st.VerifyFailures)
+			}
+			// The next rescan's rows carry the new description, read once.
+			if w.awaitRescan(w.snap.Load(), time.Now().Add(2*time.Hour)) == nil {
+				t.Fatal("no rescan")
+			}
+			if got := name(); got != "sleep" {
+				t.Fatalf("after the rescan: %q, want sleep", got)
+			}
+			if n := v.procRead.Load() - reads; n != 1 {
+				t.Errorf("%d process reads after the rescan, want still 1", n)
+			}
+			// Another exec the engine cannot describe as the program that
+			// runs (it exec'd again during the read): no answer.
+			v.execInto(&Process{PID: 200, StartKey: 7, Name: "third"}, ExecID{Dev: 1, Ino: 30})
+			v.mu.Lock()
+			v.execs[procKey{200, 7}] = ExecID{Dev: 1, Ino: 40}
+			v.mu.Unlock()
+			clock.proc[200].Add(1)
+			if got := name(); got != "" {
+				t.Fatalf("program changed during the read: %q, want no answer", got)
+			}
+			if st := w.Stats(); st.UnansweredVerify != 1 {
+				t.Errorf("UnansweredVerify %d, want 1", st.UnansweredVerify)
+			}
+		})
+	}
+}
+
+// TestExecKeepsSocketResolveSource: the exact lookup's remembered answer
+// and the recalled-owner cache do not name the program a process ran
+// before it exec'd.
+func TestExecKeepsSocketResolveSource(t *testing.T) {
+	v := newVerifyingEngine()
+	v.table(nil, procOld)
+	v.execInto(procOld, ExecID{Dev: 1, Ino: 10})
+	sock := Socket{Transport: TCP, Local: client, Remote: server, Inode: 9, FD: 19, PID: 300, StartKey: 3}
+	r := &fakeResolver{verifyingEngine: v, sock: sock}
+	v.hold(9, procKey{300, 3}, 19)
+	src := NewResolveSource(r, nil, 100, time.Second, time.Second)
+	w := newVerifyingWatcher(t, v, Config{Fallback: src, MinRescanInterval: time.Hour, NegativeTTL: time.Nanosecond})
+	if p := w.Lookup(TCP, client, server); p == nil || p.Name != "old" {
+		t.Fatalf("before exec: %+v, want old", p)
+	}
+	v.execInto(&Process{PID: 300, StartKey: 3, Name: "sleep"}, ExecID{Dev: 1, Ino: 20})
+	for i := 0; i < 3; i++ {
+		time.Sleep(time.Millisecond)
+		if p := w.Lookup(TCP, client, server); p == nil || p.Name != "sleep" {
+			t.Fatalf("after exec, lookup %d: %+v, want sleep (%+v)", i, p, w.Stats())
+		}
+	}
+	if st := w.Stats(); st.ExecChanges != 1 {
+		t.Errorf("ExecChanges %d, want 1", st.ExecChanges)
 	}
 }
 

@@ -112,9 +112,13 @@ type Watcher struct {
 	// pins verifies owners (nil when the engine cannot: see OwnerVerifier).
 	pins *pinSet
 
-	// recalled caches owners described for Fallback answers, by identity.
-	recalledMu sync.Mutex
-	recalled   map[procKey]*cachedProc
+	// recalled caches owners described for Fallback answers, by identity,
+	// and descriptions read again after an exec (redescribe). execChanged
+	// hands the latter to the next rescan's process cache (nil: the
+	// process could not be described as it runs now). Both under recalledMu.
+	recalledMu  sync.Mutex
+	recalled    map[procKey]*cachedProc
+	execChanged map[procKey]*Process
 
 	stats counters
 
@@ -138,6 +142,9 @@ type procKey struct {
 type cachedProc struct {
 	p      *Process
 	loaded time.Time
+	// exec is the program identity a redescribe entry was read for (p is
+	// nil when it could not be described as running it).
+	exec ExecID
 }
 
 // New starts a watcher over engine. The first rescan runs in the background;
@@ -153,17 +160,18 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
-		engine:   engine,
-		cfg:      cfg,
-		log:      log,
-		warn:     newRateLimitedLog(log, time.Minute),
-		procs:    map[procKey]*cachedProc{},
-		recalled: map[procKey]*cachedProc{},
-		neg:      newNegCache(cfg.NegativeCacheSize),
-		ctx:      ctx,
-		cancel:   cancel,
-		wake:     make(chan struct{}, 1),
-		fallback: guard,
+		engine:      engine,
+		cfg:         cfg,
+		log:         log,
+		warn:        newRateLimitedLog(log, time.Minute),
+		procs:       map[procKey]*cachedProc{},
+		recalled:    map[procKey]*cachedProc{},
+		execChanged: map[procKey]*Process{},
+		neg:         newNegCache(cfg.NegativeCacheSize),
+		ctx:         ctx,
+		cancel:      cancel,
+		wake:        make(chan struct{}, 1),
+		fallback:    guard,
 	}
 	if v, ok := engine.(OwnerVerifier); ok {
 		w.pins = &pinSet{v: v, m: map[procKey]*pin{}}
@@ -251,13 +259,13 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	var why unanswered
 	r, res := snap.find(t, local, remote)
 	if res == foundRow {
-		switch w.check(r, at, t, local.Port()) {
+		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
 			w.stats.hits.Add(1)
 			if snap.stale.Load() {
 				w.requestRescan()
 			}
-			return r.p
+			return p
 		case answerStartedAfter:
 			// The socket's owner started after the event: the socket is
 			// not the event's. A record of an older connection on this
@@ -311,10 +319,10 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		r, res = fresh.find(t, local, remote)
 		switch res {
 		case foundRow:
-			switch w.check(r, at, t, local.Port()) {
+			switch p, ok := w.check(r, at, t, local.Port()); ok {
 			case answerOK:
 				w.stats.hits.Add(1)
-				return r.p
+				return p
 			case answerStartedAfter:
 				why = unansweredStartedAfter
 			default:
@@ -386,9 +394,9 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
 			return nil, false, 0
 		}
-		switch w.check(r, at, t, local.Port()) {
+		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
-			return r.p, false, 0
+			return p, false, 0
 		case answerStartedAfter:
 			return nil, false, unansweredStartedAfter
 		default:
@@ -400,7 +408,8 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		return nil, false, 0
 	}
 	if live {
-		switch w.checkSocket(&sock, p, at) {
+		var res answerResult
+		switch p, res = w.checkSocket(&sock, p, at); res {
 		case answerStartedAfter:
 			return nil, false, unansweredStartedAfter
 		case answerVerifyFailed:
@@ -411,6 +420,16 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		}
 	} else if startedAfter(p, at) {
 		return nil, false, unansweredStartedAfter
+	} else if p != minimal && w.pins != nil {
+		// A record of a process that still runs: it is described as the
+		// program it runs now (one statx), not as it ran when described.
+		// An exe that does not read (the main thread exited; the record
+		// names no thread) leaves the description as it is.
+		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
+			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
+				return nil, false, unansweredVerifyFailed
+			}
+		}
 	}
 	return p, live, 0
 }
@@ -423,7 +442,7 @@ func (w *Watcher) describe(sock Socket, minimal *Process) *Process {
 	w.recalledMu.Lock()
 	c, ok := w.recalled[k]
 	w.recalledMu.Unlock()
-	if ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+	if ok && c.p != nil && now.Sub(c.loaded) < w.cfg.ProcessTTL {
 		return c.p
 	}
 	p, err := w.engine.Process(sock.PID, sock.StartKey)
@@ -437,7 +456,7 @@ func (w *Watcher) describe(sock Socket, minimal *Process) *Process {
 	if len(w.recalled) >= recalledCacheSize {
 		clear(w.recalled)
 	}
-	w.recalled[k] = &cachedProc{p: p, loaded: now}
+	w.recalled[k] = &cachedProc{p: p, loaded: now, exec: p.exec}
 	w.recalledMu.Unlock()
 	return p
 }
@@ -458,9 +477,11 @@ func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transpor
 			r = netip.AddrPortFrom(r.Addr().Unmap(), r.Port())
 		}
 		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
-			if row, res := sub.find(t, l, r); res == foundRow && w.check(row, at, t, l.Port()) == answerOK {
-				w.stats.hits.Add(1)
-				return row.p
+			if row, res := sub.find(t, l, r); res == foundRow {
+				if p, ok := w.check(row, at, t, l.Port()); ok == answerOK {
+					w.stats.hits.Add(1)
+					return p
+				}
 			}
 		}
 	}

@@ -44,6 +44,7 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.ResolveHits += st.ResolveHits
 			sum.Verifications += st.Verifications
 			sum.VerifyFailures += st.VerifyFailures
+			sum.ExecChanges += st.ExecChanges
 			sum.UnansweredVerify += st.UnansweredVerify
 			sum.UnansweredAmbiguous += st.UnansweredAmbiguous
 			sum.UnansweredStartedAfter += st.UnansweredStartedAfter
@@ -72,6 +73,7 @@ func registerMetrics(reg *monitoring.Registry) {
 		monitoring.ReportInt(v, "netns_foreign", sum.Namespaces)
 		monitoring.ReportInt(v, "verifications", int64(sum.Verifications))
 		monitoring.ReportInt(v, "verify_failures", int64(sum.VerifyFailures))
+		monitoring.ReportInt(v, "exec_changes", int64(sum.ExecChanges))
 		monitoring.ReportNamespace(v, "unanswered", func() {
 			monitoring.ReportInt(v, "verify_failed", int64(sum.UnansweredVerify))
 			monitoring.ReportInt(v, "ambiguous_listener", int64(sum.UnansweredAmbiguous))

@@ -401,7 +401,6 @@ func TestX15ExecKeepsSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	trackers(t, func(t *testing.T, tracker string) {
-		pending(t, "extra: after an exec the cached description (executable, name, args) of the old program is reported, up to process_cache_ttl")
 		p := newProcessor(t, tracker)
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:0")
