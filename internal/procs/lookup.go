@@ -1,0 +1,284 @@
+package procs
+
+// Answering a lookup, in this order: the snapshot under the answer rules
+// (verify.go), the negative cache, the fallback owner sources, then one
+// coalesced, rate-limited rescan.
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Lookup is LookupAt for an event happening now.
+func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
+	return w.LookupAt(time.Time{}, t, local, remote)
+}
+
+// LookupAt returns the process that owns the local endpoint local talking to
+// remote (remote may be the zero AddrPort when unknown) for an event that
+// happened at at (zero for now), or nil. An answer is given only under the
+// rules of docs/add_network_process.md, "When an answer is given": a
+// socket-table answer is verified (or its verification reused while
+// Config.Changes proves nothing changed), a listener shared by several
+// processes answers nothing, and no process that started after at is
+// named. Remote endpoints and cached answers cost no allocation; a miss may
+// wait for one coalesced, rate-limited rescan, at most RescanTimeout.
+func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPort) *Process {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	if remote.IsValid() {
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	}
+	snap := w.snap.Load()
+	if snap.gen == 0 {
+		// Before the first rescan lands, addresses bound only in the socket
+		// table are not known to be local yet: wait for it like a miss.
+		if fresh := w.awaitRescan(snap, time.Now()); fresh != nil {
+			snap = fresh
+		}
+	}
+	if !w.isLocal(snap, local.Addr()) {
+		w.stats.notLocal.Add(1)
+		return nil
+	}
+	var why unanswered
+	r, res := snap.find(t, local, remote)
+	if res == foundRow {
+		switch p, ok := w.check(r, at, t, local.Port()); ok {
+		case answerOK:
+			w.stats.hits.Add(1)
+			if snap.stale.Load() {
+				w.requestRescan()
+			}
+			return p
+		case answerStartedAfter:
+			// The socket's owner started after the event: the socket is
+			// not the event's. A record of an older connection on this
+			// tuple (the tracker's) may still answer; a rescan would not.
+			why, res = unansweredStartedAfter, foundUnowned
+		default:
+			// Dropped from use: the exact paths below may still answer.
+			why, res = unansweredVerifyFailed, foundNone
+		}
+	}
+	if res == foundAmbiguous {
+		why = unansweredAmbiguous
+	}
+	// The negative cache comes first: a tuple in it was already put to
+	// Fallback (which may cost a sock_diag query or a wait for the tracker's
+	// ring), so a storm of misses for it costs a map probe each.
+	key := tupleKey{t, local, remote}
+	now := time.Now()
+	if w.neg.valid(key, now, snap.gen) {
+		w.stats.negativeHits.Add(1)
+		return nil
+	}
+	if w.cfg.Fallback != nil {
+		p, live, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
+		if p != nil {
+			w.stats.hits.Add(1)
+			if live {
+				w.stats.resolveHits.Add(1)
+			} else {
+				w.stats.trackerHits.Add(1)
+			}
+			return p
+		}
+		if rwhy != 0 {
+			why = rwhy
+		}
+	}
+	if res == foundUnowned && !snap.stale.Load() {
+		// The row exists and nobody holds it (TIME_WAIT, orphaned); a
+		// rescan would not change that.
+		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
+		return w.unanswered(why)
+	}
+	fresh := w.awaitRescan(snap, now)
+	if fresh == nil {
+		// Rate-limited: remember the miss until the scheduled rescan lands.
+		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)
+		return w.unanswered(why)
+	}
+	if w.isLocal(fresh, local.Addr()) {
+		r, res = fresh.find(t, local, remote)
+		switch res {
+		case foundRow:
+			switch p, ok := w.check(r, at, t, local.Port()); ok {
+			case answerOK:
+				w.stats.hits.Add(1)
+				return p
+			case answerStartedAfter:
+				why = unansweredStartedAfter
+			default:
+				why = unansweredVerifyFailed
+			}
+		case foundAmbiguous:
+			why = unansweredAmbiguous
+		}
+	}
+	w.neg.put(key, now.Add(w.cfg.NegativeTTL), fresh.gen, true)
+	return w.unanswered(why)
+}
+
+// unanswered is why a local lookup ended without an answer by rule rather
+// than for want of data.
+type unanswered uint8
+
+const (
+	unansweredNone unanswered = iota
+	unansweredVerifyFailed
+	unansweredAmbiguous
+	unansweredStartedAfter
+)
+
+// unanswered counts a miss and its reason, and returns nil.
+func (w *Watcher) unanswered(why unanswered) *Process {
+	w.stats.misses.Add(1)
+	switch why {
+	case unansweredVerifyFailed:
+		w.stats.unansweredVerify.Add(1)
+	case unansweredAmbiguous:
+		w.stats.unansweredAmbiguous.Add(1)
+	case unansweredStartedAfter:
+		w.stats.unansweredStartedAfter.Add(1)
+	}
+	return nil
+}
+
+// recall asks Fallback for an owner the snapshot does not know, describing
+// it through the engine while it lives and from Fallback's minimal record
+// once it has exited. Descriptions are cached by identity (PID + start).
+// live reports an answer read from the kernel's current socket table (the
+// resolve source) rather than from a record of the past; such an answer is
+// verified like a snapshot row. why says why an owner found was not given.
+// afterFailure: the snapshot's owner of this socket failed its verification,
+// so while the socket lives only the exact lookup may answer (MODEL rule 1).
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
+	var sock Socket
+	var minimal *Process
+	var ok bool
+	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+		sock, minimal, live, ok = rs.recall(t, local, remote, at, afterFailure)
+	} else if !afterFailure {
+		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
+	}
+	if !ok || sock.PID <= 0 {
+		return nil, false, 0
+	}
+	if !live && sock.Listen {
+		// A record's owner found through a listener (the tracker's) is a
+		// listener answer: it is given only as the socket table's own
+		// listener answer would be (rule 2), one owner, IPV6_V6ONLY
+		// respected, and verified. A record cannot tell those; a listener
+		// the snapshot does not know yet is found by the rescan below.
+		r, res := snap.listenerFor(t, local)
+		switch {
+		case res == foundAmbiguous:
+			return nil, false, unansweredAmbiguous
+		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
+			return nil, false, 0
+		}
+		switch p, ok := w.check(r, at, t, local.Port()); ok {
+		case answerOK:
+			return p, false, 0
+		case answerStartedAfter:
+			return nil, false, unansweredStartedAfter
+		default:
+			return nil, false, unansweredVerifyFailed
+		}
+	}
+	p = w.describe(sock, minimal)
+	if p == nil {
+		return nil, false, 0
+	}
+	if live {
+		var res answerResult
+		switch p, res = w.checkSocket(&sock, p, at); res {
+		case answerStartedAfter:
+			return nil, false, unansweredStartedAfter
+		case answerVerifyFailed:
+			if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+				rs.forget(t, local, remote)
+			}
+			return nil, false, unansweredVerifyFailed
+		}
+	} else if startedAfter(p, at) {
+		return nil, false, unansweredStartedAfter
+	} else if p != minimal && w.pins != nil {
+		// A record of a process that still runs: it is described as the
+		// program it runs now (one statx), not as it ran when described.
+		// An exe that does not read (the main thread exited; the record
+		// names no thread) leaves the description as it is.
+		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
+			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
+				return nil, false, unansweredVerifyFailed
+			}
+		}
+	}
+	return p, live, 0
+}
+
+// describe returns the cached or freshly read description of sock's owner,
+// or minimal when it has exited (nil if there is none).
+func (w *Watcher) describe(sock Socket, minimal *Process) *Process {
+	k := procKey{sock.PID, sock.StartKey}
+	now := time.Now()
+	w.recalledMu.Lock()
+	c, ok := w.recalled[k]
+	w.recalledMu.Unlock()
+	if ok && c.p != nil && now.Sub(c.loaded) < w.cfg.ProcessTTL {
+		return c.p
+	}
+	p, err := w.engine.Process(sock.PID, sock.StartKey)
+	if err != nil {
+		if minimal == nil {
+			return nil
+		}
+		p = minimal // exited (or recycled): what Fallback saw is all there is
+	}
+	w.recalledMu.Lock()
+	if len(w.recalled) >= recalledCacheSize {
+		clear(w.recalled)
+	}
+	w.recalled[k] = &cachedProc{p: p, loaded: now, exec: p.exec}
+	w.recalledMu.Unlock()
+	return p
+}
+
+// recalledCacheSize caps descriptions of Fallback owners; short-lived clients
+// come and go, so the cache is simply dropped when full.
+const recalledCacheSize = 4096
+
+// LookupInContainer is LookupAt for an event that names the container it
+// belongs to: the container's network namespace is searched first, so its
+// 127.0.0.1 is not taken for the host's. Without an answer there (or for an
+// unknown container) it is LookupAt.
+func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) *Process {
+	if sub := w.snap.Load().inContainer(containerID); sub != nil {
+		l := netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		r := remote
+		if r.IsValid() {
+			r = netip.AddrPortFrom(r.Addr().Unmap(), r.Port())
+		}
+		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
+			if row, res := sub.find(t, l, r); res == foundRow {
+				if p, ok := w.check(row, at, t, l.Port()); ok == answerOK {
+					w.stats.hits.Add(1)
+					return p
+				}
+			}
+		}
+	}
+	return w.LookupAt(at, t, local, remote)
+}
+
+func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {
+	if a.IsLoopback() || s.isLocal(a) {
+		return true
+	}
+	if m := w.addrs.Load(); m != nil {
+		_, ok := (*m)[a]
+		return ok
+	}
+	return false
+}
