@@ -67,13 +67,7 @@ func (e *linuxEngine) HoldsSocket(dirfd int, task, fd int32, inode uint64) bool 
 		return false
 	}
 	var name [48]byte
-	b := name[:0]
-	if task > 0 {
-		b = append(b, "task/"...)
-		b = strconv.AppendInt(b, int64(task), 10)
-		b = append(b, '/')
-	}
-	b = append(b, "fd/"...)
+	b := append(taskPrefix(name[:0], task), "fd/"...)
 	b = strconv.AppendInt(b, int64(fd), 10)
 	b = append(b, 0)
 	var link [64]byte
@@ -90,6 +84,17 @@ func (e *linuxEngine) HoldsSocket(dirfd int, task, fd int32, inode uint64) bool 
 	return ok && got == inode
 }
 
+// taskPrefix appends "task/<task>/" for a thread's entry (task > 0) to b:
+// the path under /proc/<pid> of the thread whose table was read.
+func taskPrefix(b []byte, task int32) []byte {
+	if task > 0 {
+		b = append(b, "task/"...)
+		b = strconv.AppendInt(b, int64(task), 10)
+		b = append(b, '/')
+	}
+	return b
+}
+
 // ExecOf is one statx of exe (task/<task>/exe for a thread's entry)
 // through the pinned directory: the executable file's device and inode.
 // All threads share one program, and a thread's entry still reads once
@@ -99,14 +104,7 @@ func (e *linuxEngine) ExecOf(dirfd int, task int32) ExecID {
 		return ExecID{}
 	}
 	var name [40]byte
-	b := name[:0]
-	if task > 0 {
-		b = append(b, "task/"...)
-		b = strconv.AppendInt(b, int64(task), 10)
-		b = append(b, '/')
-	}
-	b = append(b, "exe"...)
-	b = append(b, 0)
+	b := append(taskPrefix(name[:0], task), "exe\x00"...)
 	dev, ino, err := statxInoZ(dirfd, b)
 	if err != nil {
 		return ExecID{}
