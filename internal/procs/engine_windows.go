@@ -182,7 +182,7 @@ func (e *windowsEngine) Process(pid int, startKey uint64) (*Process, error) {
 	return p, nil
 }
 
-// winProcName is the seed's Windows rule (the image's base name), except
+// winProcName is packetbeat's procs' Windows rule (the image's base name), except
 // that go-sysinfo reports filepath.Base("") = "." when the image path is
 // unreadable, where argv[0] is the better name.
 func winProcName(name, exe string, args []string) string {

@@ -26,7 +26,7 @@ const (
 	winUDP6                 // MIB_UDP6TABLE_OWNER_PID
 )
 
-// Row sizes from tcpmib.h and udpmib.h; the seed pins them with the same
+// Row sizes from tcpmib.h and udpmib.h; packetbeat's procs pins them with the same
 // compile-time checks on its unsafe struct mirrors.
 const (
 	winCountSize   = 4  // the leading dwNumEntries DWORD
