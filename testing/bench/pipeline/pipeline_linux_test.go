@@ -22,8 +22,8 @@ const (
 	// envEnable opts in to the measurement.
 	envEnable = "NETPROCBEAT_BENCH_PIPELINE"
 	// envEvents, envRounds and envProfile override the defaults below.
-	envEvents  = "NETPROCBEAT_BENCH_PIPELINE_EVENTS"
-	envRounds  = "NETPROCBEAT_BENCH_PIPELINE_ROUNDS"
+	envEvents = "NETPROCBEAT_BENCH_PIPELINE_EVENTS"
+	envRounds = "NETPROCBEAT_BENCH_PIPELINE_ROUNDS"
 	// envProfile: "0" skips the profiled B run; a file name keeps its
 	// profile there (for go tool pprof).
 	envProfile = "NETPROCBEAT_BENCH_PIPELINE_PROFILE"

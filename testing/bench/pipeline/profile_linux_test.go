@@ -16,12 +16,12 @@ import (
 // cumulative share of the function that is each stage's entry point.
 var stages = []struct{ name, fn string }{
 	{"input goroutine: filestream read, parse, processors, queue", "filestream.(*filestream).readFromSource"},
-	{"  NDJSON read + parse", "readjson.(*JSONParser).Next"},
-	{"  processors + queue (pipeline client Publish)", "pipeline.(*client).Publish"},
-	{"    add_network_process Run", "add_network_process.(*processor).Run"},
+	{"↳ NDJSON read + parse", "readjson.(*JSONParser).Next"},
+	{"↳ processors + queue (pipeline client Publish)", "pipeline.(*client).Publish"},
+	{"↳↳ add_network_process Run", "add_network_process.(*processor).Run"},
 	{"output goroutine: file output Publish", "fileout.(*fileOutput).Publish"},
-	{"  JSON encoding", "codec/json.(*Encoder).Encode"},
-	{"  file write", "file.(*Rotator).Write"},
+	{"↳ JSON encoding", "codec/json.(*Encoder).Encode"},
+	{"↳ file write", "file.(*Rotator).Write"},
 	{"tracker ring buffer (every connection on the host)", "tracker.(*Tracker).readLoop"},
 	{"GC (background workers)", "runtime.gcBgMarkWorker"},
 }
@@ -115,7 +115,7 @@ func (p profileResult) report() string {
 	var b strings.Builder
 	perEvent := float64(p.total.Microseconds()) / float64(p.events)
 	fmt.Fprintf(&b, "\nCPU profile of one more B run: %ds, %v of CPU samples, %d events: %.2f µs CPU/event\n\n", p.secs, p.total, p.events, perEvent)
-	fmt.Fprintln(&b, "| stage (cumulative; indented stages are part of the one above) | share of the beat's CPU | µs/event |")
+	fmt.Fprintln(&b, "| stage (cumulative; ↳: part of the stage above it) | share of the beat's CPU | µs/event |")
 	fmt.Fprintln(&b, "|---|---:|---:|")
 	for _, s := range stages {
 		pct, ok := 0.0, false
