@@ -83,6 +83,12 @@ func Check() error {
 	return nil
 }
 
+// BenchPipeline measures what add_network_process costs a pipeline (NDJSON file to output.file: no processor, the processor, add_fields with its fields) and prints the table of docs/benchmarks.md; ~10 minutes.
+func BenchPipeline() error {
+	return run(map[string]string{"NETPROCBEAT_BENCH_PIPELINE": "1"},
+		mg.GoCmd(), "test", "-count=1", "-run", "^TestPipelineCost$", "-v", "-timeout", "60m", "./testing/bench/pipeline/")
+}
+
 // Demo builds, then runs build/netprocbeat -e -c netprocbeat.yml from the repository root (Ctrl-C stops it).
 func Demo() error {
 	mg.Deps(Build)
