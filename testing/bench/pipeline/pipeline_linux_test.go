@@ -27,6 +27,9 @@ const (
 	// envProfile: "0" skips the profiled B run; a file name keeps its
 	// profile there (for go tool pprof).
 	envProfile = "NETPROCBEAT_BENCH_PIPELINE_PROFILE"
+	// envOptions: add_network_process options for B as a YAML flow map,
+	// e.g. '{include_fields: [pid, name]}' (keep pid: the checks read it).
+	envOptions = "NETPROCBEAT_BENCH_PIPELINE_OPTIONS"
 
 	defaultEvents = 200_000
 	defaultRounds = 3
@@ -38,13 +41,13 @@ const (
 	connections = 1000
 )
 
-// The variants' processors sections. C's is made from B's first output.
-const (
-	processorsA = ""
-	processorsB = `processors:
-  - add_network_process: ~
-`
-)
+// The variants' processors sections. B's options are the defaults unless
+// envOptions gives others; C's is made from B's first output.
+const processorsA = ""
+
+func processorsB(options string) string {
+	return "processors:\n  - add_network_process: " + options + "\n"
+}
 
 func processorsC(fields map[string]any) (string, error) {
 	// JSON is YAML: the sample's values keep their types (numbers, lists).
@@ -79,6 +82,11 @@ func TestPipelineCost(t *testing.T) {
 	n := envInt(t, envEvents, defaultEvents)
 	rounds := envInt(t, envRounds, defaultRounds)
 	profile := os.Getenv(envProfile) != "0"
+	options := "~"
+	if v := os.Getenv(envOptions); v != "" {
+		options = v
+	}
+	procsB := processorsB(options)
 	profileOut := filepath.Join(t.TempDir(), "b.pprof")
 	if v := os.Getenv(envProfile); v != "" && v != "0" && v != "1" {
 		abs, err := filepath.Abs(v)
@@ -100,8 +108,8 @@ func TestPipelineCost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("pipeline: %d events (%d bytes/line) naming %d live loopback connections held by %d processes; %d rounds A B C\n",
-		n, st.Size()/int64(n), len(conns), holders, rounds)
+	fmt.Printf("pipeline: %d events (%d bytes/line) naming %d live loopback connections held by %d processes; %d rounds A B C; B: add_network_process: %s\n",
+		n, st.Size()/int64(n), len(conns), holders, rounds, options)
 
 	var (
 		sample     map[string]any
@@ -142,17 +150,18 @@ func TestPipelineCost(t *testing.T) {
 	for round := 1; round <= rounds; round++ {
 		fmt.Printf("round %d\n", round)
 		results["A"] = append(results["A"], measure("A", processorsA, noProcess, runOptions{}))
-		results["B"] = append(results["B"], measure("B", processorsB, liveOwners(own), runOptions{}))
+		results["B"] = append(results["B"], measure("B", procsB, liveOwners(own), runOptions{}))
 		results["C"] = append(results["C"], measure("C", procsC,
 			constantPIDs(samplePIDs[0], samplePIDs[1], samplePIDs[2]), runOptions{}))
 	}
-	fmt.Print(table(results, rounds))
+	fmt.Print(table(results, rounds, options))
+	fmt.Print(fieldSizes(sample, results))
 
 	if profile {
 		secs := max(1, int(0.6*median(results["B"], func(r run) float64 { return r.window.Seconds() })))
 		var prof profileResult
 		done := make(chan struct{})
-		measure("B", processorsB, liveOwners(own), runOptions{pprof: true, onRunning: func() {
+		measure("B", procsB, liveOwners(own), runOptions{pprof: true, onRunning: func() {
 			defer close(done)
 			prof = takeProfile(profileOut, secs)
 		}})
@@ -205,7 +214,7 @@ func fmtRatios(v []float64) string {
 // table is the result in docs/benchmarks.md's form: medians per variant,
 // then ratios (the median of the per-round ratios: the runs of one round
 // share the machine's load).
-func table(res map[string][]run, rounds int) string {
+func table(res map[string][]run, rounds int, options string) string {
 	evps := func(r run) float64 { return r.eventsPerSec() }
 	cpu := func(r run) float64 { return r.cpuPerEvent() }
 	var b strings.Builder
@@ -214,7 +223,7 @@ func table(res map[string][]run, rounds int) string {
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|")
 	for _, v := range []struct{ key, name string }{
 		{"A", "A: no processor"},
-		{"B", "B: add_network_process (defaults)"},
+		{"B", "B: add_network_process: " + options},
 		{"C", "C: add_fields with B's fields"},
 	} {
 		rs := res[v.key]
@@ -231,5 +240,43 @@ func table(res map[string][]run, rounds int) string {
 	fmt.Fprintf(&b, "events per CPU-second B/C: %s\n", fmtRatios(ratios(res["B"], res["C"], inv)))
 	fmt.Fprintf(&b, "events per CPU-second C/A: %s\n", fmtRatios(ratios(res["C"], res["A"], inv)))
 	fmt.Fprintf(&b, "processor's own CPU (B-C): %.2f µs/event\n", median(res["B"], cpu)-median(res["C"], cpu))
+	return b.String()
+}
+
+// fieldSizes lists the output bytes each process field of B's sample adds
+// to an event (over source.process, destination.process and process), and
+// what carrying all of them cost C against A. The cost is not linear in
+// bytes (every field and object has its own encoding cost), so it is not
+// divided among the fields: measure a field set with envOptions.
+func fieldSizes(sample map[string]any, res map[string][]run) string {
+	cpu := func(r run) float64 { return r.cpuPerEvent() }
+	size := func(r run) float64 { return float64(r.outBytes) / float64(r.events) }
+	dCPU := median(res["C"], cpu) - median(res["A"], cpu)
+	dBytes := median(res["C"], size) - median(res["A"], size)
+
+	bytesOf := map[string]int{}
+	var keys []string
+	for _, path := range processFields {
+		v, ok := lookup(sample, path)
+		m, isMap := v.(map[string]any)
+		if !ok || !isMap {
+			continue
+		}
+		for k, fv := range m {
+			b, _ := json.Marshal(fv)
+			if _, seen := bytesOf[k]; !seen {
+				keys = append(keys, k)
+			}
+			bytesOf[k] += len(k) + 4 + len(b) // "k":v,
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ncarrying B's fields (C against A): %.0f more output bytes/event, %.2f µs more CPU/event\n\n", dBytes, dCPU)
+	fmt.Fprintln(&b, "| field (summed over source.process, destination.process, process) | output bytes/event |")
+	fmt.Fprintln(&b, "|---|---:|")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "| %s | %d |\n", k, bytesOf[k])
+	}
 	return b.String()
 }
