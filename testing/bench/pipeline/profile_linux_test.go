@@ -19,6 +19,8 @@ var stages = []struct{ name, fn string }{
 	{"↳ NDJSON read + parse", "readjson.(*JSONParser).Next"},
 	{"↳ processors + queue (pipeline client Publish)", "pipeline.(*client).Publish"},
 	{"↳↳ add_network_process Run", "add_network_process.(*processor).Run"},
+	{"↳↳↳ lookups (internal/procs Watcher)", "procs.(*Watcher).LookupInContainer"},
+	{"↳↳↳ writing the fields (processor write)", "add_network_process.(*processor).write"},
 	{"output goroutine: file output Publish", "fileout.(*fileOutput).Publish"},
 	{"↳ JSON encoding", "codec/json.(*Encoder).Encode"},
 	{"↳ file write", "file.(*Rotator).Write"},
@@ -73,7 +75,7 @@ func takeProfile(path string, secs int) (p profileResult) {
 		return p
 	}
 	out, err = exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=25",
-		"-focus", regexp.QuoteMeta(runStage), path).CombinedOutput()
+		"-focus", regexp.QuoteMeta(runStage), "-show_from", regexp.QuoteMeta(runStage), path).CombinedOutput()
 	if err != nil {
 		p.err = fmt.Errorf("go tool pprof -focus %s: %v\n%s", path, err, out)
 		return p
@@ -130,6 +132,6 @@ func (p profileResult) report() string {
 		}
 		fmt.Fprintf(&b, "| %s | %.1f %% | %.2f |\n", s.name, pct, pct/100*perEvent)
 	}
-	fmt.Fprintf(&b, "\nfunctions under %s:\n%s", runStage, p.focused)
+	fmt.Fprintf(&b, "\nfunctions under %s (cumulative):\n%s", runStage, p.focused)
 	return b.String()
 }
