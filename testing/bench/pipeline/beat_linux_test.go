@@ -133,7 +133,7 @@ func (r run) totalCPUPerEvent() float64 {
 }
 
 // onRunning, if set, is called once, in its own goroutine, when the first
-// events have been acknowledged.
+// events have been acknowledged; the beat is stopped only after it returned.
 type runOptions struct {
 	pprof     bool
 	onRunning func()
@@ -175,6 +175,10 @@ func runBeat(t *testing.T, bin, dir, variant, events, processors string, want in
 		t.Fatalf("%s run: %s\nbeat log tail (%s):\n%s", variant, fmt.Sprintf(format, args...), logPath, tail(logPath, 30))
 	}
 
+	running := make(chan struct{})
+	if opt.onRunning == nil {
+		close(running)
+	}
 	var first, end, last sample
 	lastProgress := time.Now()
 	started, ended := false, false
@@ -201,7 +205,7 @@ func runBeat(t *testing.T, bin, dir, variant, events, processors string, want in
 		if s.acked > 0 && !started {
 			started, first = true, s
 			if opt.onRunning != nil {
-				go opt.onRunning()
+				go func() { defer close(running); opt.onRunning() }()
 			}
 		}
 		if s.acked >= want-tailEvents && started && !ended {
@@ -218,6 +222,7 @@ func runBeat(t *testing.T, bin, dir, variant, events, processors string, want in
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	<-running
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-exited:
