@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
+	"strings"
 )
 
 // outProcess is the part of a *.process object the checks read.
@@ -44,9 +46,22 @@ var processFields = [][]string{
 type wantPIDs func(ev *outEvent) (src, dst, proc int, err error)
 
 // checkOutput reads every line of files, checks each event's process PIDs
-// against want, and returns the number of lines and the first line.
+// against want, and returns the number of lines and the first line. The
+// error counts the wrong lines by kind, gives the range of their line
+// numbers and quotes the first few.
 func checkOutput(files []string, want wantPIDs) (lines int64, first []byte, err error) {
-	var errs []error
+	var (
+		examples      []error
+		bad           int64
+		kinds         = map[string]int64{}
+		firstB, lastB int64
+	)
+	note := func(path string, kind string, err error, line []byte) {
+		kinds[kind]++
+		if len(examples) < 5 {
+			examples = append(examples, fmt.Errorf("%s line %d: %v: %.300s", path, lines, err, line))
+		}
+	}
 	for _, path := range files {
 		f, err := os.Open(path)
 		if err != nil {
@@ -60,36 +75,38 @@ func checkOutput(files []string, want wantPIDs) (lines int64, first []byte, err 
 				first = append([]byte(nil), line...)
 			}
 			lines++
-			if len(errs) >= 5 {
-				continue
-			}
+			total := sum(kinds)
 			var ev outEvent
 			if err := json.Unmarshal(line, &ev); err != nil {
-				errs = append(errs, fmt.Errorf("%s line %d: %v: %.300s", path, lines, err, line))
-				continue
-			}
-			src, dst, proc, err := want(&ev)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s line %d: %v: %.300s", path, lines, err, line))
-				continue
-			}
-			for _, c := range []struct {
-				field string
-				got   *outProcess
-				want  int
-			}{
-				{"source.process", ev.Source.Process, src},
-				{"destination.process", ev.Destination.Process, dst},
-				{"process", ev.Process, proc},
-			} {
-				switch {
-				case c.want == 0 && c.got != nil:
-					errs = append(errs, fmt.Errorf("%s line %d: %s is set, want none: %.300s", path, lines, c.field, line))
-				case c.want != 0 && (c.got == nil || c.got.PID == nil):
-					errs = append(errs, fmt.Errorf("%s line %d: %s.pid is missing, want %d: %.300s", path, lines, c.field, c.want, line))
-				case c.want != 0 && *c.got.PID != c.want:
-					errs = append(errs, fmt.Errorf("%s line %d: %s.pid = %d, want %d: %.300s", path, lines, c.field, *c.got.PID, c.want, line))
+				note(path, "not a JSON event", err, line)
+			} else if src, dst, proc, err := want(&ev); err != nil {
+				note(path, "unexpected endpoint", err, line)
+			} else {
+				for _, c := range []struct {
+					field string
+					got   *outProcess
+					want  int
+				}{
+					{"source.process", ev.Source.Process, src},
+					{"destination.process", ev.Destination.Process, dst},
+					{"process", ev.Process, proc},
+				} {
+					switch {
+					case c.want == 0 && c.got != nil:
+						note(path, c.field+" set", fmt.Errorf("%s is set, want none", c.field), line)
+					case c.want != 0 && (c.got == nil || c.got.PID == nil):
+						note(path, c.field+" missing", fmt.Errorf("%s.pid is missing, want %d", c.field, c.want), line)
+					case c.want != 0 && *c.got.PID != c.want:
+						note(path, c.field+" wrong", fmt.Errorf("%s.pid = %d, want %d", c.field, *c.got.PID, c.want), line)
+					}
 				}
+			}
+			if sum(kinds) > total {
+				bad++
+				if firstB == 0 {
+					firstB = lines
+				}
+				lastB = lines
 			}
 		}
 		f.Close()
@@ -97,7 +114,24 @@ func checkOutput(files []string, want wantPIDs) (lines int64, first []byte, err 
 			return lines, first, fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
-	return lines, first, errors.Join(errs...)
+	if bad == 0 {
+		return lines, first, nil
+	}
+	var counts []string
+	for k, n := range kinds {
+		counts = append(counts, fmt.Sprintf("%s: %d", k, n))
+	}
+	slices.Sort(counts)
+	return lines, first, fmt.Errorf("%d of %d lines wrong, lines %d to %d (%s); first ones:\n%w",
+		bad, lines, firstB, lastB, strings.Join(counts, ", "), errors.Join(examples...))
+}
+
+func sum(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // noProcess is A's expectation: no process fields.
