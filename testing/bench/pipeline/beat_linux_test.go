@@ -122,6 +122,7 @@ type run struct {
 	totalCPU time.Duration
 	outBytes int64
 	outFiles []string
+	log      string // the beat's stderr
 }
 
 func (r run) eventsPerSec() float64 { return float64(r.inWin) / r.window.Seconds() }
@@ -242,6 +243,7 @@ func runBeat(t *testing.T, bin, dir, variant, events, processors string, want in
 	if r.inWin <= 0 || r.window <= 0 {
 		fail("the window is empty (%d events acknowledged at its start, %d at its end); use more events", first.acked, end.acked)
 	}
+	r.log = logPath
 	r.outFiles, _ = filepath.Glob(filepath.Join(outDir, "out*"))
 	if len(r.outFiles) == 0 {
 		fail("no output file in %s", outDir)
@@ -329,4 +331,20 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// grepLog returns the lines of the file at path that contain s, at most n
+// (the last ones).
+func grepLog(path, s string, n int) string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, "\n")
 }

@@ -121,7 +121,8 @@ func TestPipelineCost(t *testing.T) {
 		r := runBeat(t, bin, dir, variant, events, processors, int64(n), opt)
 		lines, first, err := checkOutput(r.outFiles, want)
 		if err != nil {
-			t.Fatalf("%s: wrong output: %v", variant, err)
+			t.Fatalf("%s: wrong output: %v\nthe beat's log lines about add_network_process (%s):\n%s",
+				variant, err, r.log, grepLog(r.log, "add_network_process", 30))
 		}
 		if lines != int64(n) {
 			t.Fatalf("%s: output has %d lines, want %d (one per input line)", variant, lines, n)
