@@ -123,6 +123,9 @@ type run struct {
 	outBytes int64
 	outFiles []string
 	log      string // the beat's stderr
+	// hostTCP is /proc/net/sockstat's TCP line at the start: the size of
+	// the table a first rescan reads (other tests' sockets count too).
+	hostTCP string
 }
 
 func (r run) eventsPerSec() float64 { return float64(r.inWin) / r.window.Seconds() }
@@ -144,6 +147,7 @@ type runOptions struct {
 // its output acknowledged want events, then stops it with SIGINT.
 func runBeat(t *testing.T, bin, dir, variant, events, processors string, want int64, opt runOptions) run {
 	t.Helper()
+	hostTCP := sockstatTCP()
 	home, err := os.MkdirTemp(dir, "home-"+variant+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +247,7 @@ func runBeat(t *testing.T, bin, dir, variant, events, processors string, want in
 	if r.inWin <= 0 || r.window <= 0 {
 		fail("the window is empty (%d events acknowledged at its start, %d at its end); use more events", first.acked, end.acked)
 	}
-	r.log = logPath
+	r.log, r.hostTCP = logPath, hostTCP
 	r.outFiles, _ = filepath.Glob(filepath.Join(outDir, "out*"))
 	if len(r.outFiles) == 0 {
 		fail("no output file in %s", outDir)
@@ -347,4 +351,15 @@ func grepLog(path, s string, n int) string {
 		out = out[len(out)-n:]
 	}
 	return strings.Join(out, "\n")
+}
+
+// sockstatTCP returns the TCP line of /proc/net/sockstat ("inuse N ... tw N").
+func sockstatTCP() string {
+	b, _ := os.ReadFile("/proc/net/sockstat")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "TCP: "); ok {
+			return rest
+		}
+	}
+	return "?"
 }

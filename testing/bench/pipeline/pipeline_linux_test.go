@@ -121,8 +121,8 @@ func TestPipelineCost(t *testing.T) {
 		r := runBeat(t, bin, dir, variant, events, processors, int64(n), opt)
 		lines, first, err := checkOutput(r.outFiles, want)
 		if err != nil {
-			t.Fatalf("%s: wrong output: %v\nthe beat's log lines about add_network_process (%s):\n%s",
-				variant, err, r.log, grepLog(r.log, "add_network_process", 30))
+			t.Fatalf("%s: wrong output: %v\nhost TCP sockets at the start (/proc/net/sockstat): %s\nthe beat's log lines about add_network_process (%s):\n%s",
+				variant, err, r.hostTCP, r.log, grepLog(r.log, "add_network_process", 30))
 		}
 		if lines != int64(n) {
 			t.Fatalf("%s: output has %d lines, want %d (one per input line)", variant, lines, n)
@@ -144,8 +144,8 @@ func TestPipelineCost(t *testing.T) {
 		}
 		// The output is large (~0.5 GB for B); keep only the numbers.
 		os.RemoveAll(filepath.Dir(filepath.Dir(r.outFiles[0])))
-		fmt.Printf("  %s  %8.0f events/s  %6.2f µs CPU/event in the window (%v wall, %v CPU, %d events)  %6.2f µs CPU/event whole run  %5d bytes/event\n",
-			variant, r.eventsPerSec(), r.cpuPerEvent(), r.window.Round(time.Millisecond), r.cpu, r.inWin, r.totalCPUPerEvent(), r.outBytes/r.events)
+		fmt.Printf("  %s  %8.0f events/s  %6.2f µs CPU/event in the window (%v wall, %v CPU, %d events)  %6.2f µs CPU/event whole run  %5d bytes/event  host TCP: %s\n",
+			variant, r.eventsPerSec(), r.cpuPerEvent(), r.window.Round(time.Millisecond), r.cpu, r.inWin, r.totalCPUPerEvent(), r.outBytes/r.events, r.hostTCP)
 		return r
 	}
 	for round := 1; round <= rounds; round++ {
