@@ -108,7 +108,7 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 			why = rwhy
 		}
 	}
-	if w.nat != nil && (res != foundRow || why != unansweredVerifyFailed) {
+	if w.nat != nil {
 		// No socket has the event's tuple: it may be a NAT's outside.
 		if tl, tr, st := w.nat.translate(t, local, remote); st == natTranslated {
 			p, v := w.natAnswer(snap, at, t, tl, tr)
