@@ -135,7 +135,9 @@ func TestNATRouterSide(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &c); err != nil {
 		t.Fatal(err)
 	}
-	p := newFromYAML(t, fmt.Sprintf("tracker: procfs\nnat_lookup: %v\n", !c.NATOff))
+	// A generous rescan budget: the host may hold many sockets (other
+	// tests), and -race slows the first rescan.
+	p := newFromYAML(t, fmt.Sprintf("tracker: procfs\nrescan_timeout: 60s\nnat_lookup: %v\n", !c.NATOff))
 	host, port := splitHostPort(t, c.Client)
 
 	// DNAT: the edge event names the published port.

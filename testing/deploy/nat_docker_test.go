@@ -117,7 +117,7 @@ func TestDockerPublishedPortNAT(t *testing.T) {
 	out, _ := exec.Command("sh", "-c", "conntrack -L -p tcp --dport "+port+" 2>/dev/null || grep "+port+" /proc/net/nf_conntrack 2>/dev/null").CombinedOutput()
 	t.Logf("conntrack: %s", out)
 
-	cfg, err := conf.NewConfigFrom("tracker: procfs\n")
+	cfg, err := conf.NewConfigFrom("tracker: procfs\nrescan_timeout: 60s\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestDockerPublishedPortNAT(t *testing.T) {
 
 	// Without conntrack the port's listener answers: dockerd's placeholder
 	// (or docker-proxy), the wrong answer nat_lookup exists to avoid.
-	cfg, _ = conf.NewConfigFrom("tracker: procfs\nnat_lookup: false\n")
+	cfg, _ = conf.NewConfigFrom("tracker: procfs\nrescan_timeout: 60s\nnat_lookup: false\n")
 	off, err := add_network_process.New(cfg, logptest.NewTestingLogger(t, ""))
 	if err != nil {
 		t.Fatal(err)
