@@ -168,3 +168,131 @@ func TestDockerPublishedPortNAT(t *testing.T) {
 		t.Errorf("nat_lookup: false: destination.process.name = %v, want the port's listener (%s): the case nat_lookup fixes", owner, holder)
 	}
 }
+
+// TestDockerMasqueradeNAT: a container connects out to a listener in a
+// network namespace behind a veth of this host, and Docker masquerades the
+// connection to the veth's address. The event, logged at that edge, names
+// this host's address and the masqueraded port; the answer must be the
+// container's client with the container's ID.
+func TestDockerMasqueradeNAT(t *testing.T) {
+	requireDocker(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and conntrack")
+	}
+	const ns, hostAddr, peerAddr = "n14-dout", "203.0.113.73", "203.0.113.74"
+	image, network, name := "n14-busybox:masq", "n14-masqnet", "n14-masqcli"
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatalf("busybox not found: install Debian's busybox-static (.ci/run does): %v", err)
+	}
+	_ = exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("the kernel refused a network namespace: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	for _, args := range [][]string{
+		{"link", "add", "n14d0", "type", "veth", "peer", "name", "n14d1", "netns", ns},
+		{"addr", "add", hostAddr + "/30", "dev", "n14d0"},
+		{"link", "set", "n14d0", "up"},
+		{"-n", ns, "addr", "add", peerAddr + "/30", "dev", "n14d1"},
+		{"-n", ns, "link", "set", "n14d1", "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", "n14d0").Run() })
+	// The outside server: busybox nc holds the one connection while its
+	// stdin stays open.
+	srv := exec.Command("ip", "netns", "exec", ns, bb, "nc", "-l", "-p", "45190")
+	stdin, err := srv.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = srv.Process.Kill(); _ = srv.Wait() })
+
+	buildBusyboxImage(t, image)
+	t.Cleanup(func() { _, _ = dockerOut("rmi", "-f", image) })
+	_, _ = dockerOut("network", "rm", network)
+	docker(t, "network", "create", "--subnet", "203.0.113.96/28", network)
+	t.Cleanup(func() { _, _ = dockerOut("network", "rm", network) })
+	// The client retries until the server listens, then holds the connection.
+	runContainer(t, name, "--network", network, image, "sh", "-c",
+		"while ! (sleep 3600 | nc "+peerAddr+" 45190); do sleep 0.2; done")
+	c := inspect(t, name)
+
+	// The edge sees the masqueraded source: this host's veth address.
+	var edge string
+	deadline := time.Now().Add(60 * time.Second)
+	for edge == "" && time.Now().Before(deadline) {
+		out, _ := exec.Command("ip", "netns", "exec", ns, "ss", "-Htn", "state", "established", "( sport = :45190 )").CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			// busybox nc listens dual-stack: ss shows [::ffff:a.b.c.d]:port.
+			f := strings.Fields(line)
+			if len(f) < 4 {
+				continue
+			}
+			if h, port, err := net.SplitHostPort(f[len(f)-1]); err == nil && strings.TrimPrefix(h, "::ffff:") == hostAddr {
+				edge = hostAddr + ":" + port
+			}
+		}
+		if edge == "" {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if edge == "" {
+		logs, _ := dockerOut("logs", name)
+		t.Fatalf("no masqueraded connection from %s reached %s:45190 (container log: %s)", hostAddr, peerAddr, logs)
+	}
+	edgePort, _ := strconv.Atoi(edge[strings.LastIndexByte(edge, ':')+1:])
+	var ncPID int
+	for time.Now().Before(deadline) && ncPID == 0 {
+		out, _ := exec.Command("nsenter", "-t", strconv.Itoa(c.State.Pid), "-n", "ss", "-Htnp", "state", "established", "( dport = :45190 )").CombinedOutput()
+		if i := strings.Index(string(out), "pid="); i >= 0 {
+			ncPID, _ = strconv.Atoi(strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' })[0])
+		}
+		if ncPID == 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	out, _ := exec.Command("sh", "-c", "conntrack -L -p tcp --dport 45190 2>/dev/null").CombinedOutput()
+	t.Logf("edge tuple %s -> %s:45190; container nc pid %d; conntrack: %s", edge, peerAddr, ncPID, out)
+
+	cfg, err := conf.NewConfigFrom("tracker: procfs\nrescan_timeout: 60s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := add_network_process.New(cfg, logptest.NewTestingLogger(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.(interface{ Close() error }).Close()
+	ev, err := p.Run(&beat.Event{Timestamp: time.Now(), Fields: mapstr.M{
+		"source":      mapstr.M{"ip": hostAddr, "port": edgePort},
+		"destination": mapstr.M{"ip": peerAddr, "port": 45190},
+		"network":     mapstr.M{"transport": "tcp"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("event: %s", ev.Fields.String())
+	get := func(k string) any { v, _ := ev.GetValue(k); return v }
+	if pid := get("source.process.pid"); ncPID == 0 || pid != ncPID {
+		t.Errorf("source.process.pid = %v (%v), want the container's nc %d", pid, get("source.process.name"), ncPID)
+	}
+	if via := get("add_network_process.source.found_by"); via != "nat" {
+		t.Errorf("source found_by = %v, want nat", via)
+	}
+	// The outside server is this host's too (a namespace's process), found
+	// by its own socket; container.id follows process.*, the destination.
+	if via := get("add_network_process.destination.found_by"); via != "socket" {
+		t.Errorf("destination found_by = %v, want socket", via)
+	}
+	if id := get("container.id"); id != nil {
+		t.Errorf("container.id = %v, want none: process.* is the outside server's", id)
+	}
+}
