@@ -41,6 +41,7 @@ type processor struct {
 	srcOut, dstOut, out string              // <target>source.process, <target>destination.process, <target>process
 	containerOut        string              // <target>container.id
 	srcVia, dstVia      string              // <target>add_network_process.{source,destination}: provenance.go
+	viaPath             []string            // <target>add_network_process, split
 	outPaths            map[string][]string // the keys above, split once
 	containerField      []string
 	closeOnce           sync.Once
@@ -90,6 +91,7 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
 	p.containerOut = prefix + "container.id"
 	p.srcVia, p.dstVia = prefix+provenanceRoot+".source", prefix+provenanceRoot+".destination"
+	p.viaPath = strings.Split(prefix+provenanceRoot, ".")
 	p.outPaths = map[string][]string{}
 	for _, k := range []string{p.srcOut, p.dstOut, p.out} {
 		p.outPaths[k] = strings.Split(k, ".")
@@ -185,12 +187,11 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	}
 	if srcProc != nil {
 		p.write(ev, p.srcOut, srcProc, &rep)
-		p.writeVia(ev, p.srcVia, srcVia, &rep)
 	}
 	if dstProc != nil {
 		p.write(ev, p.dstOut, dstProc, &rep)
-		p.writeVia(ev, p.dstVia, dstVia, &rep)
 	}
+	p.writeVia(ev, srcVia, dstVia, &rep)
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
 	owner := dstProc
