@@ -135,9 +135,15 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 		switch res {
 		case foundRow:
 			if via != ViaSocket && w.nat != nil {
-				// As above: not for a tuple conntrack shows translated
-				// (its answer is cached from the first ask).
-				if _, _, st := w.nat.translate(t, local, remote); st == natTranslated || st == natUnchecked {
+				// As above: a listener or endpoint match is not given for
+				// a tuple conntrack shows translated, nor when conntrack
+				// could not be asked (a translated tuple was answered, or
+				// not, on the miss path above; this is a cached ask).
+				if _, _, st := w.nat.translate(t, local, remote); st == natTranslated {
+					why = unansweredNAT
+					break
+				} else if st == natUnchecked {
+					why = unansweredNATUnchecked
 					break
 				}
 			}
