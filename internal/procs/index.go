@@ -304,21 +304,23 @@ const (
 	foundAmbiguous                   // only a listener endpoint held by several processes matched
 )
 
-// find resolves a local endpoint. An unknown endpoint (foundNone) may be a
-// socket born after the snapshot; so may a connection to an ambiguous
-// listener (foundAmbiguous), which only the exact tuple resolves.
-func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findResult) {
+// find resolves a local endpoint; via says which kind of row answered
+// (ViaSocket, ViaListener or ViaEndpoint) when res is foundRow. An unknown
+// endpoint (foundNone) may be a socket born after the snapshot; so may a
+// connection to an ambiguous listener (foundAmbiguous), which only the
+// exact tuple resolves.
+func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findResult, Via) {
 	known := false
 	if remote.IsValid() {
 		if r, ok := s.exact[connKeyOf(t, local, remote)]; ok {
 			if r.p != nil {
-				return r, foundRow
+				return r, foundRow, ViaSocket
 			}
 			known = true
 		}
 	}
 	if r, res := s.listenerFor(t, local); res == foundRow || res == foundAmbiguous {
-		return r, res
+		return r, res, ViaListener
 	} else if res == foundUnowned {
 		known = true
 	}
@@ -333,15 +335,15 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findRe
 	if !remote.IsValid() {
 		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && r != ambiguousRow {
 			if r.p != nil {
-				return r, foundRow
+				return r, foundRow, ViaEndpoint
 			}
 			known = true
 		}
 	}
 	if known {
-		return nil, foundUnowned
+		return nil, foundUnowned, ViaNone
 	}
-	return nil, foundNone
+	return nil, foundNone, ViaNone
 }
 
 // listenerFor finds the listener (or unconnected UDP socket) that owns a

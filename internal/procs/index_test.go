@@ -139,7 +139,7 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 			if c.remote != "" {
 				remote = ap(c.remote)
 			}
-			r, res := s.find(TCP, ap(c.local), remote)
+			r, res, _ := s.find(TCP, ap(c.local), remote)
 			pid, known := 0, res != foundNone
 			if res == foundRow {
 				pid = r.p.PID
@@ -153,7 +153,7 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 			if s.ambiguous != c.wantAmbiguous {
 				t.Errorf("ambiguous = %d, want %d", s.ambiguous, c.wantAmbiguous)
 			}
-			if r, res := s.find(UDP, ap(c.local), remote); res != foundNone {
+			if r, res, _ := s.find(UDP, ap(c.local), remote); res != foundNone {
 				t.Errorf("UDP lookup matched a TCP socket: %+v", r)
 			}
 		})
@@ -169,14 +169,14 @@ func TestSnapshotInContainer(t *testing.T) {
 	lo := netip.MustParseAddrPort("127.0.0.1:80")
 	s.add(&Socket{Transport: TCP, Local: lo, Listen: true}, host)
 	s.add(&Socket{Transport: TCP, Local: lo, Listen: true, NetNS: 7, Foreign: true}, ctr)
-	if r, _ := s.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != host {
+	if r, _, _ := s.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != host {
 		t.Errorf("host lookup = %+v, want the host's process", r)
 	}
 	sub := s.inContainer("abc")
 	if sub == nil {
 		t.Fatal("no index for container abc")
 	}
-	if r, _ := sub.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != ctr {
+	if r, _, _ := sub.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != ctr {
 		t.Errorf("container lookup = %+v, want the container's process", r)
 	}
 	if s.inContainer("other") != nil || s.inContainer("") != nil {

@@ -14,16 +14,25 @@ func (w *Watcher) Lookup(t Transport, local, remote netip.AddrPort) *Process {
 	return w.LookupAt(time.Time{}, t, local, remote)
 }
 
-// LookupAt returns the process that owns the local endpoint local talking to
-// remote (remote may be the zero AddrPort when unknown) for an event that
-// happened at at (zero for now), or nil. An answer is given only under the
-// rules of docs/add_network_process.md, "When an answer is given": a
-// socket-table answer is verified (or its verification reused while
-// Config.Changes proves nothing changed), a listener shared by several
-// processes answers nothing, and no process that started after at is
-// named. Remote endpoints and cached answers cost no allocation; a miss may
-// wait for one coalesced, rate-limited rescan, at most RescanTimeout.
+// LookupAt is LookupVia without saying how the answer was found.
 func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPort) *Process {
+	p, _ := w.LookupVia(at, t, local, remote)
+	return p
+}
+
+// LookupVia returns the process that owns the local endpoint local talking
+// to remote (remote may be the zero AddrPort when unknown) for an event
+// that happened at at (zero for now), or nil, and how it was found. An
+// answer is given only under the rules of docs/add_network_process.md,
+// "When an answer is given": a socket-table answer is verified (or its
+// verification reused while Config.Changes proves nothing changed), a
+// listener shared by several processes answers nothing, a listener or
+// endpoint match is not given for a tuple that conntrack shows translated
+// (the translated tuple's socket answers instead: nat.go), and no process
+// that started after at is named. Remote endpoints and cached answers cost
+// no allocation; a miss may wait for one coalesced, rate-limited rescan, at
+// most RescanTimeout.
+func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	if remote.IsValid() {
 		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
@@ -38,10 +47,22 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	}
 	if !w.isLocal(snap, local.Addr()) {
 		w.stats.notLocal.Add(1)
-		return nil
+		return nil, ViaNone
 	}
 	var why unanswered
-	r, res := snap.find(t, local, remote)
+	r, res, via := snap.find(t, local, remote)
+	if res == foundRow && via != ViaSocket && w.nat != nil {
+		// A listener (or endpoint) match is no proof for a translated
+		// tuple: with dockerd --userland-proxy=false, dockerd holds a
+		// placeholder listener on a published port whose connections are
+		// DNATed to a container. The translated tuple's socket wins.
+		switch tl, tr, st := w.nat.translate(t, local, remote); st {
+		case natTranslated:
+			return w.natAnswer(snap, at, t, tl, tr)
+		case natUnchecked:
+			return w.unanswered(unansweredNATUnchecked), ViaNone
+		}
+	}
 	if res == foundRow {
 		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
@@ -49,7 +70,7 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 			if snap.stale.Load() {
 				w.requestRescan()
 			}
-			return p
+			return p, via
 		case answerStartedAfter:
 			// The socket's owner started after the event: the socket is
 			// not the event's. A record of an older connection on this
@@ -70,43 +91,66 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	now := time.Now()
 	if w.neg.valid(key, now, snap.gen) {
 		w.stats.negativeHits.Add(1)
-		return nil
+		return nil, ViaNone
 	}
 	if w.cfg.Fallback != nil {
-		p, live, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
+		p, v, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
 		if p != nil {
 			w.stats.hits.Add(1)
-			if live {
+			if v == ViaResolve {
 				w.stats.resolveHits.Add(1)
 			} else {
 				w.stats.trackerHits.Add(1)
 			}
-			return p
+			return p, v
 		}
 		if rwhy != 0 {
 			why = rwhy
+		}
+	}
+	if w.nat != nil {
+		// No socket has the event's tuple: it may be a NAT's outside.
+		if tl, tr, st := w.nat.translate(t, local, remote); st == natTranslated {
+			p, v := w.natAnswer(snap, at, t, tl, tr)
+			if p == nil {
+				w.neg.put(key, now.Add(w.cfg.NegativeTTL), w.snap.Load().gen, true)
+			}
+			return p, v
 		}
 	}
 	if res == foundUnowned && !snap.stale.Load() {
 		// The row exists and nobody holds it (TIME_WAIT, orphaned); a
 		// rescan would not change that.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
-		return w.unanswered(why)
+		return w.unanswered(why), ViaNone
 	}
 	fresh := w.awaitRescan(snap, now)
 	if fresh == nil {
 		// Rate-limited: remember the miss until the scheduled rescan lands.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)
-		return w.unanswered(why)
+		return w.unanswered(why), ViaNone
 	}
 	if w.isLocal(fresh, local.Addr()) {
-		r, res = fresh.find(t, local, remote)
+		r, res, via = fresh.find(t, local, remote)
 		switch res {
 		case foundRow:
+			if via != ViaSocket && w.nat != nil {
+				// As above: a listener or endpoint match is not given for
+				// a tuple conntrack shows translated, nor when conntrack
+				// could not be asked (a translated tuple was answered, or
+				// not, on the miss path above; this is a cached ask).
+				if _, _, st := w.nat.translate(t, local, remote); st == natTranslated {
+					why = unansweredNAT
+					break
+				} else if st == natUnchecked {
+					why = unansweredNATUnchecked
+					break
+				}
+			}
 			switch p, ok := w.check(r, at, t, local.Port()); ok {
 			case answerOK:
 				w.stats.hits.Add(1)
-				return p
+				return p, via
 			case answerStartedAfter:
 				why = unansweredStartedAfter
 			default:
@@ -117,7 +161,7 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		}
 	}
 	w.neg.put(key, now.Add(w.cfg.NegativeTTL), fresh.gen, true)
-	return w.unanswered(why)
+	return w.unanswered(why), ViaNone
 }
 
 // unanswered is why a local lookup ended without an answer by rule rather
@@ -129,6 +173,8 @@ const (
 	unansweredVerifyFailed
 	unansweredAmbiguous
 	unansweredStartedAfter
+	unansweredNAT          // conntrack showed the tuple translated; no owner of the translated tuple was found
+	unansweredNATUnchecked // a listener matched, but conntrack could not be asked whether the tuple was translated
 )
 
 // unanswered counts a miss and its reason, and returns nil.
@@ -141,6 +187,10 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 		w.stats.unansweredAmbiguous.Add(1)
 	case unansweredStartedAfter:
 		w.stats.unansweredStartedAfter.Add(1)
+	case unansweredNAT:
+		w.stats.unansweredNAT.Add(1)
+	case unansweredNATUnchecked:
+		w.stats.unansweredNATUnchecked.Add(1)
 	}
 	return nil
 }
@@ -148,12 +198,28 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // recall asks Fallback for an owner the snapshot does not know, describing
 // it through the engine while it lives and from Fallback's minimal record
 // once it has exited. Descriptions are cached by identity (PID + start).
-// live reports an answer read from the kernel's current socket table (the
-// resolve source) rather than from a record of the past; such an answer is
-// verified like a snapshot row. why says why an owner found was not given.
+// via is ViaResolve for an answer read from the kernel's current socket
+// table (the resolve source), verified like a snapshot row, and ViaTracker
+// or ViaTrackerClosed for one from a record of the past. why says why an owner found was not given.
 // afterFailure: the snapshot's owner of this socket failed its verification,
 // so while the socket lives only the exact lookup may answer (MODEL rule 1).
-func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (*Process, Via, unanswered) {
+	p, live, closed, why := w.recallOwner(snap, t, local, remote, at, afterFailure)
+	switch {
+	case p == nil:
+		return nil, ViaNone, why
+	case live:
+		return p, ViaResolve, 0
+	case closed:
+		return p, ViaTrackerClosed, 0
+	}
+	return p, ViaTracker, 0
+}
+
+// recallOwner is recall's search; live reports an answer read from the
+// kernel's current socket table, closed one from a record of a socket
+// already closed.
+func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live, closed bool, why unanswered) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
@@ -163,7 +229,7 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
 	}
 	if !ok || sock.PID <= 0 {
-		return nil, false, 0
+		return nil, false, false, 0
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -174,36 +240,36 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		r, res := snap.listenerFor(t, local)
 		switch {
 		case res == foundAmbiguous:
-			return nil, false, unansweredAmbiguous
+			return nil, false, false, unansweredAmbiguous
 		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
-			return nil, false, 0
+			return nil, false, false, 0
 		}
 		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
-			return p, false, 0
+			return p, false, !sock.Recorded, 0
 		case answerStartedAfter:
-			return nil, false, unansweredStartedAfter
+			return nil, false, false, unansweredStartedAfter
 		default:
-			return nil, false, unansweredVerifyFailed
+			return nil, false, false, unansweredVerifyFailed
 		}
 	}
 	p = w.describe(sock, minimal)
 	if p == nil {
-		return nil, false, 0
+		return nil, false, false, 0
 	}
 	if live {
 		var res answerResult
 		switch p, res = w.checkSocket(&sock, p, at); res {
 		case answerStartedAfter:
-			return nil, false, unansweredStartedAfter
+			return nil, false, false, unansweredStartedAfter
 		case answerVerifyFailed:
 			if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
 				rs.forget(t, local, remote)
 			}
-			return nil, false, unansweredVerifyFailed
+			return nil, false, false, unansweredVerifyFailed
 		}
 	} else if startedAfter(p, at) {
-		return nil, false, unansweredStartedAfter
+		return nil, false, false, unansweredStartedAfter
 	} else if p != minimal && w.pins != nil {
 		// A record of a process that still runs: it is described as the
 		// program it runs now (one statx), not as it ran when described.
@@ -211,11 +277,11 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		// names no thread) leaves the description as it is.
 		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
 			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
-				return nil, false, unansweredVerifyFailed
+				return nil, false, false, unansweredVerifyFailed
 			}
 		}
 	}
-	return p, live, 0
+	return p, live, !live && !sock.Recorded, 0
 }
 
 // describe returns the cached or freshly read description of sock's owner,
@@ -249,11 +315,18 @@ func (w *Watcher) describe(sock Socket, minimal *Process) *Process {
 // come and go, so the cache is simply dropped when full.
 const recalledCacheSize = 4096
 
-// LookupInContainer is LookupAt for an event that names the container it
-// belongs to: the container's network namespace is searched first, so its
-// 127.0.0.1 is not taken for the host's. Without an answer there (or for an
-// unknown container) it is LookupAt.
+// LookupInContainer is LookupInContainerVia without saying how the answer
+// was found.
 func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) *Process {
+	p, _ := w.LookupInContainerVia(containerID, at, t, local, remote)
+	return p
+}
+
+// LookupInContainerVia is LookupVia for an event that names the container
+// it belongs to: the container's network namespace is searched first, so
+// its 127.0.0.1 is not taken for the host's. Without an answer there (or
+// for an unknown container) it is LookupVia.
+func (w *Watcher) LookupInContainerVia(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
 	if sub := w.snap.Load().inContainer(containerID); sub != nil {
 		l := netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 		r := remote
@@ -261,15 +334,15 @@ func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transpor
 			r = netip.AddrPortFrom(r.Addr().Unmap(), r.Port())
 		}
 		if l.Addr().IsLoopback() || sub.isLocal(l.Addr()) {
-			if row, res := sub.find(t, l, r); res == foundRow {
+			if row, res, via := sub.find(t, l, r); res == foundRow {
 				if p, ok := w.check(row, at, t, l.Port()); ok == answerOK {
 					w.stats.hits.Add(1)
-					return p
+					return p, via
 				}
 			}
 		}
 	}
-	return w.LookupAt(at, t, local, remote)
+	return w.LookupVia(at, t, local, remote)
 }
 
 func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {

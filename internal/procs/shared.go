@@ -10,7 +10,7 @@ import (
 // sharedKey identifies watchers that can be shared: same host and policy.
 type sharedKey struct {
 	root     string
-	cfg      Config // Fallback and Changes are always nil here; fallback stands for both
+	cfg      Config // Fallback, Changes and NAT are always nil here; fallback stands for the first two
 	fallback string
 }
 
@@ -36,7 +36,7 @@ func Shared(hostPath string, cfg Config, fallbackKind string, newFallback func()
 	if hostPath == "" {
 		hostPath = "/"
 	}
-	cfg.Fallback, cfg.Changes = nil, nil
+	cfg.Fallback, cfg.Changes, cfg.NAT = nil, nil, nil
 	k := sharedKey{root: filepath.Clean(hostPath), cfg: cfg.withDefaults(), fallback: fallbackKind}
 	registry.Lock()
 	defer registry.Unlock()

@@ -1,6 +1,7 @@
 package procs
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,16 +11,18 @@ import (
 
 // counters are updated with atomics on the lookup path.
 type counters struct {
-	notLocal, hits, misses, negativeHits atomic.Uint64
-	rescans, errors, waitTimeouts        atomic.Uint64
-	trackerHits, resolveHits             atomic.Uint64
-	lastRescanNanos, sockets, processes  atomic.Int64
-	ambiguous, namespaces                atomic.Int64
-	verifications, verifyFailures        atomic.Uint64
-	execChanges                          atomic.Uint64
-	unansweredVerify                     atomic.Uint64
-	unansweredAmbiguous                  atomic.Uint64
-	unansweredStartedAfter               atomic.Uint64
+	notLocal, hits, misses, negativeHits  atomic.Uint64
+	rescans, errors, waitTimeouts         atomic.Uint64
+	trackerHits, resolveHits              atomic.Uint64
+	lastRescanNanos, sockets, processes   atomic.Int64
+	ambiguous, namespaces                 atomic.Int64
+	verifications, verifyFailures         atomic.Uint64
+	execChanges                           atomic.Uint64
+	unansweredVerify                      atomic.Uint64
+	unansweredAmbiguous                   atomic.Uint64
+	unansweredStartedAfter                atomic.Uint64
+	unansweredNAT, unansweredNATUnchecked atomic.Uint64
+	natHits                               atomic.Uint64
 }
 
 // Stats is a point-in-time copy of a watcher's counters.
@@ -55,6 +58,21 @@ type Stats struct {
 	UnansweredVerify       uint64
 	UnansweredAmbiguous    uint64
 	UnansweredStartedAfter uint64
+	// UnansweredNAT: conntrack showed the tuple translated and no owner of
+	// the translated tuple's socket was found. UnansweredNATUnchecked: a
+	// listener (or endpoint) matched, but conntrack could not be asked
+	// whether the tuple was translated (query budget spent, or a query
+	// failed), so the match was not given.
+	UnansweredNAT          uint64
+	UnansweredNATUnchecked uint64
+
+	// NAT lookups (Config.NATLookup): conntrack queries made, tuples they
+	// found translated, answers given through a translation (each also a
+	// Hit), queries that failed, asks refused by the query budget, and
+	// whether conntrack turned out unreadable (1: the lookup is off).
+	NATQueries, NATTranslated, NATHits uint64
+	NATErrors, NATBudgetExhausted      uint64
+	NATUnavailable                     int64
 
 	LastRescan    time.Duration // duration of the last successful rescan
 	Sockets       int64         // rows in the current snapshot
@@ -66,7 +84,7 @@ type Stats struct {
 
 // Stats returns the current counters.
 func (w *Watcher) Stats() Stats {
-	return Stats{
+	st := Stats{
 		// Every Lookup ends in exactly one of these; not counting lookups
 		// separately saves an atomic add per lookup.
 		Lookups:      w.stats.notLocal.Load() + w.stats.hits.Load() + w.stats.misses.Load() + w.stats.negativeHits.Load(),
@@ -86,6 +104,9 @@ func (w *Watcher) Stats() Stats {
 		UnansweredVerify:       w.stats.unansweredVerify.Load(),
 		UnansweredAmbiguous:    w.stats.unansweredAmbiguous.Load(),
 		UnansweredStartedAfter: w.stats.unansweredStartedAfter.Load(),
+		UnansweredNAT:          w.stats.unansweredNAT.Load(),
+		UnansweredNATUnchecked: w.stats.unansweredNATUnchecked.Load(),
+		NATHits:                w.stats.natHits.Load(),
 
 		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
 		Sockets:       w.stats.sockets.Load(),
@@ -94,6 +115,32 @@ func (w *Watcher) Stats() Stats {
 		Ambiguous:     w.stats.ambiguous.Load(),
 		Namespaces:    w.stats.namespaces.Load(),
 	}
+	w.natStats(&st)
+	return st
+}
+
+// natStats adds the NAT lookup's counters to st.
+func (w *Watcher) natStats(st *Stats) {
+	if w.nat == nil {
+		return
+	}
+	st.NATQueries = w.nat.queries.Load()
+	st.NATTranslated = w.nat.translated.Load()
+	st.NATErrors = w.nat.errs.Load()
+	st.NATBudgetExhausted = w.nat.budget.Load()
+	if w.nat.off.Load() {
+		st.NATUnavailable = 1
+	}
+}
+
+// natWarn logs a conntrack failure: the one that turns the NAT lookup off
+// once, others rate-limited.
+func (w *Watcher) natWarn(err error) {
+	if errors.Is(err, ErrConntrackUnavailable) {
+		w.log.Warnf("NAT-aware lookups are off: %v. Events whose tuple was translated (published container ports, masqueraded connections) may be answered by a listener of the untranslated port or not at all; run with CAP_NET_ADMIN, or set nat_lookup: false to silence this", err)
+		return
+	}
+	w.warn.log("conntrack", err)
 }
 
 // rateLimitedLog logs each kind of failure at most once per interval, and

@@ -48,6 +48,15 @@ type Config struct {
 	// could change a socket's owner happened since an owner was verified
 	// (the eBPF tracker's change counters). Nil means no such proof exists.
 	Changes ChangeClock
+	// NATLookup makes lookups NAT-aware (nat.go): a tuple that no socket
+	// has exactly is looked up in the kernel's conntrack table, and when it
+	// was translated (DNAT, SNAT, masquerade) the translated tuple's socket
+	// answers, not a listener of the event's tuple. Reading conntrack needs
+	// CAP_NET_ADMIN; without it the lookup logs once and turns itself off.
+	NATLookup bool
+	// NAT is the conntrack reader NATLookup uses; nil for this kernel's
+	// (NewConntrack). The watcher closes it on Close.
+	NAT Conntrack
 }
 
 // DefaultConfig returns the documented defaults.
@@ -108,6 +117,9 @@ type Watcher struct {
 	staleTimer *time.Timer
 
 	neg negCache
+
+	// nat translates tuples through conntrack (nil: NATLookup off).
+	nat *natSource
 
 	// pins verifies owners (nil when the engine cannot: see OwnerVerifier).
 	pins *pinSet
@@ -173,6 +185,13 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		wake:        make(chan struct{}, 1),
 		fallback:    guard,
 	}
+	if cfg.NATLookup {
+		ct := cfg.NAT
+		if ct == nil {
+			ct = NewConntrack()
+		}
+		w.nat = newNATSource(ct, natPerInterval, cfg.MinRescanInterval, w.natWarn)
+	}
 	if v, ok := engine.(OwnerVerifier); ok {
 		w.pins = &pinSet{v: v, m: map[procKey]*pin{}}
 	}
@@ -220,6 +239,11 @@ func (w *Watcher) Close() error {
 		}
 		if e := w.fallback.Close(); err == nil {
 			err = e
+		}
+		if w.nat != nil {
+			if e := w.nat.close(); err == nil {
+				err = e
+			}
 		}
 	})
 	return err

@@ -40,6 +40,8 @@ type processor struct {
 	defaultTransport    procs.Transport
 	srcOut, dstOut, out string              // <target>source.process, <target>destination.process, <target>process
 	containerOut        string              // <target>container.id
+	srcVia, dstVia      string              // <target>add_network_process.{source,destination}: provenance.go
+	viaPath             []string            // <target>add_network_process, split
 	outPaths            map[string][]string // the keys above, split once
 	containerField      []string
 	closeOnce           sync.Once
@@ -88,6 +90,8 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	}
 	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
 	p.containerOut = prefix + "container.id"
+	p.srcVia, p.dstVia = prefix+provenanceRoot+".source", prefix+provenanceRoot+".destination"
+	p.viaPath = strings.Split(prefix+provenanceRoot, ".")
 	p.outPaths = map[string][]string{}
 	for _, k := range []string{p.srcOut, p.dstOut, p.out} {
 		p.outPaths[k] = strings.Split(k, ".")
@@ -170,15 +174,16 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	}
 
 	var srcProc, dstProc *procs.Process
+	var srcVia, dstVia procs.Via
 	container := p.eventContainer(ev)
 	// The event's @timestamp bounds whom it may name: no process that
 	// started after it (zero, as on events built without one: now).
 	at := ev.Timestamp
 	if src.present {
-		srcProc = p.watcher.LookupInContainer(container, at, t, src.ap, dst.ap)
+		srcProc, srcVia = p.watcher.LookupInContainerVia(container, at, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc = p.watcher.LookupInContainer(container, at, t, dst.ap, src.ap)
+		dstProc, dstVia = p.watcher.LookupInContainerVia(container, at, t, dst.ap, src.ap)
 	}
 	if srcProc != nil {
 		p.write(ev, p.srcOut, srcProc, &rep)
@@ -186,6 +191,7 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	if dstProc != nil {
 		p.write(ev, p.dstOut, dstProc, &rep)
 	}
+	p.writeVia(ev, srcVia, dstVia, &rep)
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
 	owner := dstProc

@@ -3,6 +3,7 @@ package add_network_process
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -48,6 +49,10 @@ type config struct {
 	// Tracker selects the eBPF connection tracker: auto, ebpf or procfs.
 	Tracker          string        `config:"tracker"`
 	TrackerRetention time.Duration `config:"tracker_retention"`
+
+	// NATLookup reads the kernel's conntrack table to attribute events
+	// whose tuple was translated (procs.Config.NATLookup).
+	NATLookup bool `config:"nat_lookup"`
 }
 
 func defaultConfig() config {
@@ -69,6 +74,7 @@ func defaultConfig() config {
 		NegativeCacheSize: d.NegativeCacheSize,
 		Tracker:           trackerAuto,
 		TrackerRetention:  30 * time.Second,
+		NATLookup:         true,
 	}
 }
 
@@ -132,6 +138,9 @@ func (c *config) watcherConfig() procs.Config {
 		MinRescanInterval: c.MinRescanInterval,
 		RescanTimeout:     c.RescanTimeout,
 		NegativeCacheSize: c.NegativeCacheSize,
+		// conntrack is this kernel's: it says nothing of another tree's
+		// sockets (a fake /proc in tests, a copy).
+		NATLookup: c.NATLookup && isProcfs(filepath.Join(c.HostPath, "proc")),
 	}
 }
 
@@ -150,10 +159,12 @@ const (
 	fUserID
 	fUserName
 	fContainerID // written at <target>container.id, not under <side>.process
+	fFoundBy     // written at <target>add_network_process.<side>: provenance.go
 )
 
 // includeFields maps each include_fields name, in output order, to its bit.
-// Names are dotted paths under <side>.process, except container.id.
+// Names are dotted paths under <side>.process, except container.id and
+// found_by (add_network_process.<side>.found_by and .socket_closed).
 var includeFields = []struct {
 	name string
 	bit  fieldMask
@@ -168,6 +179,7 @@ var includeFields = []struct {
 	{"user.id", fUserID},
 	{"user.name", fUserName},
 	{"container.id", fContainerID},
+	{"found_by", fFoundBy},
 }
 
 func fieldBit(name string) fieldMask {

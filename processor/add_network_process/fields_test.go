@@ -51,7 +51,9 @@ func TestFieldsYMLDeclaresEveryWrittenField(t *testing.T) {
 	groups := parseFieldsYML(t)
 	var want []string
 	for _, f := range includeFieldNames() {
-		if f != "container.id" { // ECS, mapped by the beat's ECS fields
+		// container.id: ECS, mapped by the beat's ECS fields; found_by:
+		// under add_network_process, checked below.
+		if f != "container.id" && f != "found_by" {
 			want = append(want, f)
 		}
 	}
@@ -71,6 +73,16 @@ func TestFieldsYMLDeclaresEveryWrittenField(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s declares %v, want the processor's fields %v in that order", side, got, want)
 		}
+	}
+	var prov []string
+	for _, f := range groups[provenanceRoot].Fields {
+		prov = append(prov, f.Name)
+		if f.Type == "" || f.Description == "" {
+			t.Errorf("%s.%s: needs a type and a description", provenanceRoot, f.Name)
+		}
+	}
+	if want := []string{"source.found_by", "source.socket_closed", "destination.found_by", "destination.socket_closed"}; !slices.Equal(prov, want) {
+		t.Errorf("%s declares %v, want %v", provenanceRoot, prov, want)
 	}
 	// ECS process.user.* is written with set_process but is missing from
 	// libbeat's ECS fields.

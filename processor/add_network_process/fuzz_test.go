@@ -60,8 +60,8 @@ func biStripAdded(before, after mapstr.M) mapstr.M {
 		if k == "error" {
 			continue
 		}
-		if k == "process" {
-			if _, had := before["process"]; !had {
+		if k == "process" || k == provenanceRoot {
+			if _, had := before[k]; !had {
 				continue
 			}
 		}

@@ -48,6 +48,14 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.UnansweredVerify += st.UnansweredVerify
 			sum.UnansweredAmbiguous += st.UnansweredAmbiguous
 			sum.UnansweredStartedAfter += st.UnansweredStartedAfter
+			sum.UnansweredNAT += st.UnansweredNAT
+			sum.UnansweredNATUnchecked += st.UnansweredNATUnchecked
+			sum.NATQueries += st.NATQueries
+			sum.NATTranslated += st.NATTranslated
+			sum.NATHits += st.NATHits
+			sum.NATErrors += st.NATErrors
+			sum.NATBudgetExhausted += st.NATBudgetExhausted
+			sum.NATUnavailable += st.NATUnavailable
 			sum.Sockets += st.Sockets
 			sum.Processes += st.Processes
 			sum.NegativeCache += st.NegativeCache
@@ -78,6 +86,16 @@ func registerMetrics(reg *monitoring.Registry) {
 			monitoring.ReportInt(v, "verify_failed", int64(sum.UnansweredVerify))
 			monitoring.ReportInt(v, "ambiguous_listener", int64(sum.UnansweredAmbiguous))
 			monitoring.ReportInt(v, "started_after_event", int64(sum.UnansweredStartedAfter))
+			monitoring.ReportInt(v, "nat_no_owner", int64(sum.UnansweredNAT))
+			monitoring.ReportInt(v, "nat_unchecked", int64(sum.UnansweredNATUnchecked))
+		})
+		monitoring.ReportNamespace(v, "nat", func() {
+			monitoring.ReportInt(v, "queries", int64(sum.NATQueries))
+			monitoring.ReportInt(v, "translated", int64(sum.NATTranslated))
+			monitoring.ReportInt(v, "hits", int64(sum.NATHits))
+			monitoring.ReportInt(v, "errors", int64(sum.NATErrors))
+			monitoring.ReportInt(v, "budget_exhausted", int64(sum.NATBudgetExhausted))
+			monitoring.ReportInt(v, "unavailable", sum.NATUnavailable)
 		})
 		monitoring.ReportNamespace(v, "cache", func() {
 			monitoring.ReportInt(v, "sockets", sum.Sockets)

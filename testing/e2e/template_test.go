@@ -60,6 +60,12 @@ func TestExportTemplateMapsProcessFields(t *testing.T) {
 			want[side+"."+f] = typ
 		}
 	}
+	// How each side's process was found (include_fields found_by): the
+	// processor's own fields, not ECS.
+	for _, side := range []string{"source", "destination"} {
+		want["add_network_process."+side+".found_by"] = "keyword"
+		want["add_network_process."+side+".socket_closed"] = "boolean"
+	}
 	for _, field := range slices.Sorted(maps.Keys(want)) {
 		typ := want[field]
 		m := mappingOf(props, field)

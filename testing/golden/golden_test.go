@@ -10,6 +10,12 @@
 //	input.ndjson    one event per line (see inputLine)
 //	expected.ndjson one result per input line (see outputLine), or a single
 //	                {"new_error": "..."} line when New must reject the config
+//	sources.yml     optional: fake owner sources for the watcher (see
+//	                sourcesFile): eBPF tracker records, answers of the exact
+//	                sock_diag lookup, conntrack entries. With it the watcher
+//	                is built here over the fake host with these sources
+//	                (cache settings at their defaults) and handed to
+//	                add_network_process.NewWithWatcher.
 //
 // `go test ./testing/golden -update` rewrites expected.ndjson from the
 // processor's output. Each input line may also carry "check" assertions
@@ -126,7 +132,12 @@ func runCase(t *testing.T, dir string) {
 
 	inputs := readInputs(t, filepath.Join(dir, "input.ndjson"))
 	var got []outputLine
-	p, err := add_network_process.New(cfg, logptest.NewTestingLogger(t, ""))
+	var p beat.Processor
+	if src, ok := loadSources(t, filepath.Join(dir, "sources.yml")); ok {
+		p, err = add_network_process.NewWithWatcher(cfg, logptest.NewTestingLogger(t, ""), src.watcher(t, root))
+	} else {
+		p, err = add_network_process.New(cfg, logptest.NewTestingLogger(t, ""))
+	}
 	if err != nil {
 		// A rejected configuration is a result too: record it with the
 		// host path (a temporary directory) masked.

@@ -68,6 +68,7 @@ func Main() {
 var roles = map[string]func(args []string) error{
 	"dial":      dial,
 	"listen":    listen,
+	"accept":    accept,
 	"send":      send,
 	"dial-from": dialFrom,
 	"hold":      hold,

@@ -52,6 +52,43 @@ func listen(args []string) error {
 	return nil
 }
 
+// accept listens on TCP addr, prints the bound address, and accepts and
+// holds every connection (a server: its accepted sockets are its own).
+func accept(args []string) error {
+	if len(args) < 1 {
+		return fmt.Errorf("accept: want <addr>")
+	}
+	done := stdinClosed()
+	l, err := net.Listen("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var mu sync.Mutex
+	var conns []net.Conn
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	fmt.Printf("ready %s\n", l.Addr())
+	<-done
+	return nil
+}
+
 // stdinClosed is closed when the parent closes the helper's stdin.
 func stdinClosed() <-chan struct{} {
 	ch := make(chan struct{})
