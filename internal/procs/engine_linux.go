@@ -23,6 +23,8 @@ import (
 type linuxEngine struct {
 	root string // host_path
 	proc string // root/proc
+	// hostID is the host's unique ID for entity IDs, read once.
+	hostID func() string
 
 	mu      sync.Mutex // one Sockets call at a time owns everything below
 	buf     []byte
@@ -112,6 +114,7 @@ func NewEngine(root string) (Engine, error) {
 		orphans: map[uint64]struct{}{},
 		now:     time.Now,
 		users:   passwdCache{path: filepath.Join(root, "etc", "passwd")},
+		hostID:  sync.OnceValue(func() string { return machineID(root) }),
 	}
 	if _, err := os.Stat(filepath.Join(e.proc, "net", "tcp")); err != nil {
 		return nil, fmt.Errorf("host_path %q: cannot read the socket table: %w (set host_path to the directory that holds the host's proc/)", root, err)

@@ -199,6 +199,24 @@ func ParseStatStart(data []byte) (start uint64, err error) {
 	return 0, fmt.Errorf("stat line %q has fewer than 22 fields", truncate(data, 64))
 }
 
+// parseStatPPID returns the ppid field (field 4) of a /proc/<pid>/stat
+// line, counted from the last ')' as ParseStatStart does.
+func parseStatPPID(data []byte) (int, error) {
+	closeParen := bytes.LastIndexByte(data, ')')
+	if closeParen < 0 {
+		return 0, fmt.Errorf("stat line %q has no (comm)", truncate(data, 64))
+	}
+	f := bytes.Fields(data[closeParen+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("stat line %q has no ppid field", truncate(data, 64))
+	}
+	v, ok := parseDecUint(f[1])
+	if !ok || v > 1<<31 {
+		return 0, fmt.Errorf("stat ppid %q is not a PID", truncate(f[1], 64))
+	}
+	return int(v), nil
+}
+
 // ParseFibTrie returns the addresses marked "/32 host LOCAL" in
 // /proc/net/fib_trie: the IPv4 addresses assigned to this host's interfaces.
 func ParseFibTrie(r io.Reader) ([]netip.Addr, error) {

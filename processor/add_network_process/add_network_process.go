@@ -38,9 +38,8 @@ type processor struct {
 	dstIP, dstPort      []string
 	transport           []string
 	defaultTransport    procs.Transport
-	srcOut, dstOut, out string              // <target>source.process, <target>destination.process, <target>process
-	containerOut        string              // <target>container.id
-	outPaths            map[string][]string // the keys above, split once
+	srcOut, dstOut, out outField // <target>source.process, <target>destination.process, <target>process
+	containerOut        outField // <target>container.id
 	containerField      []string
 	closeOnce           sync.Once
 	closed              atomic.Bool // set by Close: events pass unenriched
@@ -86,12 +85,8 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	if prefix != "" && !strings.HasSuffix(prefix, ".") {
 		prefix += "."
 	}
-	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
-	p.containerOut = prefix + "container.id"
-	p.outPaths = map[string][]string{}
-	for _, k := range []string{p.srcOut, p.dstOut, p.out} {
-		p.outPaths[k] = strings.Split(k, ".")
-	}
+	p.srcOut, p.dstOut, p.out = newOutField(prefix+"source.process"), newOutField(prefix+"destination.process"), newOutField(prefix+"process")
+	p.containerOut = newOutField(prefix + "container.id")
 	if cfg.ContainerIDField != "" {
 		p.containerField = strings.Split(cfg.ContainerIDField, ".")
 	}
@@ -180,25 +175,45 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	if dst.present {
 		dstProc = p.watcher.LookupInContainer(container, at, t, dst.ap, src.ap)
 	}
-	if srcProc != nil {
-		p.write(ev, p.srcOut, srcProc, &rep)
-	}
-	if dstProc != nil {
-		p.write(ev, p.dstOut, dstProc, &rep)
-	}
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
 	owner := dstProc
 	if owner == nil {
 		owner = srcProc
 	}
-	if owner != nil {
-		if p.cfg.SetProcess {
-			p.write(ev, p.out, owner, &rep)
+	if owner == nil {
+		return p.finish(ev, rep)
+	}
+	var srcR, dstR, ownerR *rendered
+	var arena argsArena
+	n := 0
+	if srcProc != nil {
+		srcR = p.render(srcProc)
+		n += len(srcR.args)
+	}
+	if dstProc != nil {
+		dstR = p.render(dstProc)
+		n += len(dstR.args)
+	}
+	if p.cfg.SetProcess {
+		ownerR = dstR
+		if ownerR == nil {
+			ownerR = srcR
 		}
-		if p.mask&fContainerID != 0 && owner.ContainerID != "" {
-			p.writeScalar(ev, p.containerOut, owner.ContainerID, &rep)
-		}
+		n += len(ownerR.args)
+	}
+	arena.reserve(n)
+	if srcR != nil {
+		p.write(ev, p.srcOut, srcR, &arena, &rep)
+	}
+	if dstR != nil {
+		p.write(ev, p.dstOut, dstR, &arena, &rep)
+	}
+	if ownerR != nil {
+		p.write(ev, p.out, ownerR, &arena, &rep)
+	}
+	if p.mask&fContainerID != 0 && owner.ContainerID != "" {
+		p.writeScalar(ev, p.containerOut, owner.ContainerID, &rep)
 	}
 	return p.finish(ev, rep)
 }
