@@ -171,7 +171,7 @@ var includeFields = []struct {
 	{"args", fArgs, true},
 	{"executable", fExecutable, true},
 	{"start", fStart, true},
-	{"entity_id", fEntityID, true},
+	{"entity_id", fEntityID, false},
 	{"parent.pid", fParentPID, true},
 	{"parent.entity_id", fParentEntityID, false},
 	{"parent.name", fParentName, false},

@@ -78,7 +78,8 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 }
 
 // TestIncludeFieldsTable: every name maps to its own bit, and an empty list
-// selects the default fields: every field but the parent's description.
+// selects the default fields: every field but the entity IDs and the
+// parent's description.
 func TestIncludeFieldsTable(t *testing.T) {
 	var all fieldMask
 	for _, f := range includeFields {
@@ -90,8 +91,8 @@ func TestIncludeFieldsTable(t *testing.T) {
 			t.Errorf("maskOf([%q]) = %b, want %b", f.name, maskOf([]string{f.name}), f.bit)
 		}
 	}
-	optIn := fParentEntityID | fParentName | fParentExecutable | fParentStart
+	optIn := fEntityID | fParentEntityID | fParentName | fParentExecutable | fParentStart
 	if maskOf(nil) != all&^optIn {
-		t.Errorf("maskOf(nil) = %b, want every field but the opt-in parent.* ones %b", maskOf(nil), all&^optIn)
+		t.Errorf("maskOf(nil) = %b, want every field but the opt-in ones %b", maskOf(nil), all&^optIn)
 	}
 }
