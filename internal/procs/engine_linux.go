@@ -23,8 +23,10 @@ import (
 type linuxEngine struct {
 	root string // host_path
 	proc string // root/proc
-	// hostID is the host's unique ID for entity IDs, read once.
-	hostID func() string
+	// hostID is the host's unique ID for entity IDs and bootTime the
+	// host's boot time for parents' start times, each read once.
+	hostID   func() string
+	bootTime func() time.Time
 
 	mu      sync.Mutex // one Sockets call at a time owns everything below
 	buf     []byte
@@ -116,6 +118,7 @@ func NewEngine(root string) (Engine, error) {
 		users:   passwdCache{path: filepath.Join(root, "etc", "passwd")},
 		hostID:  sync.OnceValue(func() string { return machineID(root) }),
 	}
+	e.bootTime = sync.OnceValue(func() time.Time { return readBootTime(e.proc) })
 	if _, err := os.Stat(filepath.Join(e.proc, "net", "tcp")); err != nil {
 		return nil, fmt.Errorf("host_path %q: cannot read the socket table: %w (set host_path to the directory that holds the host's proc/)", root, err)
 	}

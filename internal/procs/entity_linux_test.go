@@ -138,3 +138,40 @@ func TestEntityIDMatchesBeats(t *testing.T) {
 		t.Errorf("entity IDs %q (process) and %q (parent): want two different 16-character IDs", p.EntityID, p.Parent.EntityID)
 	}
 }
+
+// BenchmarkDescribeProcess: what describing a process costs, once per
+// process (and again every process_cache_ttl), not per event: part=process
+// is Engine.Process of a real child process (sleep) of this test binary,
+// which includes describing its parent; part=parent is describing the
+// parent alone, the share of part=process that the parent.* fields add.
+func BenchmarkDescribeProcess(b *testing.B) {
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	time.Sleep(100 * time.Millisecond) // let it exec
+	e, err := NewEngine("/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	le := e.(*linuxEngine)
+	b.Run("part=process", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			p, err := le.Process(pid, 0)
+			if err != nil || p.Parent == nil {
+				b.Fatalf("Process(%d) = %+v, %v; want it with its parent", pid, p, err)
+			}
+		}
+	})
+	b.Run("part=parent", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if p, _ := le.parent(os.Getpid()); p == nil {
+				b.Fatal("parent not described")
+			}
+		}
+	})
+}

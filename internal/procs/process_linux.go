@@ -69,48 +69,6 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 	return p, nil
 }
 
-// parent describes ppid and returns its start time in clock ticks, read
-// before and after the description so that a PID recycled during the read
-// is refused: nil when ppid cannot be described.
-func (e *linuxEngine) parent(ppid int) (*Parent, uint64) {
-	if ppid <= 0 {
-		return nil, 0
-	}
-	statPath := filepath.Join(e.proc, strconv.Itoa(ppid), "stat")
-	ticks := func() (uint64, bool) {
-		b, err := os.ReadFile(statPath)
-		if err != nil {
-			return 0, false
-		}
-		t, err := ParseStatStart(b)
-		return t, err == nil
-	}
-	before, ok := ticks()
-	if !ok {
-		return nil, 0
-	}
-	// go-sysinfo, as for the process itself: its StartTime is the one the
-	// beats hash into entity_id (EntityID).
-	sp, err := sysinfo.Process(ppid, sysinfo.WithHostFS(e.root))
-	if err != nil {
-		return nil, 0
-	}
-	info, err := sp.Info()
-	if err != nil {
-		return nil, 0
-	}
-	if after, ok := ticks(); !ok || after != before {
-		return nil, 0
-	}
-	return &Parent{
-		PID:        ppid,
-		Name:       procName(info.Name, info.Args),
-		Executable: info.Exe,
-		Start:      info.StartTime.UTC(),
-		EntityID:   EntityID(e.hostID(), ppid, info.StartTime),
-	}, before
-}
-
 // machineID is the host's unique ID as go-sysinfo's Host().Info().UniqueID
 // reads it (the machine-id file under root), "" when there is none.
 func machineID(root string) string {
