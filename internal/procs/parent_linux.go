@@ -86,28 +86,3 @@ func readBootTime(proc string) time.Time {
 	}
 	return time.Time{}
 }
-
-// statComm returns comm (field 2) of a /proc/<pid>/stat line: between the
-// first '(' and the last ')', as it may hold both.
-func statComm(stat []byte) string {
-	open := bytes.IndexByte(stat, '(')
-	closeParen := bytes.LastIndexByte(stat, ')')
-	if open < 0 || closeParen < open {
-		return ""
-	}
-	return string(stat[open+1 : closeParen])
-}
-
-// splitCmdline splits /proc/<pid>/cmdline at its NUL terminators.
-func splitCmdline(b []byte) []string {
-	b = bytes.TrimSuffix(b, []byte{0})
-	if len(b) == 0 {
-		return nil
-	}
-	parts := bytes.Split(b, []byte{0})
-	args := make([]string, len(parts))
-	for i, p := range parts {
-		args[i] = string(p)
-	}
-	return args
-}

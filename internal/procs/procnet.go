@@ -217,6 +217,31 @@ func parseStatPPID(data []byte) (int, error) {
 	return int(v), nil
 }
 
+// statComm returns comm (field 2) of a /proc/<pid>/stat line: between the
+// first '(' and the last ')', as it may hold both.
+func statComm(stat []byte) string {
+	open := bytes.IndexByte(stat, '(')
+	closeParen := bytes.LastIndexByte(stat, ')')
+	if open < 0 || closeParen < open {
+		return ""
+	}
+	return string(stat[open+1 : closeParen])
+}
+
+// splitCmdline splits /proc/<pid>/cmdline at its NUL terminators.
+func splitCmdline(b []byte) []string {
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		return nil
+	}
+	parts := bytes.Split(b, []byte{0})
+	args := make([]string, len(parts))
+	for i, p := range parts {
+		args[i] = string(p)
+	}
+	return args
+}
+
 // ParseFibTrie returns the addresses marked "/32 host LOCAL" in
 // /proc/net/fib_trie: the IPv4 addresses assigned to this host's interfaces.
 func ParseFibTrie(r io.Reader) ([]netip.Addr, error) {
