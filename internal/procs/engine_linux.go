@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,8 @@ type linuxEngine struct {
 	// host's boot time for parents' start times, each read once.
 	hostID   func() string
 	bootTime func() time.Time
+	// describeParents: Process describes the parent too (Config.DescribeParents).
+	describeParents atomic.Bool
 
 	mu      sync.Mutex // one Sockets call at a time owns everything below
 	buf     []byte

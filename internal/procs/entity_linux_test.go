@@ -106,6 +106,10 @@ func TestEntityIDMatchesBeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p, err := e.Process(pid, startKey); err != nil || p.Parent != nil || p.EntityID == "" {
+		t.Fatalf("without DescribeParents: Process(%d) = %+v, %v; want an entity_id and no parent", pid, p, err)
+	}
+	e.(*linuxEngine).setDescribeParents(true)
 	p, err := e.Process(pid, startKey)
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +161,7 @@ func BenchmarkDescribeProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	le := e.(*linuxEngine)
+	le.setDescribeParents(true)
 	b.Run("part=process", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {

@@ -16,11 +16,15 @@ import (
 // description, which would double the cost of describing every new process
 // (BenchmarkDescribeProcess).
 
+// setDescribeParents turns describing parents on or off (New, from
+// Config.DescribeParents).
+func (e *linuxEngine) setDescribeParents(on bool) { e.describeParents.Store(on) }
+
 // parent describes ppid and returns its start time in clock ticks. stat is
 // read before and after the rest so that a PID recycled during the read is
 // refused: nil when ppid cannot be described.
 func (e *linuxEngine) parent(ppid int) (*Parent, uint64) {
-	if ppid <= 0 {
+	if ppid <= 0 || !e.describeParents.Load() {
 		return nil, 0
 	}
 	dir := filepath.Join(e.proc, strconv.Itoa(ppid))

@@ -48,6 +48,10 @@ type Config struct {
 	// could change a socket's owner happened since an owner was verified
 	// (the eBPF tracker's change counters). Nil means no such proof exists.
 	Changes ChangeClock
+	// DescribeParents: describe each process's parent with it
+	// (Process.Parent), for the parent.* fields; off, Parent stays nil and
+	// describing a process costs no reads of its parent.
+	DescribeParents bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -157,6 +161,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	guard := guardFallback(&cfg)
 	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
 		c.setChangeClock(cfg.Changes)
+	}
+	if c, ok := engine.(interface{ setDescribeParents(bool) }); ok {
+		c.setDescribeParents(cfg.DescribeParents)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{

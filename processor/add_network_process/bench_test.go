@@ -367,7 +367,8 @@ func runEvents(b *testing.B, p *processor, c bench.Conn, check func(*beat.Event)
 func BenchmarkRunFields(b *testing.B) {
 	f := bench.Shared(b, basicProcs, basicSockets)
 	c := pick(f)
-	w := newOurs(b, procs.Config{Changes: stillClock{}})
+	// DescribeParents, so that the +parent.* cases have parents to write.
+	w := newOurs(b, procs.Config{Changes: stillClock{}, DescribeParents: true})
 	var defaults []string
 	for _, f := range includeFields {
 		if f.def {
@@ -381,6 +382,13 @@ func BenchmarkRunFields(b *testing.B) {
 		})
 	}
 	run("default", nil)
+	// Not an include_fields entry, but the largest single saving: the
+	// third process object (process.*).
+	b.Run("fields=default,set_process=false", func(b *testing.B) {
+		p := newBenchProcessorFields(b, w, nil)
+		p.cfg.SetProcess = false
+		runEvents(b, p, c, nil)
+	})
 	for _, f := range includeFields {
 		if f.def {
 			run("-"+f.name, slices.DeleteFunc(slices.Clone(defaults), func(s string) bool { return s == f.name }))

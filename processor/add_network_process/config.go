@@ -132,6 +132,7 @@ func (c *config) watcherConfig() procs.Config {
 		MinRescanInterval: c.MinRescanInterval,
 		RescanTimeout:     c.RescanTimeout,
 		NegativeCacheSize: c.NegativeCacheSize,
+		DescribeParents:   maskOf(c.IncludeFields)&(fParentEntityID|fParentName|fParentExecutable|fParentStart) != 0,
 	}
 }
 
