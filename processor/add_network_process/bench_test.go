@@ -343,9 +343,6 @@ func runEvents(b *testing.B, p *processor, c bench.Conn, check func(*beat.Event)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if os.Getenv("P12_DUMP") != "" {
-		b.Logf("%s", js)
-	}
 	timeEvents(b, c, func(ev *beat.Event) {
 		if _, err := p.Run(ev); err != nil {
 			b.Fatal(err)
