@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,12 @@ import (
 type linuxEngine struct {
 	root string // host_path
 	proc string // root/proc
+	// hostID is the host's unique ID for entity IDs and bootTime the
+	// host's boot time for parents' start times, each read once.
+	hostID   func() string
+	bootTime func() time.Time
+	// describeParents: Process describes the parent too (Config.DescribeParents).
+	describeParents atomic.Bool
 
 	mu      sync.Mutex // one Sockets call at a time owns everything below
 	buf     []byte
@@ -112,7 +119,9 @@ func NewEngine(root string) (Engine, error) {
 		orphans: map[uint64]struct{}{},
 		now:     time.Now,
 		users:   passwdCache{path: filepath.Join(root, "etc", "passwd")},
+		hostID:  sync.OnceValue(func() string { return machineID(root) }),
 	}
+	e.bootTime = sync.OnceValue(func() time.Time { return readBootTime(e.proc) })
 	if _, err := os.Stat(filepath.Join(e.proc, "net", "tcp")); err != nil {
 		return nil, fmt.Errorf("host_path %q: cannot read the socket table: %w (set host_path to the directory that holds the host's proc/)", root, err)
 	}

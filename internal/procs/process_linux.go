@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/elastic/go-sysinfo"
+	sysinfolinux "github.com/elastic/go-sysinfo/providers/linux"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,16 +46,37 @@ func (e *linuxEngine) Process(pid int, startKey uint64) (*Process, error) {
 	}
 	p.ContainerID = e.containerID(pid)
 	p.NetNS, p.Foreign = e.processNS(pid)
+	p.EntityID = EntityID(e.hostID(), pid, info.StartTime)
+	parent, parentTicks := e.parent(info.PPID)
 	// go-sysinfo read the files by path, not through a pinned dirfd: check
 	// the PID still names the same process instance afterwards.
 	stat, err := os.ReadFile(filepath.Join(e.proc, strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return nil, err
 	}
-	if now, err := ParseStatStart(stat); err != nil || (startKey != 0 && now != startKey) {
+	now, err := ParseStatStart(stat)
+	if err != nil || (startKey != 0 && now != startKey) {
 		return nil, fmt.Errorf("PID %d was reused by another process during the read (start %d, want %d)", pid, now, startKey)
 	}
+	// The parent is kept only if it is still this process's parent after
+	// it was read (not reparented meanwhile) and started no later than
+	// this process: a PPID whose process exited and whose number now names
+	// a younger process is not the parent, and a guess is worse than
+	// nothing.
+	if ppid, err := parseStatPPID(stat); parent != nil && err == nil && ppid == info.PPID && parentTicks <= now {
+		p.Parent = parent
+	}
 	return p, nil
+}
+
+// machineID is the host's unique ID as go-sysinfo's Host().Info().UniqueID
+// reads it (the machine-id file under root), "" when there is none.
+func machineID(root string) string {
+	id, err := sysinfolinux.MachineIDHostfs(root)
+	if err != nil {
+		return ""
+	}
+	return id
 }
 
 // execOf reads the identity of pid's executable by path: exe, or, when

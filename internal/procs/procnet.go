@@ -199,6 +199,49 @@ func ParseStatStart(data []byte) (start uint64, err error) {
 	return 0, fmt.Errorf("stat line %q has fewer than 22 fields", truncate(data, 64))
 }
 
+// parseStatPPID returns the ppid field (field 4) of a /proc/<pid>/stat
+// line, counted from the last ')' as ParseStatStart does.
+func parseStatPPID(data []byte) (int, error) {
+	closeParen := bytes.LastIndexByte(data, ')')
+	if closeParen < 0 {
+		return 0, fmt.Errorf("stat line %q has no (comm)", truncate(data, 64))
+	}
+	f := bytes.Fields(data[closeParen+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("stat line %q has no ppid field", truncate(data, 64))
+	}
+	v, ok := parseDecUint(f[1])
+	if !ok || v > 1<<31 {
+		return 0, fmt.Errorf("stat ppid %q is not a PID", truncate(f[1], 64))
+	}
+	return int(v), nil
+}
+
+// statComm returns comm (field 2) of a /proc/<pid>/stat line: between the
+// first '(' and the last ')', as it may hold both.
+func statComm(stat []byte) string {
+	open := bytes.IndexByte(stat, '(')
+	closeParen := bytes.LastIndexByte(stat, ')')
+	if open < 0 || closeParen < open {
+		return ""
+	}
+	return string(stat[open+1 : closeParen])
+}
+
+// splitCmdline splits /proc/<pid>/cmdline at its NUL terminators.
+func splitCmdline(b []byte) []string {
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		return nil
+	}
+	parts := bytes.Split(b, []byte{0})
+	args := make([]string, len(parts))
+	for i, p := range parts {
+		args[i] = string(p)
+	}
+	return args
+}
+
 // ParseFibTrie returns the addresses marked "/32 host LOCAL" in
 // /proc/net/fib_trie: the IPv4 addresses assigned to this host's interfaces.
 func ParseFibTrie(r io.Reader) ([]netip.Addr, error) {

@@ -140,6 +140,17 @@ func FuzzParseStatStart(f *testing.F) {
 		if gs != start {
 			t.Fatalf("ParseStatStart(%q) = %d, want %d", line, gs, start)
 		}
+		// The parent's description reads comm and ppid from the same line.
+		_, _ = parseStatPPID(data)
+		_ = statComm(data)
+		if got := statComm([]byte(line)); got != comm {
+			t.Fatalf("statComm(%q) = %q, want %q", line, got, comm)
+		}
+		if ppid <= 1<<31 {
+			if got, err := parseStatPPID([]byte(line)); err != nil || got != int(ppid) {
+				t.Fatalf("parseStatPPID(%q) = %d, %v; want %d", line, got, err, ppid)
+			}
+		}
 	})
 }
 

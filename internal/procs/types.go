@@ -105,6 +105,14 @@ type Process struct {
 	NetNS   uint64
 	Foreign bool
 
+	// EntityID is Elastic's process.entity_id of this process instance
+	// (see EntityID), "" when the host has no unique ID.
+	EntityID string
+	// Parent describes PPID's process as it was when this process was
+	// described, nil when it could not be described as this process's
+	// parent (it exited, or its PID names a younger process since).
+	Parent *Parent
+
 	// StartKey is the engine's identity token for this PID instance.
 	StartKey uint64
 	// JoinedArgs is Args joined by spaces, kept so that cmdline_grep
@@ -116,6 +124,16 @@ type Process struct {
 	// verification can tell that the process has since exec'd another
 	// program: the zero value when unknown.
 	exec ExecID
+}
+
+// Parent is what is kept of a process's parent: read once, with the
+// process, and immutable like it.
+type Parent struct {
+	PID        int
+	Name       string // the same rule as Process.Name
+	Executable string
+	Start      time.Time
+	EntityID   string
 }
 
 // ExecID identifies the executable file a process runs (device and inode

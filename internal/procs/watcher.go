@@ -57,6 +57,10 @@ type Config struct {
 	// NAT is the conntrack reader NATLookup uses; nil for this kernel's
 	// (NewConntrack). The watcher closes it on Close.
 	NAT Conntrack
+	// DescribeParents: describe each process's parent with it
+	// (Process.Parent), for the parent.* fields; off, Parent stays nil and
+	// describing a process costs no reads of its parent.
+	DescribeParents bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -169,6 +173,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	guard := guardFallback(&cfg)
 	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
 		c.setChangeClock(cfg.Changes)
+	}
+	if c, ok := engine.(interface{ setDescribeParents(bool) }); ok {
+		c.setDescribeParents(cfg.DescribeParents)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{

@@ -38,11 +38,10 @@ type processor struct {
 	dstIP, dstPort      []string
 	transport           []string
 	defaultTransport    procs.Transport
-	srcOut, dstOut, out string              // <target>source.process, <target>destination.process, <target>process
-	containerOut        string              // <target>container.id
-	srcVia, dstVia      string              // <target>add_network_process.{source,destination}: provenance.go
-	viaPath             []string            // <target>add_network_process, split
-	outPaths            map[string][]string // the keys above, split once
+	srcOut, dstOut, out outField // <target>source.process, <target>destination.process, <target>process
+	containerOut        outField // <target>container.id
+	srcVia, dstVia      string   // <target>add_network_process.{source,destination}: provenance.go
+	viaPath             []string // <target>add_network_process, split
 	containerField      []string
 	closeOnce           sync.Once
 	closed              atomic.Bool // set by Close: events pass unenriched
@@ -88,14 +87,10 @@ func newProcessor(cfg config, log *logp.Logger, acquire acquireFunc) (*processor
 	if prefix != "" && !strings.HasSuffix(prefix, ".") {
 		prefix += "."
 	}
-	p.srcOut, p.dstOut, p.out = prefix+"source.process", prefix+"destination.process", prefix+"process"
-	p.containerOut = prefix + "container.id"
+	p.srcOut, p.dstOut, p.out = newOutField(prefix+"source.process"), newOutField(prefix+"destination.process"), newOutField(prefix+"process")
+	p.containerOut = newOutField(prefix + "container.id")
 	p.srcVia, p.dstVia = prefix+provenanceRoot+".source", prefix+provenanceRoot+".destination"
 	p.viaPath = strings.Split(prefix+provenanceRoot, ".")
-	p.outPaths = map[string][]string{}
-	for _, k := range []string{p.srcOut, p.dstOut, p.out} {
-		p.outPaths[k] = strings.Split(k, ".")
-	}
 	if cfg.ContainerIDField != "" {
 		p.containerField = strings.Split(cfg.ContainerIDField, ".")
 	}
@@ -185,26 +180,46 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	if dst.present {
 		dstProc, dstVia = p.watcher.LookupInContainerVia(container, at, t, dst.ap, src.ap)
 	}
-	if srcProc != nil {
-		p.write(ev, p.srcOut, srcProc, &rep)
-	}
-	if dstProc != nil {
-		p.write(ev, p.dstOut, dstProc, &rep)
-	}
-	p.writeVia(ev, srcVia, dstVia, &rep)
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
 	owner := dstProc
 	if owner == nil {
 		owner = srcProc
 	}
-	if owner != nil {
-		if p.cfg.SetProcess {
-			p.write(ev, p.out, owner, &rep)
+	if owner == nil {
+		return p.finish(ev, rep)
+	}
+	var srcR, dstR, ownerR *rendered
+	var arena argsArena
+	n := 0
+	if srcProc != nil {
+		srcR = p.render(srcProc)
+		n += len(srcR.args)
+	}
+	if dstProc != nil {
+		dstR = p.render(dstProc)
+		n += len(dstR.args)
+	}
+	if p.cfg.SetProcess {
+		ownerR = dstR
+		if ownerR == nil {
+			ownerR = srcR
 		}
-		if p.mask&fContainerID != 0 && owner.ContainerID != "" {
-			p.writeScalar(ev, p.containerOut, owner.ContainerID, &rep)
-		}
+		n += len(ownerR.args)
+	}
+	arena.reserve(n)
+	if srcR != nil {
+		p.write(ev, p.srcOut, srcR, &arena, &rep)
+	}
+	if dstR != nil {
+		p.write(ev, p.dstOut, dstR, &arena, &rep)
+	}
+	if ownerR != nil {
+		p.write(ev, p.out, ownerR, &arena, &rep)
+	}
+	p.writeVia(ev, srcVia, dstVia, &rep)
+	if p.mask&fContainerID != 0 && owner.ContainerID != "" {
+		p.writeScalar(ev, p.containerOut, owner.ContainerID, &rep)
 	}
 	return p.finish(ev, rep)
 }

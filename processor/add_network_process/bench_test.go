@@ -13,18 +13,22 @@ package add_network_process
 // NETPROCBEAT_BENCH_LARGE=1.
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/beats/v7/libbeat/common"
+	"github.com/elastic/beats/v7/libbeat/ecs"
+	"github.com/elastic/beats/v7/packetbeat/pb"
 	seedprocs "github.com/elastic/beats/v7/packetbeat/procs"
 	"github.com/elastic/elastic-agent-libs/logp"
 	"github.com/elastic/elastic-agent-libs/mapstr"
@@ -190,11 +194,19 @@ func netEvent(src, dst netip.AddrPort) *beat.Event {
 }
 
 func newBenchProcessor(tb testing.TB, w *procs.Watcher) *processor {
+	return newBenchProcessorFields(tb, w, nil)
+}
+
+// newBenchProcessorFields is newBenchProcessor with include_fields set
+// (nil: the defaults).
+func newBenchProcessorFields(tb testing.TB, w *procs.Watcher, fields []string) *processor {
 	tb.Helper()
 	acquire := func(string, procs.Config, *logp.Logger) (*procs.Watcher, func(), error) {
 		return w, func() {}, nil
 	}
-	p, err := newProcessor(defaultConfig(), logp.NewNopLogger(), acquire)
+	cfg := defaultConfig()
+	cfg.IncludeFields = fields
+	p, err := newProcessor(cfg, logp.NewNopLogger(), acquire)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -202,38 +214,183 @@ func newBenchProcessor(tb testing.TB, w *procs.Watcher) *processor {
 }
 
 // BenchmarkRunCached: the whole processor on an event whose sockets are
-// cached, default include_fields (pid, name, args, executable, ...). Events
-// are built in batches outside the timer; Run writes three process objects
-// into each.
+// cached, default include_fields. Events are built in batches outside the
+// timer; Run writes three process objects into each.
+//
+// impl=ours: procfs mode, both answers verified with a readlinkat and a
+// statx each (the verification dominates); impl=ours+clock: a ChangeClock
+// whose counters do not move, as the tracker's do not for an idle
+// connection, so what is measured is the processor's own work (reading the
+// fields, two cached lookups, writing the objects); impl=seed: what
+// packetbeat does per event with its procs, in the same run:
+// FindProcessesTupleTCP and its pb.Fields marshalling of source.process,
+// destination.process and process (makeProcess + MarshalStruct).
 func BenchmarkRunCached(b *testing.B) {
 	f := bench.Shared(b, basicProcs, basicSockets)
 	c := pick(f)
-	w := newOurs(b, procs.Config{})
-	p := newBenchProcessor(b, w)
-	if ev, _ := p.Run(netEvent(c.Client, c.Server)); ev == nil {
-		b.Fatal("nil event")
-	} else if pid, _ := ev.GetValue("source.process.pid"); pid != c.Owner {
-		b.Fatalf("source.process.pid = %v, want %d: %s", pid, c.Owner, ev.Fields.StringToPrint())
+	for _, clock := range []bool{false, true} {
+		name := map[bool]string{false: "impl=ours", true: "impl=ours+clock"}[clock]
+		b.Run(name, func(b *testing.B) {
+			cfg := procs.Config{}
+			if clock {
+				cfg.Changes = stillClock{}
+			}
+			p := newBenchProcessor(b, newOurs(b, cfg))
+			runEvents(b, p, c, nil)
+		})
 	}
+	b.Run("impl=seed", func(b *testing.B) {
+		sw := newSeed(b)
+		t := seedTuple(c.Client, c.Server)
+		run := func(ev *beat.Event) {
+			r := sw.FindProcessesTupleTCP(t)
+			var src, dst *ecs.Process
+			if r.Src.PID > 0 {
+				src = seedProcess(&r.Src)
+				_ = pb.MarshalStruct(ev.Fields, "source.process", src)
+			}
+			if r.Dst.PID > 0 {
+				dst = seedProcess(&r.Dst)
+				_ = pb.MarshalStruct(ev.Fields, "destination.process", dst)
+			}
+			// packetbeat's rule: process is the destination's, else the source's.
+			if dst == nil {
+				dst = src
+			}
+			_ = pb.MarshalStruct(ev.Fields, "process", dst)
+		}
+		ev := netEvent(c.Client, c.Server)
+		run(ev)
+		if pid, _ := ev.GetValue("source.process.pid"); pid != int64(c.Owner) {
+			b.Fatalf("seed source.process.pid = %v, want %d: %s", pid, c.Owner, ev.Fields.StringToPrint())
+		}
+		timeEvents(b, c, run)
+	})
+}
+
+// timeEvents times run over events of connection c built in batches
+// outside the timer, and reports the process's CPU time per op while the
+// timer ran (cpu-ns/op: on this shared machine less disturbed by other
+// processes than wall time; it includes the GC's work in the background).
+func timeEvents(b *testing.B, c bench.Conn, run func(*beat.Event)) {
 	const batch = 4096
 	evs := make([]*beat.Event, batch)
-	fill := func() {
-		for i := range evs {
-			evs[i] = netEvent(c.Client, c.Server)
-		}
-	}
-	fill()
+	var cpu time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
+	c0 := bench.CPUTime()
 	for i := 0; i < b.N; i++ {
 		j := i % batch
-		if j == 0 && i > 0 {
+		if j == 0 {
 			b.StopTimer()
-			fill()
+			cpu += bench.CPUTime() - c0
+			for k := range evs {
+				evs[k] = netEvent(c.Client, c.Server)
+			}
+			c0 = bench.CPUTime()
 			b.StartTimer()
 		}
-		if _, err := p.Run(evs[j]); err != nil {
+		run(evs[j])
+	}
+	b.StopTimer()
+	cpu += bench.CPUTime() - c0
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// seedProcess is packetbeat/pb's makeProcess (unexported), as of the pinned
+// beats: the ECS process packetbeat writes for each side.
+func seedProcess(p *common.Process) *ecs.Process {
+	return &ecs.Process{
+		Name:             p.Name,
+		Args:             p.Args,
+		Executable:       p.Exe,
+		PID:              int64(p.PID),
+		Parent:           &ecs.Process{PID: int64(p.PPID)},
+		Start:            p.StartTime,
+		WorkingDirectory: p.CWD,
+	}
+}
+
+// runEvents times p.Run over events of connection c built in batches
+// outside the timer, after checking one event's source.process.pid. check,
+// if set, is called with that first enriched event. It reports the size of
+// that event encoded as JSON (json-B/event), which is what every later
+// stage of the pipeline carries.
+func runEvents(b *testing.B, p *processor, c bench.Conn, check func(*beat.Event)) {
+	b.Helper()
+	// Warm-up: on a loaded machine the first rescan may outlast
+	// rescan_timeout; retry (the snapshot then holds the fleet).
+	var ev *beat.Event
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ev, _ = p.Run(netEvent(c.Client, c.Server))
+		if ev == nil {
+			b.Fatal("nil event")
+		}
+		if _, err := ev.GetValue("source.process"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if pid, err := ev.GetValue("source.process.pid"); pid != c.Owner && (err == nil || p.mask&fPID != 0) {
+		b.Fatalf("source.process.pid = %v, want %d: %s", pid, c.Owner, ev.Fields.StringToPrint())
+	}
+	if _, err := ev.GetValue("source.process"); err != nil {
+		b.Fatalf("no source.process: %s", ev.Fields.StringToPrint())
+	}
+	if check != nil {
+		check(ev)
+	}
+	js, err := json.Marshal(ev.Fields)
+	if err != nil {
+		b.Fatal(err)
+	}
+	timeEvents(b, c, func(ev *beat.Event) {
+		if _, err := p.Run(ev); err != nil {
 			b.Fatal(err)
+		}
+	})
+	b.ReportMetric(float64(len(js)), "json-B/event")
+}
+
+// BenchmarkRunFields: what each include_fields entry costs per event,
+// against the defaults in the same run: fields=default, then for each
+// default field the defaults without it (-name) and for each opt-in field
+// the defaults with it (+name). A field's cost is the difference to
+// fields=default in ns/op, B/op, allocs/op and json-B/event (the event's
+// encoded size, which every later stage of the pipeline carries). Cached
+// lookups with a still ChangeClock, as RunCached/impl=ours+clock, so the
+// difference is the processor's own work. The parent.* fields describe the
+// parent the first time the process is described, not per event: that cost
+// is in BenchmarkDescribeProcess (internal/procs).
+func BenchmarkRunFields(b *testing.B) {
+	f := bench.Shared(b, basicProcs, basicSockets)
+	c := pick(f)
+	// DescribeParents, so that the +parent.* cases have parents to write.
+	w := newOurs(b, procs.Config{Changes: stillClock{}, DescribeParents: true})
+	var defaults []string
+	for _, f := range includeFields {
+		if f.def {
+			defaults = append(defaults, f.name)
+		}
+	}
+	run := func(name string, fields []string) {
+		b.Run("fields="+name, func(b *testing.B) {
+			p := newBenchProcessorFields(b, w, fields)
+			runEvents(b, p, c, nil)
+		})
+	}
+	run("default", nil)
+	// Not an include_fields entry, but the largest single saving: the
+	// third process object (process.*).
+	b.Run("fields=default,set_process=false", func(b *testing.B) {
+		p := newBenchProcessorFields(b, w, nil)
+		p.cfg.SetProcess = false
+		runEvents(b, p, c, nil)
+	})
+	for _, f := range includeFields {
+		if f.def {
+			run("-"+f.name, slices.DeleteFunc(slices.Clone(defaults), func(s string) bool { return s == f.name }))
+		} else {
+			run("+"+f.name, append(slices.Clone(defaults), f.name))
 		}
 	}
 }

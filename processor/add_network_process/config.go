@@ -140,13 +140,14 @@ func (c *config) watcherConfig() procs.Config {
 		NegativeCacheSize: c.NegativeCacheSize,
 		// conntrack is this kernel's: it says nothing of another tree's
 		// sockets (a fake /proc in tests, a copy).
-		NATLookup: c.NATLookup && isProcfs(filepath.Join(c.HostPath, "proc")),
+		NATLookup:       c.NATLookup && isProcfs(filepath.Join(c.HostPath, "proc")),
+		DescribeParents: maskOf(c.IncludeFields)&(fParentEntityID|fParentName|fParentExecutable|fParentStart) != 0,
 	}
 }
 
 // fieldMask is a set of include_fields, so the hot path tests bits instead
 // of strings.
-type fieldMask uint16
+type fieldMask uint32
 
 const (
 	fPID fieldMask = 1 << iota
@@ -160,26 +161,39 @@ const (
 	fUserName
 	fContainerID // written at <target>container.id, not under <side>.process
 	fFoundBy     // written at <target>add_network_process.<side>: provenance.go
+	fEntityID
+	fParentEntityID
+	fParentName
+	fParentExecutable
+	fParentStart
 )
 
-// includeFields maps each include_fields name, in output order, to its bit.
-// Names are dotted paths under <side>.process, except container.id and
-// found_by (add_network_process.<side>.found_by and .socket_closed).
+// includeFields maps each include_fields name, in output order, to its bit,
+// and tells whether it is written when include_fields is not set. Names
+// are dotted paths under <side>.process, except container.id and found_by
+// (add_network_process.<side>.found_by and .socket_closed). The opt-in
+// fields and why they are not defaults: docs/add_network_process.md.
 var includeFields = []struct {
 	name string
 	bit  fieldMask
+	def  bool
 }{
-	{"pid", fPID},
-	{"name", fName},
-	{"args", fArgs},
-	{"executable", fExecutable},
-	{"start", fStart},
-	{"parent.pid", fParentPID},
-	{"working_directory", fWorkingDirectory},
-	{"user.id", fUserID},
-	{"user.name", fUserName},
-	{"container.id", fContainerID},
-	{"found_by", fFoundBy},
+	{"pid", fPID, true},
+	{"name", fName, true},
+	{"args", fArgs, true},
+	{"executable", fExecutable, true},
+	{"start", fStart, true},
+	{"entity_id", fEntityID, false},
+	{"parent.pid", fParentPID, true},
+	{"parent.entity_id", fParentEntityID, false},
+	{"parent.name", fParentName, false},
+	{"parent.executable", fParentExecutable, false},
+	{"parent.start", fParentStart, false},
+	{"working_directory", fWorkingDirectory, true},
+	{"user.id", fUserID, true},
+	{"user.name", fUserName, true},
+	{"container.id", fContainerID, true},
+	{"found_by", fFoundBy, true},
 }
 
 func fieldBit(name string) fieldMask {
@@ -199,15 +213,17 @@ func includeFieldNames() []string {
 	return names
 }
 
-// maskOf returns the set of fields; an empty list means all of them. The
+// maskOf returns the set of fields; an empty list means the defaults. The
 // default list is applied here, not in defaultConfig, because go-ucfg
-// merges lists by position: a user's [pid, name] over a default of nine
-// entries would keep the other seven.
+// merges lists by position: a user's [pid, name] over a default list
+// would keep the rest of the defaults.
 func maskOf(fields []string) fieldMask {
 	var m fieldMask
 	if len(fields) == 0 {
 		for _, f := range includeFields {
-			m |= f.bit
+			if f.def {
+				m |= f.bit
+			}
 		}
 		return m
 	}

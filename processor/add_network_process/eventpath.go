@@ -11,8 +11,6 @@ import (
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/elastic-agent-libs/mapstr"
-
-	"github.com/netprocbeat/netprocbeat/internal/procs"
 )
 
 // lookupField walks a pre-split dotted path without allocating. found is
@@ -50,20 +48,30 @@ func lookupField(ev *beat.Event, path []string) (v any, found bool, shapeErr err
 	return cur, true, nil
 }
 
-// write puts the process object at key. With overwrite_keys false an
-// object that already holds any of the fields is left whole (mixing fields of
-// two processes would be worse than either), and the kept fields are named.
-func (p *processor) write(ev *beat.Event, key string, pr *procs.Process, rep *report) {
-	m := p.fields(pr)
+// outField is a field the processor writes: its dotted key, for messages
+// and for the slow paths, and the key split once.
+type outField struct {
+	key  string
+	path []string
+}
+
+func newOutField(key string) outField { return outField{key: key, path: strings.Split(key, ".")} }
+
+// write puts r's object at f. With overwrite_keys false an object that
+// already holds any of the fields is left whole (mixing fields of two
+// processes would be worse than either), and the kept fields are named.
+func (p *processor) write(ev *beat.Event, f outField, r *rendered, arena *argsArena, rep *report) {
+	m := r.object(arena.copyOf(r.args))
 	// The usual case, no such object yet: set it through the pre-split
-	// path instead of splitting the dotted key twice more.
-	if parent := parentMap(ev.Fields, p.outPaths[key]); parent != nil {
-		last := p.outPaths[key][len(p.outPaths[key])-1]
+	// path.
+	if parent := parentMap(ev.Fields, f.path); parent != nil {
+		last := f.path[len(f.path)-1]
 		if v, exists := parent[last]; !exists || v == nil {
 			parent[last] = m
 			return
 		}
 	}
+	key := f.key
 	existing, err := ev.GetValue(key)
 	if err != nil || existing == nil || p.cfg.OverwriteKeys {
 		if _, isMap := asMap(existing); isMap && p.cfg.OverwriteKeys {
@@ -159,15 +167,22 @@ func appendError(ev *beat.Event, msg string) {
 	_, _ = ev.PutValue("error", mapstr.M{"message": msg, "original": fmt.Sprint(ev.Fields["error"])})
 }
 
-// writeScalar puts v at key unless a different value is there and
+// writeScalar puts v at f unless a different value is there and
 // overwrite_keys is off, which is reported like write does.
-func (p *processor) writeScalar(ev *beat.Event, key, v string, rep *report) {
-	old, err := ev.GetValue(key)
+func (p *processor) writeScalar(ev *beat.Event, f outField, v string, rep *report) {
+	if parent := parentMap(ev.Fields, f.path); parent != nil {
+		last := f.path[len(f.path)-1]
+		if old, exists := parent[last]; !exists || old == nil {
+			parent[last] = v
+			return
+		}
+	}
+	old, err := ev.GetValue(f.key)
 	if err == nil && old != nil && !p.cfg.OverwriteKeys {
 		if s, ok := old.(string); !ok || s != v {
-			rep.problem("kept existing %s (set overwrite_keys: true to replace)", key)
+			rep.problem("kept existing %s (set overwrite_keys: true to replace)", f.key)
 		}
 		return
 	}
-	_, _ = ev.PutValue(key, v)
+	_, _ = ev.PutValue(f.key, v)
 }

@@ -58,6 +58,9 @@ type Host struct {
 	// Users maps uid to user name for /etc/passwd. Uid 0 is "root" unless
 	// the map names it otherwise.
 	Users map[int]string `yaml:"users"`
+	// MachineID is written to etc/machine-id, the host's unique ID that
+	// entity IDs are computed from; empty writes no such file.
+	MachineID string `yaml:"machine_id"`
 }
 
 // Socket is one row of a socket table.
@@ -160,7 +163,8 @@ func (h *Host) users() map[int]string {
 
 // Write materialises the host under root, creating root if needed:
 // root/proc/net/{tcp,tcp6,udp,udp6,fib_trie,if_inet6}, root/proc/stat,
-// root/proc/<pid>/..., root/etc/passwd and root/etc/group.
+// root/proc/<pid>/..., root/etc/passwd, root/etc/group and, if set,
+// root/etc/machine-id.
 func (h *Host) Write(root string) error {
 	if err := h.writeSockets(root); err != nil {
 		return err
@@ -686,6 +690,11 @@ func (h *Host) writeEtc(root string) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "passwd"), passwd.Bytes(), 0o644); err != nil {
 		return err
+	}
+	if h.MachineID != "" {
+		if err := os.WriteFile(filepath.Join(dir, "machine-id"), []byte(h.MachineID+"\n"), 0o444); err != nil {
+			return err
+		}
 	}
 	return os.WriteFile(filepath.Join(dir, "group"), group.Bytes(), 0o644)
 }
