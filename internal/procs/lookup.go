@@ -32,7 +32,8 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	if snap.gen == 0 {
 		// Before the first rescan lands, addresses bound only in the socket
 		// table are not known to be local yet: wait for it like a miss.
-		if fresh := w.awaitRescan(snap, time.Now()); fresh != nil {
+		begun := time.Now()
+		if fresh := w.awaitRescan(snap, begun, begun.Add(w.cfg.RescanTimeout)); fresh != nil {
 			snap = fresh
 		}
 	}
@@ -68,6 +69,9 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	// ring), so a storm of misses for it costs a map probe each.
 	key := tupleKey{t, local, remote}
 	now := time.Now()
+	// The slow path below (the fallback sources, then a rescan) waits no
+	// longer than RescanTimeout in all.
+	until := now.Add(w.cfg.RescanTimeout)
 	if w.neg.valid(key, now, snap.gen) {
 		w.stats.negativeHits.Add(1)
 		return nil
@@ -93,7 +97,7 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
 		return w.unanswered(why)
 	}
-	fresh := w.awaitRescan(snap, now)
+	fresh := w.awaitRescan(snap, now, until)
 	if fresh == nil {
 		// Rate-limited: remember the miss until the scheduled rescan lands.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)

@@ -21,8 +21,9 @@ type Resolver interface {
 // lookup then costs one exact query and an incremental owner walk instead of
 // a rescan of every socket (docs/benchmarks.md). The watcher asks its
 // Fallback on a snapshot miss that its negative cache does not answer, and
-// the engine is asked at most perInterval times per interval; beyond that, and while the engine is
-// busy with a rescan, the miss takes the usual rate-limited rescan path. It
+// the engine is asked at most perInterval times per interval (a rescan in
+// flight does not hold it up: the Linux engine's Resolve has its own lock);
+// beyond that the miss takes the usual rate-limited rescan path. It
 // returns next when the engine cannot resolve single connections.
 func NewResolveSource(e Engine, next OwnerSource, perInterval int, interval, timeout time.Duration) OwnerSource {
 	r, ok := e.(Resolver)

@@ -464,7 +464,7 @@ func TestExecKeepsSocket(t *testing.T) {
 				t.Errorf("ExecChanges %d, VerifyFailures %d, want 1 and 0", st.ExecChanges, st.VerifyFailures)
 			}
 			// The next rescan's rows carry the new description, read once.
-			if w.awaitRescan(w.snap.Load(), time.Now().Add(2*time.Hour)) == nil {
+			if w.awaitRescan(w.snap.Load(), time.Now().Add(2*time.Hour), time.Now().Add(3*time.Hour)) == nil {
 				t.Fatal("no rescan")
 			}
 			if got := name(); got != "sleep" {

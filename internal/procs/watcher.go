@@ -94,6 +94,7 @@ type Watcher struct {
 	mu        sync.Mutex    // guards the rescan state below
 	running   chan struct{} // closed when the rescan in flight ends; nil if none
 	lastStart time.Time
+	lastDur   time.Duration // the last rescan's duration (rescanSpacing)
 	// runDeadline is when lookups stop waiting for the rescan in flight:
 	// its start plus RescanTimeout, whoever joined it when.
 	runDeadline time.Time
