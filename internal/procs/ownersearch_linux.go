@@ -32,7 +32,7 @@ type procView struct {
 	nfds       int64    // -1 if unknown
 	inodes     []uint64 // socket inodes; fdNums[j] held inodes[j]
 	fdNums     []int32  // socket descriptors, ascending
-	others     []int32 // other descriptors, ascending
+	others     []int32  // other descriptors, ascending
 	viaTask    bool
 }
 
@@ -49,34 +49,50 @@ func (e *linuxEngine) publishView() {
 // ownerSearch is Resolve's own scratch space, apart from the rescan's, so
 // that the two run at once. mu serialises searches.
 type ownerSearch struct {
-	mu    sync.Mutex
-	dents []byte
-	link  []byte
-	name  []byte
-	diag  []byte
-	pids  []int
+	mu     sync.Mutex
+	dents  []byte
+	link   []byte
+	name   []byte
+	fdname []byte
+	diag   []byte
+	pids   []int
+	// unknown: processes the view does not know; listLater: changed
+	// processes whose probes missed (findOwner's order).
+	unknown, listLater []int
 
 	// Counters, under mu: fd tables read whole, descriptors read, processes
 	// skipped because their descriptor count had not changed.
 	fullReads, readlinks, unchanged uint64
 }
 
-// findOwner returns the lowest PID, among the processes it reads, that
-// holds socket inode, with the process's start key and the descriptor (fd,
-// and thread task when not the main thread's table) it holds it at; pid 0
-// when none does.
+// findOwner returns a process that holds socket inode, with the process's
+// start key and the descriptor it holds it at; pid 0 when none is found.
 //
-// The rule, against the last walk's ownerView, in ascending PID order: a
-// process the view knows, with the same /proc/<pid> inode (the same
-// instance) and the same descriptor count, is not read: it answers if the
-// walk saw it hold the inode, and is skipped otherwise (a new socket adds
-// a descriptor; a descriptor closed and re-opened at the same count is the
-// walk's business, within its own bounds); one with another count has
-// only the descriptors the view did not list read (its fd/ listing is
-// cheap, a readlinkat of each of 10k descriptors is not); any other
-// process has its whole fd table read. The first holder found answers.
-// The answer is verified when given (docs/add_network_process.md), so a
-// skipped process can cost a miss, never a wrong answer.
+// The rule, against the last walk's ownerView. First the processes the
+// view knows, in ascending PID order: one with the same /proc/<pid> inode
+// (the same instance) and the same descriptor count is not read (it
+// answers if the walk saw it hold the inode: a socket it has closed since
+// fails the answer's verification); one whose count changed answers if the
+// walk saw it hold the inode, else has the descriptor numbers where new
+// descriptors land probed (the kernel gives the lowest free number: the
+// first numbers the view did not list, as many as the count grew by and a
+// few more). Then the processes the view does not know (started since the
+// walk) have their whole fd tables read. Last, the changed processes whose
+// probes missed (they closed descriptors too) have the descriptors the
+// view did not list read from a listing of fd/. The first holder found
+// answers: a socket shared after fork is named as the walk names it (its
+// lowest holder) unless a holder is newer than the walk. What is missed: a
+// new socket at a descriptor number that the walk saw hold another file
+// (the process closed that one since and the kernel gave its number to the
+// new socket, as a process that churns connections does all the time);
+// the miss then takes the rescan path, whose walk re-reads the process.
+// The answer is verified when given (docs/add_network_process.md), so the
+// search can cost a miss, never a wrong answer.
+//
+// Listing a procfs fd/ directory costs ~4 µs per descriptor (procfs builds
+// a dentry for each: 40 ms for a proxy's 10k connections), stats and
+// probes a few µs each, so a new connection of a busy process resolves in
+// a few milliseconds.
 func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint64) (pid int, start uint64, fd, task int32, err error) {
 	if s.dents == nil {
 		s.dents = make([]byte, 32<<10)
@@ -100,63 +116,117 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 	if v := e.view.Load(); v != nil {
 		view = v.procs
 	}
-	for _, p := range s.pids {
+	cut := func() error {
 		if err := ctx.Err(); err != nil {
-			return 0, 0, 0, 0, fmt.Errorf("searching the owner of socket %d: %w", inode, err)
+			return fmt.Errorf("searching the owner of socket %d: %w", inode, err)
+		}
+		return nil
+	}
+	s.unknown, s.listLater = s.unknown[:0], s.listLater[:0]
+	for _, p := range s.pids {
+		if err := cut(); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		pv, known := view[p]
+		if !known || !e.fdCounts || pv.viaTask || pv.nfds < 0 {
+			s.unknown = append(s.unknown, p)
+			continue
 		}
 		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
-		pv, known := view[p]
-		if known && e.fdCounts && !pv.viaTask && pv.nfds >= 0 {
-			var st unix.Stat_t
-			if unix.Fstatat(procfd, string(s.name[:len(s.name)-1]), &st, 0) == nil && st.Ino == pv.ino {
-				nameFd := string(s.name[:len(s.name)-1]) + "/fd"
-				if unix.Fstatat(procfd, nameFd, &st, 0) == nil && st.Size == pv.nfds {
-					// Unchanged: it holds what the walk read, and nothing
-					// new (a socket it held then is found here; one it
-					// closed shows as a failed verification).
-					s.unchanged++
-					if j := slices.Index(pv.inodes, inode); j >= 0 {
-						return p, pv.start, pv.fdNums[j], 0, nil
-					}
-					continue
-				}
-			} else {
-				known = false // another instance, or gone
+		var st unix.Stat_t
+		if unix.Fstatat(procfd, string(s.name[:len(s.name)-1]), &st, 0) != nil || st.Ino != pv.ino {
+			s.unknown = append(s.unknown, p) // another instance (or gone)
+			continue
+		}
+		size := int64(-1)
+		if unix.Fstatat(procfd, string(s.name[:len(s.name)-1])+"/fd", &st, 0) == nil {
+			size = st.Size
+		}
+		if j := slices.Index(pv.inodes, inode); j >= 0 {
+			return p, pv.start, pv.fdNums[j], 0, nil // held when the walk read it
+		}
+		if size == pv.nfds {
+			s.unchanged++
+			continue
+		}
+		switch n, res := e.searchProcess(procfd, s, inode, pv, searchProbe, size); res {
+		case searchFound:
+			return p, pv.start, n, 0, nil
+		case searchMissed:
+			s.listLater = append(s.listLater, p)
+		}
+	}
+	for _, p := range s.unknown {
+		if err := cut(); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
+		if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
+			st, ok := e.startOf(procfd, s)
+			if ok {
+				return p, st, n, 0, nil
 			}
 		}
-		got, fdn, ok := e.searchProcess(procfd, s, inode, pv, known && !pv.viaTask)
-		if ok {
-			return p, got, fdn, 0, nil
+	}
+	for _, p := range s.listLater {
+		if err := cut(); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
+		pv := view[p]
+		if n, res := e.searchProcess(procfd, s, inode, pv, searchList, -1); res == searchFound {
+			return p, pv.start, n, 0, nil
 		}
 	}
 	return 0, 0, 0, 0, nil
 }
 
-// searchProcess reads the process s.name's fd table for inode: only the
-// descriptors pv does not list when delta, all of them otherwise. It
-// returns the process's start key and the descriptor.
-func (e *linuxEngine) searchProcess(procfd int, s *ownerSearch, inode uint64, pv procView, delta bool) (start uint64, fd int32, found bool) {
-	// The directory descriptor pins the instance: start and fd/ are read
-	// through it, so both are of the same process even if the PID is reused.
+// How searchProcess reads a process's fd table.
+type searchMode uint8
+
+const (
+	searchProbe searchMode = iota // probe where new descriptors land (probe)
+	searchList                    // list fd/, read the descriptors pv does not list
+	searchAll                     // list fd/, read every descriptor
+)
+
+// searchResult is what searchProcess found.
+type searchResult uint8
+
+const (
+	searchFound  searchResult = iota
+	searchMissed              // read, not found
+	searchGone                // the process (that instance) could not be read
+)
+
+// searchProcess reads the fd table of process s.name for inode as mode
+// says, through a directory descriptor of /proc/<pid> that pins the
+// instance (checked against pv's, except for searchAll); size is the
+// process's descriptor count now.
+func (e *linuxEngine) searchProcess(procfd int, s *ownerSearch, inode uint64, pv procView, mode searchMode, size int64) (int32, searchResult) {
 	dirfd, err := openatZ(procfd, s.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return 0, 0, false
+		return 0, searchGone
 	}
 	defer unix.Close(dirfd)
-	if delta {
+	if mode != searchAll {
 		var st unix.Stat_t
 		if unix.Fstat(dirfd, &st) != nil || st.Ino != pv.ino {
-			delta = false
-		} else if j := slices.Index(pv.inodes, inode); j >= 0 {
-			return pv.start, pv.fdNums[j], true // held when the walk read it
+			return 0, searchGone
 		}
 	}
 	fdfd, err := openatZ(dirfd, fdName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return 0, 0, false
+		return 0, searchGone
 	}
 	defer unix.Close(fdfd)
-	if !delta {
+	if mode == searchProbe {
+		if n, ok := s.probe(fdfd, inode, pv, size); ok {
+			return n, searchFound
+		}
+		return 0, searchMissed
+	}
+	if mode == searchAll {
 		s.fullReads++
 	}
 	// Both of pv's lists and procfs's listing are in ascending descriptor
@@ -172,37 +242,75 @@ func (e *linuxEngine) searchProcess(procfd int, s *ownerSearch, inode uint64, pv
 			return
 		}
 		n := int32(v)
-		if delta {
-			for i < len(pv.fdNums) && pv.fdNums[i] < n {
-				i++
-			}
-			for j < len(pv.others) && pv.others[j] < n {
-				j++
-			}
-			if (i < len(pv.fdNums) && pv.fdNums[i] == n) || (j < len(pv.others) && pv.others[j] == n) {
-				return
-			}
-		}
-		s.readlinks++
-		k, err := readlinkatZ(fdfd, name, s.link)
-		if err != nil || k <= 0 || k >= len(s.link) {
+		if mode == searchList && pv.lists(n, &i, &j) {
 			return
 		}
-		if got, ok := socketLinkInode(s.link[:k]); ok && got == inode {
+		if s.holds(fdfd, name, inode) {
 			match = n
 		}
 	})
 	if match < 0 {
-		return 0, 0, false
+		return 0, searchMissed
 	}
-	if delta {
-		return pv.start, match, true
+	return match, searchFound
+}
+
+// lists reports whether pv lists descriptor n; i and j are merge cursors
+// into fdNums and others for ascending n.
+func (pv *procView) lists(n int32, i, j *int) bool {
+	for *i < len(pv.fdNums) && pv.fdNums[*i] < n {
+		*i++
 	}
-	st, ok := statStartAt(dirfd)
-	if !ok {
-		return 0, 0, false
+	for *j < len(pv.others) && pv.others[*j] < n {
+		*j++
 	}
-	return st, match, true
+	return (*i < len(pv.fdNums) && pv.fdNums[*i] == n) || (*j < len(pv.others) && pv.others[*j] == n)
+}
+
+// holds reads descriptor nameZ (NUL-terminated) of fdfd and reports
+// whether it is socket inode.
+func (s *ownerSearch) holds(fdfd int, nameZ []byte, inode uint64) bool {
+	s.readlinks++
+	k, err := readlinkatZ(fdfd, nameZ, s.link)
+	if err != nil || k <= 0 || k >= len(s.link) {
+		return false
+	}
+	got, ok := socketLinkInode(s.link[:k])
+	return ok && got == inode
+}
+
+// startOf reads the start key of process s.name, for a process the view
+// does not know.
+func (e *linuxEngine) startOf(procfd int, s *ownerSearch) (uint64, bool) {
+	dirfd, err := openatZ(procfd, s.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(dirfd)
+	return statStartAt(dirfd)
+}
+
+// maxProbes bounds the probes of one process.
+const maxProbes = 64
+
+// probe readlinks the first descriptor numbers pv does not list, in
+// ascending order, as many as the count grew by plus 8 (at most
+// maxProbes): where the kernel put the process's new descriptors if it
+// closed none since the walk.
+func (s *ownerSearch) probe(fdfd int, inode uint64, pv procView, size int64) (int32, bool) {
+	want := min(max(size-pv.nfds, 0)+8, maxProbes)
+	i, j := 0, 0
+	for n := int32(0); want > 0; n++ {
+		if pv.lists(n, &i, &j) {
+			continue
+		}
+		want--
+		s.fdname = append(strconv.AppendInt(s.fdname[:0], int64(n), 10), 0)
+		if s.holds(fdfd, s.fdname, inode) {
+			return n, true
+		}
+	}
+	return 0, false
 }
 
 // socketLinkInode parses a descriptor's link text "socket:[<inode>]".

@@ -356,6 +356,13 @@ var shared struct {
 // left to die with the test binary: holders exit when their stdin closes.
 func Shared(tb testing.TB, procs, sockets int) *Fleet {
 	tb.Helper()
+	return SharedPlaced(tb, procs, sockets, Placement{})
+}
+
+// SharedPlaced is Shared with the sockets placed by pl (a fleet is reused
+// only for the same size).
+func SharedPlaced(tb testing.TB, procs, sockets int, pl Placement) *Fleet {
+	tb.Helper()
 	shared.Lock()
 	defer shared.Unlock()
 	if shared.f != nil && shared.key == [2]int{procs, sockets} {
@@ -365,7 +372,7 @@ func Shared(tb testing.TB, procs, sockets int) *Fleet {
 		shared.f.Close()
 		shared.f = nil
 	}
-	f, err := start(procs, sockets)
+	f, err := startPlaced(procs, sockets, pl)
 	if err != nil {
 		if f != nil {
 			f.Close()
