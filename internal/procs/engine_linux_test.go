@@ -180,7 +180,7 @@ func TestResolveSourceAnswersNewConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ { // the repeats come from the answer cache
+	for i := 0; i < 3; i++ { // the repeats come from the learned row
 		if p := w.Lookup(TCP, local, target); p == nil || p.PID != h.PID {
 			t.Fatalf("lookup %d of a new connection = %+v, want PID %d", i, p, h.PID)
 		}
@@ -188,8 +188,8 @@ func TestResolveSourceAnswersNewConnection(t *testing.T) {
 	if st := w.Stats(); st.Rescans != rescans {
 		t.Errorf("%d rescans for a connection the resolve source answered", st.Rescans-rescans)
 	}
-	if st := w.Stats(); st.ResolveHits-resolved != 3 || st.TrackerHits != 0 {
-		t.Errorf("ResolveHits, TrackerHits = +%d, %d; want +3, 0", st.ResolveHits-resolved, st.TrackerHits)
+	if st := w.Stats(); st.ResolveHits-resolved != 1 || st.LearnedHits != 2 || st.TrackerHits != 0 || st.Learned != 1 {
+		t.Errorf("ResolveHits, LearnedHits, TrackerHits, Learned = +%d, %d, %d, %d; want +1, 2, 0, 1", st.ResolveHits-resolved, st.LearnedHits, st.TrackerHits, st.Learned)
 	}
 	// The budget (2 per hour) is spent after one more query: a tuple that
 	// does not exist, then a new connection, which now waits for the

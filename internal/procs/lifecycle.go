@@ -73,6 +73,22 @@ func (gr guardedResolver) Resolve(ctx context.Context, t Transport, local, remot
 	return gr.r.Resolve(ctx, t, local, remote)
 }
 
+// ResolveHinted is Resolve searching pid first, where the engine can.
+func (gr guardedResolver) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (Socket, bool, error) {
+	hr, ok := gr.r.(hintedResolver)
+	if !ok {
+		return gr.Resolve(ctx, t, local, remote)
+	}
+	if !gr.g.mu.TryRLock() {
+		return Socket{}, false, nil
+	}
+	defer gr.g.mu.RUnlock()
+	if gr.g.closed {
+		return Socket{}, false, nil
+	}
+	return hr.ResolveHinted(ctx, t, local, remote, pid)
+}
+
 // Close marks the source closed once no Recall uses it, then closes it (if
 // it is an io.Closer). Later calls return nil.
 func (g *guardedSource) Close() error {

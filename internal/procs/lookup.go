@@ -43,6 +43,19 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	}
 	var why unanswered
 	r, res := snap.find(t, local, remote)
+	if res == foundNone && remote.IsValid() {
+		// A connection the exact lookup found since the snapshot.
+		if lr := w.learned.get(connKeyOf(t, local, remote)); lr != nil {
+			r, res = lr, foundRow
+			if p, ok := w.check(lr, at, t, local.Port()); ok == answerOK {
+				w.stats.hits.Add(1)
+				w.stats.learnedHits.Add(1)
+				return p
+			}
+			w.learned.drop(connKeyOf(t, local, remote), lr)
+			r, res = nil, foundNone
+		}
+	}
 	if res == foundRow {
 		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
@@ -77,7 +90,20 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 		return nil
 	}
 	if w.cfg.Fallback != nil {
-		p, live, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
+		// Event-driven mode: while the feed has missed nothing since the
+		// snapshot, a tuple it has no record of had no socket opened
+		// since, so the kernel's exact lookup is not asked for it.
+		covered := remote.IsValid() && w.feedCovers(snap)
+		p, live, rwhy, noRecord := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed, covered)
+		if p == nil && noRecord && covered {
+			// Event-driven mode: no socket with this tuple was opened
+			// since the snapshot (the feed would have a record of it)
+			// and the snapshot has none that answers: a rescan would
+			// find nothing more.
+			w.stats.feedMisses.Add(1)
+			w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
+			return w.unanswered(why)
+		}
 		if p != nil {
 			w.stats.hits.Add(1)
 			if live {
@@ -157,17 +183,23 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // verified like a snapshot row. why says why an owner found was not given.
 // afterFailure: the snapshot's owner of this socket failed its verification,
 // so while the socket lives only the exact lookup may answer (MODEL rule 1).
-func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live bool, why unanswered) {
+// A live answer is kept as a learned row (feed.go).
+//
+// noRecord reports that Fallback's records (the feed's) have nothing for
+// the tuple; the other results are then zero. recordsOnly: the engine is
+// not asked for a tuple the records do not have (feedCovers).
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool) (p *Process, live bool, why unanswered, noRecord bool) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok = rs.recall(t, local, remote, at, afterFailure)
+		sock, minimal, live, ok, noRecord = rs.recall(t, local, remote, at, afterFailure, recordsOnly)
 	} else if !afterFailure {
 		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
+		noRecord = !ok
 	}
 	if !ok || sock.PID <= 0 {
-		return nil, false, 0
+		return nil, false, 0, noRecord
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -178,36 +210,44 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		r, res := snap.listenerFor(t, local)
 		switch {
 		case res == foundAmbiguous:
-			return nil, false, unansweredAmbiguous
+			return nil, false, unansweredAmbiguous, false
 		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
-			return nil, false, 0
+			return nil, false, 0, false
 		}
 		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
-			return p, false, 0
+			return p, false, 0, false
 		case answerStartedAfter:
-			return nil, false, unansweredStartedAfter
+			return nil, false, unansweredStartedAfter, false
 		default:
-			return nil, false, unansweredVerifyFailed
+			return nil, false, unansweredVerifyFailed, false
 		}
 	}
 	p = w.describe(sock, minimal)
 	if p == nil {
-		return nil, false, 0
+		return nil, false, 0, false
 	}
 	if live {
+		var ver uint64
+		if c := w.cfg.Changes; c != nil {
+			// Read before the verification, as check does.
+			ver = uint64(c.PortEpoch(t, local.Port()))<<32 | uint64(c.ProcEpoch(sock.PID))
+		}
 		var res answerResult
 		switch p, res = w.checkSocket(&sock, p, at); res {
 		case answerStartedAfter:
-			return nil, false, unansweredStartedAfter
+			return nil, false, unansweredStartedAfter, false
 		case answerVerifyFailed:
 			if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
 				rs.forget(t, local, remote)
 			}
-			return nil, false, unansweredVerifyFailed
+			return nil, false, unansweredVerifyFailed, false
+		}
+		if remote.IsValid() && w.pins != nil {
+			w.learn(&sock, p, t, local, remote, ver)
 		}
 	} else if startedAfter(p, at) {
-		return nil, false, unansweredStartedAfter
+		return nil, false, unansweredStartedAfter, false
 	} else if p != minimal && w.pins != nil {
 		// A record of a process that still runs: it is described as the
 		// program it runs now (one statx), not as it ran when described.
@@ -215,11 +255,11 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 		// names no thread) leaves the description as it is.
 		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
 			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
-				return nil, false, unansweredVerifyFailed
+				return nil, false, unansweredVerifyFailed, false
 			}
 		}
 	}
-	return p, live, 0
+	return p, live, 0, false
 }
 
 // describe returns the cached or freshly read description of sock's owner,

@@ -67,6 +67,7 @@ type ownerSearch struct {
 
 // findOwner returns a process that holds socket inode, with the process's
 // start key and the descriptor it holds it at; pid 0 when none is found.
+// A hint (not 0) is searched first, its whole fd table if need be.
 //
 // The rule, against the last walk's ownerView. First the processes the
 // view knows, in ascending PID order: one with the same /proc/<pid> inode
@@ -93,7 +94,7 @@ type ownerSearch struct {
 // a dentry for each: 40 ms for a proxy's 10k connections), stats and
 // probes a few µs each, so a new connection of a busy process resolves in
 // a few milliseconds.
-func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint64) (pid int, start uint64, fd, task int32, err error) {
+func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint64, hint int) (pid int, start uint64, fd, task int32, err error) {
 	if s.dents == nil {
 		s.dents = make([]byte, 32<<10)
 		s.link = make([]byte, 256)
@@ -121,6 +122,18 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 			return fmt.Errorf("searching the owner of socket %d: %w", inode, err)
 		}
 		return nil
+	}
+	if hint > 0 && slices.Contains(s.pids, hint) {
+		// The likely owner (ResolveHinted): its whole table if need be.
+		// (One the walk saw hold it is found by the loop below.)
+		s.name = append(strconv.AppendInt(s.name[:0], int64(hint), 10), 0)
+		if pv, known := view[hint]; !known || !slices.Contains(pv.inodes, inode) {
+			if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
+				if st, ok := e.startOf(procfd, s); ok {
+					return hint, st, n, 0, nil
+				}
+			}
+		}
 	}
 	s.unknown, s.listLater = s.unknown[:0], s.listLater[:0]
 	for _, p := range s.pids {

@@ -177,6 +177,9 @@ func (w *Watcher) rescan(gen uint64) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.RescanTimeout)
 	defer cancel()
 	w.stats.rescans.Add(1)
+	// Read before the tables: a gap from here on makes the snapshot's
+	// feed coverage void (feedCovers).
+	gaps, fed := w.feedGaps()
 	socks, err := w.engine.Sockets(ctx, w.sockBuf[:0])
 	w.sockBuf = socks
 	var partial *PartialError
@@ -207,6 +210,7 @@ func (w *Watcher) rescan(gen uint64) {
 	w.recalledMu.Unlock()
 
 	snap := newSnapshot(gen, len(socks))
+	snap.gaps, snap.fed = gaps, fed
 	used := make(map[procKey]struct{}, len(w.procs))
 	for i := range socks {
 		s := &socks[i]
@@ -228,7 +232,12 @@ func (w *Watcher) rescan(gen uint64) {
 		}
 	}
 	w.publishSnapshot(snap)
+	// The snapshot has what the exact lookups found before it.
+	w.learned.reset()
 	ttl := w.cfg.SocketTTL
+	if w.eventDriven {
+		ttl = w.cfg.SafetyRescanInterval
+	}
 	// Stop the previous snapshot's timer: its closure would keep that
 	// snapshot (and its maps) alive for socket_cache_ttl after it is gone.
 	if w.staleTimer != nil {

@@ -25,6 +25,14 @@ import (
 // rescan takes most of rescan_timeout, new connections still resolve.
 // host_path "/" only.
 func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	return e.ResolveHinted(ctx, t, local, remote, 0)
+}
+
+// ResolveHinted is Resolve searching process pid (when not 0) first, whole
+// fd table if need be: the opener that an eBPF record names, which most
+// likely still holds the socket. Any other holder found answers as in
+// Resolve; the answer is verified when given either way.
+func (e *linuxEngine) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (s Socket, found bool, err error) {
 	if !e.useDiag {
 		return s, false, ErrUnsupported
 	}
@@ -64,7 +72,7 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	}
 	s = one[0]
 	if s.Inode != 0 {
-		pid, start, fd, task, err := e.findOwner(ctx, sr, s.Inode)
+		pid, start, fd, task, err := e.findOwner(ctx, sr, s.Inode, pid)
 		if err != nil {
 			return s, true, err
 		}

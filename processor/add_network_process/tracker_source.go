@@ -65,6 +65,8 @@ func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSourc
 	}
 }
 
+var _ procs.SocketFeed = trackerSource{}
+
 // trackerSource adapts the eBPF tracker, which knows nothing of procs, to
 // procs.OwnerSource: the consumer-side interface meets the kernel-level
 // source here, where both are imported.
@@ -107,6 +109,18 @@ func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, a
 		return procs.Socket{}, nil, false
 	}
 	return recordSocket(r, t, local, remote), recordProcess(r), true
+}
+
+// FeedGaps makes the tracker a procs.SocketFeed: with its change counters
+// (a procs.ChangeClock too) the watcher then runs event-driven, keeping its
+// view current from the tracker's records instead of rescanning. It counts
+// what the tracker may have missed: events the kernel dropped (ring buffer
+// full), program runs it skipped, records evicted for room. A few map and
+// program-stats reads; the watcher asks once per rescan and per miss the
+// tracker had no record of.
+func (s trackerSource) FeedGaps() uint64 {
+	st := s.t.Stats()
+	return st.Lost + st.Missed + st.Evicted
 }
 
 // Close stops the tracker; the watcher closes its fallback.
