@@ -114,14 +114,11 @@ func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, a
 // FeedGaps makes the tracker a procs.SocketFeed: with its change counters
 // (a procs.ChangeClock too) the watcher then runs event-driven, keeping its
 // view current from the tracker's records instead of rescanning. It counts
-// what the tracker may have missed: events the kernel dropped (ring buffer
-// full), program runs it skipped, records evicted for room. A few map and
-// program-stats reads; the watcher asks once per rescan and per miss the
-// tracker had no record of.
-func (s trackerSource) FeedGaps() uint64 {
-	st := s.t.Stats()
-	return st.Lost + st.Missed + st.Evicted
-}
+// what the tracker may have missed of sockets being opened and closed
+// (tracker.Gaps: events dropped, socket-state program runs skipped, records
+// evicted). Two system calls; the watcher asks once per rescan and per
+// miss that its snapshot and learned rows do not answer.
+func (s trackerSource) FeedGaps() uint64 { return s.t.Gaps() }
 
 // Close stops the tracker; the watcher closes its fallback.
 func (s trackerSource) Close() error { return s.t.Close() }

@@ -1,0 +1,30 @@
+//go:build linux
+
+package tracker
+
+// Gaps counts what the tracker may have missed of sockets being opened and
+// closed, for a consumer that keeps a view of the host's sockets from the
+// tracker's records instead of rescanning (procs' event-driven mode): while
+// it does not change, every TCP connect, accept, listen and close since the
+// tracker started is in the table (or expired from it after Retention). It
+// adds events the kernel dropped because the ring buffer was full, runs of
+// the socket-state program (inet_sock_set_state) the kernel skipped because
+// another BPF program was running on the CPU, and records evicted by
+// MaxEntries. Skipped runs of the send and receive programs are not
+// counted: they run on every message, are skipped far more often on a busy
+// host, and cost at most a first-I/O attribution (a UDP socket's owner, an
+// accepted connection's worker), which leaves a lookup unanswered or
+// answered from the kernel's current holder, never wrong. Two system calls.
+func (t *Tracker) Gaps() uint64 {
+	var n uint64
+	var lost []uint64
+	if err := t.objs.Stats.Lookup(uint32(0), &lost); err == nil {
+		for _, v := range lost {
+			n += v
+		}
+	}
+	if ps, err := t.objs.InetSockSetState.Stats(); err == nil {
+		n += ps.RecursionMisses
+	}
+	return n + t.evicted.Load()
+}
