@@ -37,7 +37,7 @@ func TestEventDrivenCost(t *testing.T) {
 		t.Skip("set NETPROCBEAT_BENCH_EVENTS=1 to measure rescans and CPU per minute in both modes")
 	}
 	const dur = 30 * time.Second
-	f := bench.StartPlaced(t, 50, 20000, bench.Placement{Net: [2]byte{127, 12}, PortBase: 41000, Ports: 1000})
+	f := bench.StartPlaced(t, 50, 20000, largePlacement)
 	for _, mode := range []string{"rescan", "event-driven"} {
 		tr, err := tracker.New(tracker.Options{})
 		if err != nil {
