@@ -250,3 +250,54 @@ func TestEngineResolveIsTheAskedSocket(t *testing.T) {
 		t.Errorf("Resolve(tcp %v <- %v), no such connection = %+v, %v, %v; want not found (not the listener)", listen, nobody, s, found, err)
 	}
 }
+
+// TestEngineResolveBesideRescans: Resolve does not wait for a rescan in
+// flight (it has its own lock and buffers and reads the last walk's
+// published view), and the two running at once share no buffer (run with
+// -race). A new connection resolves to its dialer every time.
+func TestEngineResolveBesideRescans(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts helper processes")
+	}
+	f := bench.Start(t, 4, 400)
+	e := newLinuxEngine(t)
+	if !e.useDiag {
+		t.Skip("sock_diag disabled")
+	}
+	ctx := context.Background()
+	if _, err := e.Sockets(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var dst []Socket
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			dst, _ = e.Sockets(ctx, dst[:0])
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		h := f.Holders[i%len(f.Holders)]
+		target := f.Holders[(i+1)%len(f.Holders)].Listen
+		local, err := h.Dial(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, found, err := e.Resolve(ctx, TCP, local, target)
+		if err != nil || !found || s.PID != h.PID {
+			t.Errorf("Resolve(%v -> %v) beside rescans = %+v, %v, %v; want PID %d", local, target, s, found, err, h.PID)
+		}
+		// The accepted end, which no process has accepted: no owner, never another's.
+		if s, _, err := e.Resolve(ctx, TCP, target, local); err != nil || s.PID != 0 {
+			t.Errorf("Resolve(unaccepted %v <- %v) = %+v, %v; want no owner", target, local, s, err)
+		}
+	}
+	close(stop)
+	<-done
+}

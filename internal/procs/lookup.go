@@ -46,14 +46,22 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	if res == foundNone && remote.IsValid() {
 		// A connection the exact lookup found since the snapshot.
 		if lr := w.learned.get(connKeyOf(t, local, remote)); lr != nil {
-			r, res = lr, foundRow
-			if p, ok := w.check(lr, at, t, local.Port()); ok == answerOK {
+			switch p, ok := w.check(lr, at, t, local.Port()); ok {
+			case answerOK:
 				w.stats.hits.Add(1)
 				w.stats.learnedHits.Add(1)
 				return p
+			case answerStartedAfter:
+				why, res = unansweredStartedAfter, foundUnowned
+			default:
+				// As for a snapshot row: while the socket lives only the
+				// exact lookup may name its holder (recall's afterFailure).
+				w.learned.drop(connKeyOf(t, local, remote), lr)
+				if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+					rs.forget(t, local, remote)
+				}
+				why = unansweredVerifyFailed
 			}
-			w.learned.drop(connKeyOf(t, local, remote), lr)
-			r, res = nil, foundNone
 		}
 	}
 	if res == foundRow {
