@@ -152,10 +152,32 @@ func TestScale200k(t *testing.T) {
 		}
 	}
 	heldTime := time.Since(t2)
-	close(stop)
-	wg.Wait()
 	t.Logf("held: %d ends looked up, %d resolved on the first pass, all resolved in %v with %d rescans meanwhile; max wait of a lookup %v",
 		total, firstPass, heldTime.Round(time.Millisecond), w.Stats().Rescans-rescans0, time.Duration(maxWait.Load()).Round(time.Microsecond))
+	// Then 10 s of lookups of the same ends while rescans keep coming: each
+	// is answered from the snapshot in hand, never waiting for one.
+	t3, looked, unresolved := time.Now(), 0, 0
+	rescans0 = w.Stats().Rescans
+	for time.Since(t3) < 10*time.Second {
+		for _, c := range sample[:500] {
+			for _, e := range [2]end{{c.Client, c.Server, c.Owner}, {c.Server, c.Client, c.Owner}} {
+				looked++
+				switch p := timed(e.local, e.remote); {
+				case p == nil:
+					unresolved++
+				case p.PID != e.owner:
+					t.Errorf("%v -> %v: PID %d, want %d", e.local, e.remote, p.PID, e.owner)
+				}
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if unresolved > 0 {
+		t.Errorf("%d of %d lookups of held connections unresolved while rescans ran", unresolved, looked)
+	}
+	t.Logf("held, during rescans: %d lookups in %v, %d unresolved, %d rescans (last %v); max wait of a lookup %v",
+		looked, time.Since(t3).Round(time.Millisecond), unresolved, w.Stats().Rescans-rescans0, w.Stats().LastRescan.Round(time.Millisecond), time.Duration(maxWait.Load()).Round(time.Microsecond))
 
 	// New connections: each dialled by a holder after the snapshot; the
 	// first lookup is cold.

@@ -157,7 +157,7 @@ func BenchmarkCachedLookup(b *testing.B) {
 						cfg.Changes = stillClock{}
 					}
 					w := newOurs(b, cfg)
-					if p := w.Lookup(procs.TCP, c.Client, c.Server); p == nil || p.PID != c.Owner {
+					if p := warmUp(w, c); p == nil || p.PID != c.Owner {
 						b.Fatalf("warm-up lookup = %+v, want PID %d", p, c.Owner)
 					}
 					b.ReportAllocs()
@@ -193,6 +193,21 @@ func BenchmarkCachedLookup(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// warmUp looks c up until the watcher's first snapshot has landed and
+// answers it: at 200k sockets the first owner walk takes more than one
+// rescan_timeout (it resumes on the next rescan), and a lookup stops
+// waiting at the budget (or is answered by the exact lookup meanwhile).
+func warmUp(w *procs.Watcher, c bench.Conn) *procs.Process {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		p := w.Lookup(procs.TCP, c.Client, c.Server)
+		if p != nil && w.Stats().Sockets > 0 || time.Now().After(deadline) {
+			return p
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -343,7 +358,9 @@ func BenchmarkColdResolve(b *testing.B) {
 						w = newOursResolve(b, procs.Config{MinRescanInterval: time.Nanosecond}, 1<<20, time.Second)
 					}
 					c := pick(f)
-					w.Lookup(procs.TCP, c.Client, c.Server) // first rescan
+					if p := warmUp(w, c); p == nil || p.PID != c.Owner {
+						b.Fatalf("warm-up lookup = %+v, want PID %d", p, c.Owner)
+					}
 					before := w.Stats()
 					coldLoop(b, f, targets, func(local, target netip.AddrPort) int {
 						if p := w.Lookup(procs.TCP, local, target); p != nil {
