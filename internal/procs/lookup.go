@@ -108,8 +108,12 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 			// since the snapshot (the feed would have a record of it)
 			// and the snapshot has none that answers: a rescan would
 			// find nothing more.
+			// Remembered for one min_rescan_interval, as a miss deferred
+			// by the rate limit is in rescan mode: the tracker may have
+			// been behind the kernel (its lookup waits a bounded time),
+			// and a connection it records next must not stay hidden.
 			w.stats.feedMisses.Add(1)
-			w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
+			w.neg.put(key, now.Add(min(w.cfg.NegativeTTL, w.cfg.MinRescanInterval)), snap.gen, true)
 			return w.unanswered(why)
 		}
 		if p != nil {
