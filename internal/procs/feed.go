@@ -7,6 +7,7 @@ package procs
 import (
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // SocketFeed is implemented by a Fallback owner source that records, as it
@@ -14,11 +15,29 @@ import (
 // send or receive on the host (the eBPF tracker), so that a tuple it has
 // no record of had no socket opened since it started.
 type SocketFeed interface {
+	OwnerSource
 	// FeedGaps counts what the source may have missed: events the kernel
 	// dropped, records evicted for room, program runs the kernel skipped.
 	// While it does not change, the source's records cover every socket
 	// opened since it was first read.
 	FeedGaps() uint64
+	// RecallComplete is Recall telling whether the source had applied
+	// every event the kernel submitted before the event's time when it
+	// answered: only a complete miss shows that no socket had the tuple.
+	RecallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, proc *Process, ok, complete bool)
+}
+
+// recallFeed asks src, telling whether a miss is complete (src, or the
+// source a guard keeps, is a SocketFeed that had caught up).
+func recallFeed(src OwnerSource, t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+	switch f := src.(type) {
+	case *guardedSource:
+		return f.recallComplete(t, local, remote, at)
+	case SocketFeed:
+		return f.RecallComplete(t, local, remote, at)
+	}
+	s, p, ok := src.Recall(t, local, remote, at)
+	return s, p, ok, false
 }
 
 // feedOf returns the SocketFeed behind a Fallback (through a resolve

@@ -11,6 +11,7 @@ import (
 type fakeFeed struct {
 	gaps    atomic.Uint64
 	recalls atomic.Int32
+	behind  atomic.Bool // its misses are not complete
 }
 
 func (f *fakeFeed) Recall(Transport, netip.AddrPort, netip.AddrPort, time.Time) (Socket, *Process, bool) {
@@ -19,6 +20,11 @@ func (f *fakeFeed) Recall(Transport, netip.AddrPort, netip.AddrPort, time.Time) 
 }
 
 func (f *fakeFeed) FeedGaps() uint64 { return f.gaps.Load() }
+
+func (f *fakeFeed) RecallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+	s, p, ok := f.Recall(t, local, remote, at)
+	return s, p, ok, !f.behind.Load()
+}
 
 // TestEventDrivenMissNeedsNoRescan: with a feed and a change clock, a miss
 // whose tuple the feed has no record of is answered without a rescan while
@@ -30,12 +36,14 @@ func TestEventDrivenMissNeedsNoRescan(t *testing.T) {
 		name        string
 		safety      time.Duration
 		gapAfter    bool // a gap between the snapshot and the miss
+		behind      bool // the feed's miss is not complete
 		wantRescan  bool
 		eventDriven bool
 	}{
 		{name: "event-driven", wantRescan: false, eventDriven: true},
 		{name: "event-driven after a gap", gapAfter: true, wantRescan: true, eventDriven: true},
 		{name: "mode off", safety: -1, wantRescan: true},
+		{name: "event-driven, feed behind the kernel", behind: true, wantRescan: true, eventDriven: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVerifyingEngine()
@@ -52,6 +60,7 @@ func TestEventDrivenMissNeedsNoRescan(t *testing.T) {
 			if tc.gapAfter {
 				feed.gaps.Add(1)
 			}
+			feed.behind.Store(tc.behind)
 			time.Sleep(5 * time.Millisecond) // past min_rescan_interval
 			before := v.scans.Load()
 			if p := w.Lookup(TCP, missing, server); p != nil {

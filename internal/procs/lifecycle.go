@@ -56,6 +56,24 @@ func (g *guardedSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 	return g.src.Recall(t, local, remote, at)
 }
 
+// recallComplete is Recall through the guard, telling whether a miss is
+// complete (the guarded source is a SocketFeed that had caught up).
+func (g *guardedSource) recallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+	f, isFeed := g.src.(SocketFeed)
+	if !isFeed {
+		s, p, ok := g.Recall(t, local, remote, at)
+		return s, p, ok, false
+	}
+	if !g.mu.TryRLock() {
+		return Socket{}, nil, false, false
+	}
+	defer g.mu.RUnlock()
+	if g.closed {
+		return Socket{}, nil, false, false
+	}
+	return f.RecallComplete(t, local, remote, at)
+}
+
 // guardedResolver refuses single-connection queries once the guard closes.
 type guardedResolver struct {
 	g *guardedSource

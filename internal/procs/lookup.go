@@ -207,8 +207,9 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
 		sock, minimal, live, ok, noRecord = rs.recall(t, local, remote, at, afterFailure, recordsOnly)
 	} else if !afterFailure {
-		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
-		noRecord = !ok
+		var complete bool
+		sock, minimal, ok, complete = recallFeed(w.cfg.Fallback, t, local, remote, at)
+		noRecord = !ok && complete
 	}
 	if !ok || sock.PID <= 0 {
 		return nil, false, 0, noRecord

@@ -72,12 +72,13 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // no longer has the connection (gone, or in TIME_WAIT): while the socket
 // lives, only its current holder may be named, and a record of who opened
 // it (next's) may be a process that has since passed it on. noRecord
-// reports that next was asked and has no record of the tuple (for a
-// SocketFeed: no socket with it was opened while it watched); with
-// recordsOnly the engine is then not asked.
+// reports that next, a SocketFeed, was asked and has no record of the
+// tuple although it had caught up with the kernel (no socket with it was
+// opened while it watched); with recordsOnly the engine is then not asked.
 func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, recordsOnly bool) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if h.next != nil && !liveFirst {
-		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		if ok {
 			if s.Recorded {
 				// Open by next's record: the kernel names its current
 				// holder, which next may not have seen take it over. The
@@ -88,8 +89,8 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 			}
 			return s, p, false, true, false
 		}
-		noRecord = true
-		if recordsOnly {
+		noRecord = complete
+		if recordsOnly && noRecord {
 			return Socket{}, nil, false, false, true
 		}
 	}
@@ -98,10 +99,11 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 	case st == liveFound:
 		return got, nil, true, true, false
 	case st == liveAbsent && liveFirst && h.next != nil:
-		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		if ok {
 			return s, p, false, true, false
 		}
-		noRecord = true
+		noRecord = complete
 	}
 	return Socket{}, nil, false, false, noRecord
 }

@@ -120,6 +120,17 @@ func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, a
 // miss that its snapshot and learned rows do not answer.
 func (s trackerSource) FeedGaps() uint64 { return s.t.Gaps() }
 
+// RecallComplete is Recall telling whether the tracker had applied every
+// event before the event's time when it answered (procs.SocketFeed): a
+// miss while its reader was behind the kernel proves nothing.
+func (s trackerSource) RecallComplete(t procs.Transport, local, remote netip.AddrPort, at time.Time) (procs.Socket, *procs.Process, bool, bool) {
+	r, ok, complete := s.t.LookupComplete(tracker.Proto(t), local, remote, at)
+	if !ok {
+		return procs.Socket{}, nil, false, complete
+	}
+	return recordSocket(r, t, local, remote), recordProcess(r), true, complete
+}
+
 // Close stops the tracker; the watcher closes its fallback.
 func (s trackerSource) Close() error { return s.t.Close() }
 

@@ -2,6 +2,11 @@
 
 package tracker
 
+import (
+	"net/netip"
+	"time"
+)
+
 // Gaps counts what the tracker may have missed of sockets being opened and
 // closed, for a consumer that keeps a view of the host's sockets from the
 // tracker's records instead of rescanning (procs' event-driven mode): while
@@ -27,4 +32,28 @@ func (t *Tracker) Gaps() uint64 {
 		n += ps.RecursionMisses
 	}
 	return n + t.evicted.Load()
+}
+
+// LookupComplete is LookupAt that also reports whether the answer is
+// complete: whether every event the kernel submitted before at (or before
+// the call) had been applied to the table when it answered. A miss that is
+// not complete is no proof that no socket had the tuple (the reader was
+// behind the kernel by more than LookupAt waits for it).
+func (t *Tracker) LookupComplete(proto Proto, local, remote netip.AddrPort, at time.Time) (r Record, ok, complete bool) {
+	t.life.RLock()
+	defer t.life.RUnlock()
+	if t.closed.Load() {
+		return Record{}, false, false
+	}
+	now := t.now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
+	complete = t.caughtUp(at) || t.sync(syncTimeout)
+	r, ok = t.lookupAt(proto, local, remote, at, complete)
+	if ok && !complete && !r.Closed.IsZero() {
+		t.unsure.Add(1)
+		return Record{}, false, false
+	}
+	return r, ok, complete
 }
