@@ -34,11 +34,14 @@ func (t *Tracker) Gaps() uint64 {
 	return n + t.evicted.Load()
 }
 
-// LookupComplete is LookupAt that also reports whether the answer is
-// complete: whether every event the kernel submitted before at (or before
-// the call) had been applied to the table when it answered. A miss that is
-// not complete is no proof that no socket had the tuple (the reader was
-// behind the kernel by more than LookupAt waits for it).
+// LookupComplete is LookupAt (and must stay so) that also reports whether
+// a miss is complete: every event the kernel submitted before at (or
+// before the call) had been applied to the table when it answered, and the
+// table holds no record of the tuple, nor of its local endpoint alone, at
+// any time. A miss that is not complete is no proof that no socket had the
+// tuple: the reader was behind the kernel by more than LookupAt waits for
+// it, or a record exists that did not cover at (an event time read from
+// another clock, a retention boundary).
 func (t *Tracker) LookupComplete(proto Proto, local, remote netip.AddrPort, at time.Time) (r Record, ok, complete bool) {
 	t.life.RLock()
 	defer t.life.RUnlock()
@@ -55,5 +58,34 @@ func (t *Tracker) LookupComplete(proto Proto, local, remote netip.AddrPort, at t
 		t.unsure.Add(1)
 		return Record{}, false, false
 	}
+	if !ok && complete {
+		complete = !t.anyRecord(proto, local, remote)
+	}
 	return r, ok, complete
+}
+
+// anyRecord tells whether the table holds a record, of any time and in any
+// namespace, of the tuple or of its local endpoint (a listener or an
+// unconnected UDP socket), specific or wildcard.
+func (t *Tracker) anyRecord(proto Proto, local, remote netip.AddrPort) bool {
+	local, remote = unmap(local), unmap(remote)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	keys := []key{
+		{proto: proto, local: local, remote: remote},
+		{proto: proto, local: local},
+		{proto: proto, local: netip.AddrPortFrom(netip.IPv6Unspecified(), local.Port())},
+	}
+	if local.Addr().Is4() {
+		keys = append(keys, key{proto: proto, local: netip.AddrPortFrom(netip.IPv4Unspecified(), local.Port())})
+	}
+	for ns := range t.nsRefs {
+		for _, k := range keys {
+			k.netns = ns
+			if len(t.table[k]) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
