@@ -55,8 +55,10 @@ type Config struct {
 	// one exact lookup, and kept as a verified row; a closed one fails its
 	// verification), so the snapshot goes stale only after this interval
 	// (a safety net), a failed verification requests no rescan, and a miss
-	// whose tuple the feed has no record of, while the feed has missed
-	// nothing since the snapshot, is answered "unknown" without a rescan.
+	// whose tuple the feed has no record of (a complete miss: see
+	// SocketFeed), while the feed has missed nothing since the snapshot, is
+	// answered "unknown" without a rescan and remembered for one
+	// MinRescanInterval.
 	// Zero selects the default (5 minutes); a negative value turns the
 	// mode off (rescans as without a feed).
 	SafetyRescanInterval time.Duration
