@@ -21,9 +21,11 @@ type SocketFeed interface {
 	// While it does not change, the source's records cover every socket
 	// opened since it was first read.
 	FeedGaps() uint64
-	// RecallComplete is Recall telling whether the source had applied
-	// every event the kernel submitted before the event's time when it
-	// answered: only a complete miss shows that no socket had the tuple.
+	// RecallComplete is Recall telling, for a miss, whether it is
+	// complete: the source had applied every event the kernel submitted
+	// before the event's time, and it holds no record of the tuple (nor of
+	// its local endpoint) at any time. Only a complete miss shows that no
+	// socket had the tuple.
 	RecallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, proc *Process, ok, complete bool)
 }
 
