@@ -12,8 +12,10 @@ import (
 
 // SocketFeed is implemented by a Fallback owner source that records, as it
 // happens, every TCP connect, accept and listen and every socket's first
-// send or receive on the host (the eBPF tracker), so that a tuple it has
-// no record of had no socket opened since it started.
+// send or receive on the host (the eBPF tracker), so that a TCP tuple it
+// has no record of had no socket opened since it started. (A UDP socket
+// has a record only once it has sent or received: UDP misses still
+// rescan.)
 type SocketFeed interface {
 	OwnerSource
 	// FeedGaps counts what the source may have missed: events the kernel

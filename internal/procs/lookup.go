@@ -99,9 +99,12 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 	}
 	if w.cfg.Fallback != nil {
 		// Event-driven mode: while the feed has missed nothing since the
-		// snapshot, a tuple it has no record of had no socket opened
-		// since, so the kernel's exact lookup is not asked for it.
-		covered := remote.IsValid() && w.feedCovers(snap)
+		// snapshot, a TCP tuple it has no record of had no socket opened
+		// since, so the kernel's exact lookup is not asked for it. Not
+		// UDP: the tracker records a UDP socket at its first send or
+		// receive, and an event may be about a datagram its socket has
+		// not read yet (or about a socket that is only bound).
+		covered := t == TCP && remote.IsValid() && w.feedCovers(snap)
 		p, live, rwhy, noRecord := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed, covered)
 		if p == nil && noRecord && covered {
 			// Event-driven mode: no socket with this tuple was opened

@@ -54,8 +54,8 @@ type Config struct {
 	// the feed's records (a new connection is found through its record and
 	// one exact lookup, and kept as a verified row; a closed one fails its
 	// verification), so the snapshot goes stale only after this interval
-	// (a safety net), a failed verification requests no rescan, and a miss
-	// whose tuple the feed has no record of (a complete miss: see
+	// (a safety net), a failed verification requests no rescan, and a TCP
+	// miss whose tuple the feed has no record of (a complete miss: see
 	// SocketFeed), while the feed has missed nothing since the snapshot, is
 	// answered "unknown" without a rescan and remembered for one
 	// MinRescanInterval.
