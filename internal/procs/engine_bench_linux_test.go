@@ -9,7 +9,8 @@ package procs
 //	go test -run '^$' -bench Engine -benchmem -count 3 ./internal/procs/
 //
 // Sizes with 50k sockets or 1000 processes run only with
-// NETPROCBEAT_BENCH_LARGE=1.
+// NETPROCBEAT_BENCH_LARGE=1, 200k sockets (20 processes, 100k connections)
+// only with NETPROCBEAT_BENCH_200K=1.
 
 import (
 	"context"
@@ -25,15 +26,29 @@ import (
 type benchSize struct{ procs, sockets int }
 
 var engineSizes = []benchSize{
-	{100, 1000}, {266, 12000}, {100, 10000}, {1000, 10000}, {100, 50000}, {1000, 50000},
+	{100, 1000}, {266, 12000}, {100, 10000}, {1000, 10000}, {100, 50000}, {1000, 50000}, {20, 200000},
 }
 
 func (s benchSize) String() string { return fmt.Sprintf("procs=%d/sockets=%d", s.procs, s.sockets) }
 
 func skipLargeSize(b *testing.B, s benchSize) {
+	if s.sockets >= 200000 {
+		skipUnless200k(b)
+		return
+	}
 	if (s.procs > 300 || s.sockets > 20000) && os.Getenv("NETPROCBEAT_BENCH_LARGE") == "" {
 		b.Skipf("%v: set NETPROCBEAT_BENCH_LARGE=1 to run", s)
 	}
+}
+
+// fleetOf is the shared fleet of size s: at 200k sockets on this package's
+// own loopback /16 (scalePlacement), so that 100k connections take no
+// ephemeral port of 127.0.0.1 from other programs.
+func fleetOf(b *testing.B, s benchSize) *bench.Fleet {
+	if s.sockets >= 200000 {
+		return bench.SharedPlaced(b, s.procs, s.sockets, scalePlacement)
+	}
+	return bench.Shared(b, s.procs, s.sockets)
 }
 
 func reportEngine(b *testing.B, e *linuxEngine, before engineStats, n int) {
@@ -51,7 +66,7 @@ func BenchmarkEngineTables(b *testing.B) {
 	for _, s := range engineSizes {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLargeSize(b, s)
-			bench.Shared(b, s.procs, s.sockets)
+			fleetOf(b, s)
 			e := newLinuxEngine(b)
 			var dst []Socket
 			b.ReportAllocs()
@@ -82,7 +97,7 @@ func BenchmarkEngineSockets(b *testing.B) {
 	for _, s := range engineSizes {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLargeSize(b, s)
-			f := bench.Shared(b, s.procs, s.sockets)
+			f := fleetOf(b, s)
 			for _, mode := range []string{"full", "incremental", "incremental-recheck"} {
 				b.Run("walk="+mode, func(b *testing.B) {
 					e := newLinuxEngine(b)
@@ -143,7 +158,7 @@ func BenchmarkEngineTablesDiag(b *testing.B) {
 	for _, s := range engineSizes {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLargeSize(b, s)
-			bench.Shared(b, s.procs, s.sockets)
+			fleetOf(b, s)
 			e := newLinuxEngine(b)
 			var dst []Socket
 			var err error
@@ -173,7 +188,7 @@ func BenchmarkEngineResolve(b *testing.B) {
 	for _, s := range engineSizes {
 		b.Run(s.String(), func(b *testing.B) {
 			skipLargeSize(b, s)
-			f := bench.Shared(b, s.procs, s.sockets)
+			f := fleetOf(b, s)
 			e := newLinuxEngine(b)
 			if !e.useDiag || !e.fdCounts {
 				b.Skip("needs sock_diag and fd counts")
@@ -183,6 +198,7 @@ func BenchmarkEngineResolve(b *testing.B) {
 				b.Fatal(err)
 			}
 			before := e.stats
+			search0 := [3]uint64{e.search.fullReads, e.search.readlinks, e.search.unchanged}
 			var cpu time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -206,6 +222,11 @@ func BenchmarkEngineResolve(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 			reportEngine(b, e, before, s.sockets)
+			// The owner search's own work (Resolve does not walk).
+			d := float64(b.N)
+			b.ReportMetric(float64(e.search.fullReads-search0[0])/d, "fdtables-read/op")
+			b.ReportMetric(float64(e.search.readlinks-search0[1])/d, "readlinks/op")
+			b.ReportMetric(float64(e.search.unchanged-search0[2])/d, "procs-unchanged/op")
 		})
 	}
 }

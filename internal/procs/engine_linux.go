@@ -65,6 +65,14 @@ type linuxEngine struct {
 	// kernels and fake trees do not, which disables the incremental walk).
 	fdCounts bool
 	now      func() time.Time
+	// recheckLeft is what the walk in progress may still spend on
+	// re-checks (maxRechecksPerWalk).
+	recheckLeft int
+
+	// view is what the last whole-table walk knew of each process, for
+	// Resolve's owner search, which runs beside a rescan (ownersearch_linux.go).
+	view   atomic.Pointer[ownerView]
+	search ownerSearch
 
 	stats engineStats
 
@@ -89,6 +97,9 @@ type engineStats struct {
 	// verifySkipped: trusted processes whose re-check was skipped (checked
 	// within verifyEvery, or an unchanged change-clock epoch).
 	verifySkipped uint64
+	// recheckDeferred: trusted processes whose due re-check waited for a
+	// later walk (maxRechecksPerWalk).
+	recheckDeferred uint64
 }
 
 // setChangeClock gives the owner walk the tracker's change counters: a

@@ -18,6 +18,7 @@ import (
 // than the (exited) main thread, and returns that thread's ID (0 when none
 // has one). viaTask is false when pid has no task directory to read.
 func (e *linuxEngine) readTaskFds(dirfd, pid int, inodes []uint64, fdNums []int32) (_ []uint64, _ []int32, tid int32, viaTask bool) {
+	var others []int32 // a thread's table is re-read on every walk: no delta reads
 	taskfd, err := openatZ(dirfd, taskName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return inodes, fdNums, 0, false
@@ -31,7 +32,7 @@ func (e *linuxEngine) readTaskFds(dirfd, pid int, inodes []uint64, fdNums []int3
 	})
 	for _, tid := range tids {
 		e.pathBuf = append(append(strconv.AppendInt(e.pathBuf[:0], int64(tid), 10), "/fd"...), 0)
-		got, nums, ok := e.readFds(taskfd, e.pathBuf, inodes[:0], fdNums[:0])
+		got, nums, _, ok := e.readFds(taskfd, e.pathBuf, inodes[:0], fdNums[:0], others[:0])
 		if ok && len(nums) > 0 {
 			return got, nums, int32(tid), true
 		}
@@ -47,11 +48,14 @@ var (
 )
 
 // readFds appends the socket inodes among the links of dirfd's directory
-// fdDir (NUL-terminated) to inodes, and their descriptor numbers to fdNums.
-func (e *linuxEngine) readFds(dirfd int, fdDir []byte, inodes []uint64, fdNums []int32) ([]uint64, []int32, bool) {
+// fdDir (NUL-terminated) to inodes, their descriptor numbers to fdNums, and
+// the numbers of the other descriptors to others (so that Resolve's owner
+// search can read only the descriptors a process opened since: see
+// findOwner).
+func (e *linuxEngine) readFds(dirfd int, fdDir []byte, inodes []uint64, fdNums, others []int32) ([]uint64, []int32, []int32, bool) {
 	fdfd, err := openatZ(dirfd, fdDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return inodes, fdNums, false
+		return inodes, fdNums, others, false
 	}
 	defer unix.Close(fdfd)
 	e.stats.reread++
@@ -60,14 +64,17 @@ func (e *linuxEngine) readFds(dirfd int, fdDir []byte, inodes []uint64, fdNums [
 			return
 		}
 		e.stats.readlinks++
+		n, isNum := parseDecUint(name[:len(name)-1])
 		if inode, ok := e.socketInode(fdfd, name); ok {
-			if n, ok := parseDecUint(name[:len(name)-1]); ok && n < 1<<31 {
+			if isNum && n < 1<<31 {
 				inodes = append(inodes, inode)
 				fdNums = append(fdNums, int32(n))
 			}
+		} else if isNum && n < 1<<31 {
+			others = append(others, int32(n))
 		}
 	})
-	return inodes, fdNums, err == nil
+	return inodes, fdNums, others, err == nil
 }
 
 // listPIDs lists the numeric entries of procfd in ascending order.

@@ -161,6 +161,11 @@ type snapshot struct {
 	// stale is set once the snapshot is older than socket_cache_ttl; hits
 	// are still answered from it (verified) while a rescan is requested.
 	stale atomic.Bool
+
+	// gaps is the SocketFeed's gap counter read before the rescan read
+	// the tables; fed: it was read (event-driven mode, feed.go).
+	gaps uint64
+	fed  bool
 }
 
 func newSnapshot(gen uint64, n int) *snapshot {

@@ -56,6 +56,24 @@ func (g *guardedSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 	return g.src.Recall(t, local, remote, at)
 }
 
+// recallComplete is Recall through the guard, telling whether a miss is
+// complete (the guarded source is a SocketFeed that had caught up).
+func (g *guardedSource) recallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+	f, isFeed := g.src.(SocketFeed)
+	if !isFeed {
+		s, p, ok := g.Recall(t, local, remote, at)
+		return s, p, ok, false
+	}
+	if !g.mu.TryRLock() {
+		return Socket{}, nil, false, false
+	}
+	defer g.mu.RUnlock()
+	if g.closed {
+		return Socket{}, nil, false, false
+	}
+	return f.RecallComplete(t, local, remote, at)
+}
+
 // guardedResolver refuses single-connection queries once the guard closes.
 type guardedResolver struct {
 	g *guardedSource
@@ -71,6 +89,22 @@ func (gr guardedResolver) Resolve(ctx context.Context, t Transport, local, remot
 		return Socket{}, false, nil
 	}
 	return gr.r.Resolve(ctx, t, local, remote)
+}
+
+// ResolveHinted is Resolve searching pid first, where the engine can.
+func (gr guardedResolver) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (Socket, bool, error) {
+	hr, ok := gr.r.(hintedResolver)
+	if !ok {
+		return gr.Resolve(ctx, t, local, remote)
+	}
+	if !gr.g.mu.TryRLock() {
+		return Socket{}, false, nil
+	}
+	defer gr.g.mu.RUnlock()
+	if gr.g.closed {
+		return Socket{}, false, nil
+	}
+	return hr.ResolveHinted(ctx, t, local, remote, pid)
 }
 
 // Close marks the source closed once no Recall uses it, then closes it (if

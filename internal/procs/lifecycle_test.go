@@ -104,7 +104,7 @@ func TestAwaitRescanStopsAtRescanDeadline(t *testing.T) {
 	}
 	// A lookup arriving after the rescan's deadline does not wait (with
 	// the old rule it waited RescanTimeout, an hour, from now).
-	if s := w.awaitRescan(seen, deadline.Add(time.Millisecond)); s != nil {
+	if s := w.awaitRescan(seen, deadline.Add(time.Millisecond), deadline.Add(time.Hour)); s != nil {
 		t.Fatalf("awaitRescan after the deadline returned snapshot %d", s.gen)
 	}
 	if got := w.Stats().WaitTimeouts; got != 1 {

@@ -41,7 +41,8 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 	if snap.gen == 0 {
 		// Before the first rescan lands, addresses bound only in the socket
 		// table are not known to be local yet: wait for it like a miss.
-		if fresh := w.awaitRescan(snap, time.Now()); fresh != nil {
+		begun := time.Now()
+		if fresh := w.awaitRescan(snap, begun, begun.Add(w.cfg.RescanTimeout)); fresh != nil {
 			snap = fresh
 		}
 	}
@@ -58,9 +59,30 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 		// DNATed to a container. The translated tuple's socket wins.
 		switch tl, tr, st := w.nat.translate(t, local, remote); st {
 		case natTranslated:
-			return w.natAnswer(snap, at, t, tl, tr)
+			return w.natAnswer(snap, at, t, tl, tr, time.Now().Add(w.cfg.RescanTimeout))
 		case natUnchecked:
 			return w.unanswered(unansweredNATUnchecked), ViaNone
+		}
+	}
+	if res == foundNone && remote.IsValid() {
+		// A connection the exact lookup found since the snapshot.
+		if lr := w.learned.get(connKeyOf(t, local, remote)); lr != nil {
+			switch p, ok := w.check(lr, at, t, local.Port()); ok {
+			case answerOK:
+				w.stats.hits.Add(1)
+				w.stats.learnedHits.Add(1)
+				return p, ViaResolve
+			case answerStartedAfter:
+				why, res = unansweredStartedAfter, foundUnowned
+			default:
+				// As for a snapshot row: while the socket lives only the
+				// exact lookup may name its holder (recall's afterFailure).
+				w.learned.drop(connKeyOf(t, local, remote), lr)
+				if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
+					rs.forget(t, local, remote)
+				}
+				why = unansweredVerifyFailed
+			}
 		}
 	}
 	if res == foundRow {
@@ -89,12 +111,29 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 	// ring), so a storm of misses for it costs a map probe each.
 	key := tupleKey{t, local, remote}
 	now := time.Now()
+	// The slow path below (the fallback sources, then a rescan) waits no
+	// longer than RescanTimeout in all.
+	until := now.Add(w.cfg.RescanTimeout)
 	if w.neg.valid(key, now, snap.gen) {
 		w.stats.negativeHits.Add(1)
 		return nil, ViaNone
 	}
+	feedMiss := false
 	if w.cfg.Fallback != nil {
-		p, v, rwhy := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed)
+		// Event-driven mode: while the feed has missed nothing since the
+		// snapshot, a TCP tuple it has no record of had no socket opened
+		// since, so the kernel's exact lookup is not asked for it. Not
+		// UDP: the tracker records a UDP socket at its first send or
+		// receive, and an event may be about a datagram its socket has
+		// not read yet (or about a socket that is only bound).
+		covered := t == TCP && remote.IsValid() && w.feedCovers(snap)
+		p, v, rwhy, noRecord := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed, covered)
+		// No socket with this tuple was opened since the snapshot (the
+		// feed would have a record of it) and the snapshot has none that
+		// answers: a rescan would find nothing more. Conntrack is still
+		// asked below: the tuple may be a NAT's outside, which no socket
+		// and no record has.
+		feedMiss = p == nil && noRecord && covered
 		if p != nil {
 			w.stats.hits.Add(1)
 			if v == ViaResolve {
@@ -111,12 +150,21 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 	if w.nat != nil {
 		// No socket has the event's tuple: it may be a NAT's outside.
 		if tl, tr, st := w.nat.translate(t, local, remote); st == natTranslated {
-			p, v := w.natAnswer(snap, at, t, tl, tr)
+			p, v := w.natAnswer(snap, at, t, tl, tr, until)
 			if p == nil {
 				w.neg.put(key, now.Add(w.cfg.NegativeTTL), w.snap.Load().gen, true)
 			}
 			return p, v
 		}
+	}
+	if feedMiss {
+		// Remembered for one min_rescan_interval, as a miss deferred by
+		// the rate limit is in rescan mode: the tracker may have been
+		// behind the kernel (its lookup waits a bounded time), and a
+		// connection it records next must not stay hidden.
+		w.stats.feedMisses.Add(1)
+		w.neg.put(key, now.Add(min(w.cfg.NegativeTTL, w.cfg.MinRescanInterval)), snap.gen, true)
+		return w.unanswered(why), ViaNone
 	}
 	if res == foundUnowned && !snap.stale.Load() {
 		// The row exists and nobody holds it (TIME_WAIT, orphaned); a
@@ -124,7 +172,7 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, true)
 		return w.unanswered(why), ViaNone
 	}
-	fresh := w.awaitRescan(snap, now)
+	fresh := w.awaitRescan(snap, now, until)
 	if fresh == nil {
 		// Rate-limited: remember the miss until the scheduled rescan lands.
 		w.neg.put(key, now.Add(w.cfg.NegativeTTL), snap.gen, false)
@@ -203,33 +251,39 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // or ViaTrackerClosed for one from a record of the past. why says why an owner found was not given.
 // afterFailure: the snapshot's owner of this socket failed its verification,
 // so while the socket lives only the exact lookup may answer (MODEL rule 1).
-func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (*Process, Via, unanswered) {
-	p, live, closed, why := w.recallOwner(snap, t, local, remote, at, afterFailure)
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool) (*Process, Via, unanswered, bool) {
+	p, live, closed, why, noRecord := w.recallOwner(snap, t, local, remote, at, afterFailure, recordsOnly)
 	switch {
 	case p == nil:
-		return nil, ViaNone, why
+		return nil, ViaNone, why, noRecord
 	case live:
-		return p, ViaResolve, 0
+		return p, ViaResolve, 0, false
 	case closed:
-		return p, ViaTrackerClosed, 0
+		return p, ViaTrackerClosed, 0, false
 	}
-	return p, ViaTracker, 0
+	return p, ViaTracker, 0, false
 }
 
 // recallOwner is recall's search; live reports an answer read from the
 // kernel's current socket table, closed one from a record of a socket
-// already closed.
-func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure bool) (p *Process, live, closed bool, why unanswered) {
+// already closed. A live answer is kept as a learned row (feed.go).
+//
+// noRecord reports that Fallback's records (the feed's) have nothing for
+// the tuple; the other results are then zero. recordsOnly: the engine is
+// not asked for a tuple the records do not have (feedCovers).
+func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool) (p *Process, live, closed bool, why unanswered, noRecord bool) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok = rs.recall(t, local, remote, at, afterFailure)
+		sock, minimal, live, ok, noRecord = rs.recall(t, local, remote, at, afterFailure, recordsOnly)
 	} else if !afterFailure {
-		sock, minimal, ok = w.cfg.Fallback.Recall(t, local, remote, at)
+		var complete bool
+		sock, minimal, ok, complete = recallFeed(w.cfg.Fallback, t, local, remote, at)
+		noRecord = !ok && complete
 	}
 	if !ok || sock.PID <= 0 {
-		return nil, false, false, 0
+		return nil, false, false, 0, noRecord
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -240,36 +294,44 @@ func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.A
 		r, res := snap.listenerFor(t, local)
 		switch {
 		case res == foundAmbiguous:
-			return nil, false, false, unansweredAmbiguous
+			return nil, false, false, unansweredAmbiguous, false
 		case res != foundRow || r.p.PID != sock.PID || r.p.StartKey != sock.StartKey:
-			return nil, false, false, 0
+			return nil, false, false, 0, false
 		}
 		switch p, ok := w.check(r, at, t, local.Port()); ok {
 		case answerOK:
-			return p, false, !sock.Recorded, 0
+			return p, false, !sock.Recorded, 0, false
 		case answerStartedAfter:
-			return nil, false, false, unansweredStartedAfter
+			return nil, false, false, unansweredStartedAfter, false
 		default:
-			return nil, false, false, unansweredVerifyFailed
+			return nil, false, false, unansweredVerifyFailed, false
 		}
 	}
 	p = w.describe(sock, minimal)
 	if p == nil {
-		return nil, false, false, 0
+		return nil, false, false, 0, false
 	}
 	if live {
+		var ver uint64
+		if c := w.cfg.Changes; c != nil {
+			// Read before the verification, as check does.
+			ver = uint64(c.PortEpoch(t, local.Port()))<<32 | uint64(c.ProcEpoch(sock.PID))
+		}
 		var res answerResult
 		switch p, res = w.checkSocket(&sock, p, at); res {
 		case answerStartedAfter:
-			return nil, false, false, unansweredStartedAfter
+			return nil, false, false, unansweredStartedAfter, false
 		case answerVerifyFailed:
 			if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
 				rs.forget(t, local, remote)
 			}
-			return nil, false, false, unansweredVerifyFailed
+			return nil, false, false, unansweredVerifyFailed, false
+		}
+		if remote.IsValid() && w.pins != nil {
+			w.learn(&sock, p, t, local, remote, ver)
 		}
 	} else if startedAfter(p, at) {
-		return nil, false, false, unansweredStartedAfter
+		return nil, false, false, unansweredStartedAfter, false
 	} else if p != minimal && w.pins != nil {
 		// A record of a process that still runs: it is described as the
 		// program it runs now (one statx), not as it ran when described.
@@ -277,11 +339,11 @@ func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.A
 		// names no thread) leaves the description as it is.
 		if exec, alive := w.pins.execOf(procKey{sock.PID, sock.StartKey}); alive && exec != (ExecID{}) && exec != p.exec {
 			if p = w.redescribe(procKey{sock.PID, sock.StartKey}, exec); p == nil {
-				return nil, false, false, unansweredVerifyFailed
+				return nil, false, false, unansweredVerifyFailed, false
 			}
 		}
 	}
-	return p, live, !live && !sock.Recorded, 0
+	return p, live, !live && !sock.Recorded, 0, false
 }
 
 // describe returns the cached or freshly read description of sock's owner,

@@ -175,9 +175,9 @@ const natPerInterval = 256
 // socket of that exact tuple, or a listener bound to that exact address
 // (a wildcard listener is no proof: which namespace holds the translated
 // address is not known from it). A snapshot without it waits for one
-// rescan. Nothing else answers: the event's own tuple belongs to no
-// socket.
-func (w *Watcher) natAnswer(snap *snapshot, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
+// rescan, no later than until. Nothing else answers: the event's own
+// tuple belongs to no socket.
+func (w *Watcher) natAnswer(snap *snapshot, at time.Time, t Transport, local, remote netip.AddrPort, until time.Time) (*Process, Via) {
 	why := unansweredNAT
 	for s, rescanned := snap, false; ; rescanned = true {
 		r, ok := s.exact[connKeyOf(t, local, remote)]
@@ -201,7 +201,7 @@ func (w *Watcher) natAnswer(snap *snapshot, at time.Time, t Transport, local, re
 		if rescanned {
 			break
 		}
-		fresh := w.awaitRescan(s, time.Now())
+		fresh := w.awaitRescan(s, time.Now(), until)
 		if fresh == nil {
 			break
 		}

@@ -18,6 +18,7 @@ type procFds struct {
 	nfds   int64    // size of /proc/<pid>/fd when read; -1 if unknown
 	inodes []uint64 // socket inodes among its fds
 	fdNums []int32  // fdNums[j] is the descriptor that held inodes[j]
+	others []int32  // its other descriptors (not sockets), ascending
 	seen   uint64   // walk generation in which the PID was last listed
 	// readGen and readAt: the walk generation and time of the last read of
 	// its fd table.
@@ -109,6 +110,7 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 	if e.chainFrom == 0 {
 		e.chainFrom = e.walkGen
 	}
+	e.recheckLeft = maxRechecksPerWalk
 	for n, pid := range pids {
 		if err := ctx.Err(); err != nil {
 			e.stats.cutShort++
@@ -165,6 +167,9 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 				}
 			}
 		}
+	}
+	if wholeTable {
+		e.publishView()
 	}
 	return nil
 }
@@ -240,6 +245,10 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 			switch {
 			case p.readGen >= e.chainFrom: // read during this unfinished walk
 			case e.checkedRecently(pid, p, now):
+			case e.recheckLeft <= 0:
+				// This walk has spent its re-check budget: the check waits
+				// for a later walk (answers are verified when given).
+				e.stats.recheckDeferred++
 			default:
 				if ok = e.verify(procfd, pid, p); ok {
 					p.checkedAt, p.epoch = now, ep
@@ -279,7 +288,9 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 	if p == nil {
 		p = &procFds{}
 	}
-	inodes, fdNums, ok := e.readFds(dirfd, fdName, p.inodes[:0], p.fdNums[:0])
+	// Fresh slices, not p's: the owner view of the last walk (published
+	// for Resolve, which reads it without e.mu) may still hold p's.
+	inodes, fdNums, others, ok := e.readFds(dirfd, fdName, make([]uint64, 0, len(p.inodes)), make([]int32, 0, len(p.fdNums)), make([]int32, 0, len(p.others)))
 	if !ok {
 		drop()
 		return
@@ -289,8 +300,9 @@ func (e *linuxEngine) visit(procfd, pid int, now time.Time, force bool) {
 		// The main thread has exited (pthread_exit) while other threads
 		// live: fd/ reads empty, a live thread's task/<tid>/fd does not.
 		inodes, fdNums, tid, viaTask = e.readTaskFds(dirfd, pid, inodes, fdNums)
+		others = nil
 	}
-	p.ino, p.start, p.nfds, p.inodes, p.fdNums, p.seen, p.trusted = dst.Ino, start, size, inodes, fdNums, e.walkGen, false
+	p.ino, p.start, p.nfds, p.inodes, p.fdNums, p.others, p.seen, p.trusted = dst.Ino, start, size, inodes, fdNums, others, e.walkGen, false
 	p.readGen, p.readAt, p.viaTask, p.task = e.walkGen, now, viaTask, tid
 	p.checkedAt, p.epoch = now, ep
 	e.fds[pid] = p

@@ -14,9 +14,11 @@ import (
 // A lookup waits at most until the rescan's own deadline (its start plus
 // RescanTimeout), not RescanTimeout from when it joined: the two lookups of
 // one event, and every event arriving while a rescan runs, together wait no
-// longer than RescanTimeout for it. Once Close has begun it returns nil at
-// once.
-func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
+// longer than RescanTimeout for it. It also waits no later than until,
+// the lookup's own bound (its start plus RescanTimeout), which the
+// fallback sources may have used part of. Once Close has begun it returns
+// nil at once.
+func (w *Watcher) awaitRescan(seen *snapshot, now, until time.Time) *snapshot {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -28,7 +30,7 @@ func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 	}
 	ch := w.running
 	if ch == nil {
-		next := w.lastStart.Add(w.cfg.MinRescanInterval)
+		next := w.nextRescanLocked()
 		if now.Before(next) {
 			w.scheduleLocked(next)
 			w.mu.Unlock()
@@ -36,7 +38,11 @@ func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 		}
 		ch = w.startRescanLocked(now)
 	}
-	wait := w.runDeadline.Sub(now)
+	end := w.runDeadline
+	if until.Before(end) {
+		end = until
+	}
+	wait := end.Sub(now)
 	w.mu.Unlock()
 	if wait <= 0 {
 		// The rescan in flight has used its budget (it is finishing the
@@ -61,12 +67,37 @@ func (w *Watcher) awaitRescan(seen *snapshot, now time.Time) *snapshot {
 	}
 }
 
+// rescanSpacing keeps long rescans from taking more than a third of a CPU:
+// after a rescan that took longer than longRescan, the next may start no
+// sooner than twice its duration after it ended (three times its duration
+// after it started), whatever MinRescanInterval says. A rescan is
+// O(sockets): at 200k sockets one takes ~0.5 s here, and a miss storm that
+// rescanned every min_rescan_interval would keep a core busy. Shorter
+// rescans (up to ~100k sockets) keep the configured interval.
+const (
+	rescanSpacing = 3
+	longRescan    = 100 * time.Millisecond
+)
+
+// nextRescanLocked is when the rate limit lets the next rescan start.
+func (w *Watcher) nextRescanLocked() time.Time {
+	return w.lastStart.Add(w.rescanIntervalLocked())
+}
+
+// rescanIntervalLocked is the rate limit's interval after the last rescan.
+func (w *Watcher) rescanIntervalLocked() time.Duration {
+	if w.lastDur > longRescan {
+		return max(w.cfg.MinRescanInterval, rescanSpacing*w.lastDur)
+	}
+	return w.cfg.MinRescanInterval
+}
+
 // requestRescan asks for a background rescan as soon as the rate limit
 // allows, without waiting for it.
 func (w *Watcher) requestRescan() {
 	w.mu.Lock()
 	if w.running == nil && w.wantAt.IsZero() && !w.closed {
-		w.scheduleLocked(w.lastStart.Add(w.cfg.MinRescanInterval))
+		w.scheduleLocked(w.nextRescanLocked())
 	}
 	w.mu.Unlock()
 }
@@ -110,7 +141,7 @@ func (w *Watcher) loop() {
 				} else {
 					// The rescan in flight may have read the tables before
 					// the request: keep it, for one interval later.
-					w.wantAt = now.Add(w.cfg.MinRescanInterval)
+					w.wantAt = now.Add(w.rescanIntervalLocked())
 				}
 			}
 			w.mu.Unlock()
@@ -133,6 +164,7 @@ func (w *Watcher) startRescanLocked(now time.Time) chan struct{} {
 		defer w.wg.Done()
 		w.rescan(gen)
 		w.mu.Lock()
+		w.lastDur = time.Since(now)
 		w.running = nil
 		w.mu.Unlock()
 		close(ch)
@@ -145,6 +177,9 @@ func (w *Watcher) rescan(gen uint64) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.RescanTimeout)
 	defer cancel()
 	w.stats.rescans.Add(1)
+	// Read before the tables: a gap from here on makes the snapshot's
+	// feed coverage void (feedCovers).
+	gaps, fed := w.feedGaps()
 	socks, err := w.engine.Sockets(ctx, w.sockBuf[:0])
 	w.sockBuf = socks
 	var partial *PartialError
@@ -175,6 +210,7 @@ func (w *Watcher) rescan(gen uint64) {
 	w.recalledMu.Unlock()
 
 	snap := newSnapshot(gen, len(socks))
+	snap.gaps, snap.fed = gaps, fed
 	used := make(map[procKey]struct{}, len(w.procs))
 	for i := range socks {
 		s := &socks[i]
@@ -196,7 +232,12 @@ func (w *Watcher) rescan(gen uint64) {
 		}
 	}
 	w.publishSnapshot(snap)
+	// The snapshot has what the exact lookups found before it.
+	w.learned.reset()
 	ttl := w.cfg.SocketTTL
+	if w.eventDriven {
+		ttl = w.cfg.SafetyRescanInterval
+	}
 	// Stop the previous snapshot's timer: its closure would keep that
 	// snapshot (and its maps) alive for socket_cache_ttl after it is gone.
 	if w.staleTimer != nil {

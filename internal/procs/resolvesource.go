@@ -21,8 +21,9 @@ type Resolver interface {
 // lookup then costs one exact query and an incremental owner walk instead of
 // a rescan of every socket (docs/benchmarks.md). The watcher asks its
 // Fallback on a snapshot miss that its negative cache does not answer, and
-// the engine is asked at most perInterval times per interval; beyond that, and while the engine is
-// busy with a rescan, the miss takes the usual rate-limited rescan path. It
+// the engine is asked at most perInterval times per interval (a rescan in
+// flight does not hold it up: the Linux engine's Resolve has its own lock);
+// beyond that the miss takes the usual rate-limited rescan path. It
 // returns next when the engine cannot resolve single connections.
 func NewResolveSource(e Engine, next OwnerSource, perInterval int, interval, timeout time.Duration) OwnerSource {
 	r, ok := e.(Resolver)
@@ -60,7 +61,7 @@ const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
 func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
-	s, p, _, ok := h.recall(t, local, remote, at, false)
+	s, p, _, ok, _ := h.recall(t, local, remote, at, false, false)
 	return s, p, ok
 }
 
@@ -70,30 +71,41 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // verification) the engine is asked first, and next only when the kernel
 // no longer has the connection (gone, or in TIME_WAIT): while the socket
 // lives, only its current holder may be named, and a record of who opened
-// it (next's) may be a process that has since passed it on.
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst bool) (sock Socket, minimal *Process, live, ok bool) {
+// it (next's) may be a process that has since passed it on. noRecord
+// reports that next, a SocketFeed, was asked and has no record of the
+// tuple although it had caught up with the kernel (no socket with it was
+// opened while it watched); with recordsOnly the engine is then not asked.
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, recordsOnly bool) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if h.next != nil && !liveFirst {
-		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		if ok {
 			if s.Recorded {
 				// Open by next's record: the kernel names its current
-				// holder, which next may not have seen take it over.
-				if got, st := h.live(t, local, remote); st == liveFound {
-					return got, nil, true, true
+				// holder, which next may not have seen take it over. The
+				// record's owner is searched first.
+				if got, st := h.live(t, local, remote, s.PID); st == liveFound {
+					return got, nil, true, true, false
 				}
 			}
-			return s, p, false, true
+			return s, p, false, true, false
+		}
+		noRecord = complete
+		if recordsOnly && noRecord {
+			return Socket{}, nil, false, false, true
 		}
 	}
-	got, st := h.live(t, local, remote)
+	got, st := h.live(t, local, remote, 0)
 	switch {
 	case st == liveFound:
-		return got, nil, true, true
+		return got, nil, true, true, false
 	case st == liveAbsent && liveFirst && h.next != nil:
-		if s, p, ok := h.next.Recall(t, local, remote, at); ok {
-			return s, p, false, true
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		if ok {
+			return s, p, false, true, false
 		}
+		noRecord = complete
 	}
-	return Socket{}, nil, false, false
+	return Socket{}, nil, false, false, noRecord
 }
 
 // liveState is what the engine said of one connection.
@@ -105,8 +117,15 @@ const (
 	liveAbsent                   // no such socket, or one no file refers to (TIME_WAIT)
 )
 
-// live asks the engine (or its remembered answers) for one connection.
-func (h *resolveSource) live(t Transport, local, remote netip.AddrPort) (Socket, liveState) {
+// hintedResolver is a Resolver that can search a likely owner first (the
+// opener that a record names): the Linux engine.
+type hintedResolver interface {
+	ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (Socket, bool, error)
+}
+
+// live asks the engine (or its remembered answers) for one connection;
+// hint is a PID to search first (0: none).
+func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int) (Socket, liveState) {
 	if !remote.IsValid() || remote.Port() == 0 || local.Port() == 0 {
 		return Socket{}, liveUnknown
 	}
@@ -127,7 +146,14 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort) (Socket,
 		ctx, cancel = context.WithTimeout(ctx, h.timeout)
 		defer cancel()
 	}
-	got, found, err := h.r.Resolve(ctx, t, local, remote)
+	var got Socket
+	var found bool
+	var err error
+	if hr, ok := h.r.(hintedResolver); ok && hint > 0 {
+		got, found, err = hr.ResolveHinted(ctx, t, local, remote, hint)
+	} else {
+		got, found, err = h.r.Resolve(ctx, t, local, remote)
+	}
 	switch {
 	case err != nil:
 		return Socket{}, liveUnknown

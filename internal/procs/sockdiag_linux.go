@@ -14,22 +14,31 @@ import (
 
 // Resolve finds the socket of one connection, local to remote, without
 // listing every socket: one sock_diag exact lookup (no dump) gives its
-// inode, and the owner walk of resolveOwners, with the same rule, finds the
-// lowest PID holding it. found is false when the kernel has no such socket.
-// It serves a cold lookup in a few milliseconds where a rescan has to dump
-// the whole table first (~1 µs of kernel time per socket); the watcher asks
-// it on a snapshot miss through NewResolveSource (docs/benchmarks.md).
+// inode, and findOwner searches its holder against what the last walk knew
+// of each process (a process whose descriptor count did not change is not
+// read, one whose count changed has only its new descriptors read). found
+// is false when the kernel has no such socket. It serves a cold lookup in a
+// few milliseconds where a rescan has to dump the whole table first (~1 µs
+// of kernel time per socket); the watcher asks it on a snapshot miss
+// through NewResolveSource (docs/benchmarks.md). It has its own lock and
+// buffers, so it runs while a rescan is in flight: on a host where a
+// rescan takes most of rescan_timeout, new connections still resolve.
 // host_path "/" only.
 func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	return e.ResolveHinted(ctx, t, local, remote, 0)
+}
+
+// ResolveHinted is Resolve searching process pid (when not 0) first, whole
+// fd table if need be: the opener that an eBPF record names, which most
+// likely still holds the socket. Any other holder found answers as in
+// Resolve; the answer is verified when given either way.
+func (e *linuxEngine) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (s Socket, found bool, err error) {
 	if !e.useDiag {
 		return s, false, ErrUnsupported
 	}
-	// A rescan in flight holds the engine and will list this socket anyway:
-	// do not queue a lookup behind it.
-	if !e.mu.TryLock() {
-		return s, false, errEngineBusy
-	}
-	defer e.mu.Unlock()
+	sr := &e.search
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
 	proto := uint8(unix.IPPROTO_TCP)
 	if t == UDP {
 		proto = unix.IPPROTO_UDP
@@ -44,13 +53,13 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 	}
 	var one []Socket
 	if l.Is4() && r.Is4() {
-		one, err = e.diagExact(unix.AF_INET, proto, t, id)
+		one, err = diagExact(&sr.diag, unix.AF_INET, proto, t, id)
 		if err == nil && len(one) == 0 {
 			// An IPv4 peer of a dual-stack IPv6 socket.
-			one, err = e.diagExact(unix.AF_INET6, proto, t, id)
+			one, err = diagExact(&sr.diag, unix.AF_INET6, proto, t, id)
 		}
 	} else {
-		one, err = e.diagExact(unix.AF_INET6, proto, t, id)
+		one, err = diagExact(&sr.diag, unix.AF_INET6, proto, t, id)
 	}
 	if err != nil || len(one) == 0 {
 		return s, false, err
@@ -61,17 +70,16 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 		// than the connection asked for.
 		return s, false, nil
 	}
-	clear(e.byInode)
-	if one[0].Inode != 0 {
-		e.byInode[one[0].Inode] = 0
-		if err := e.resolveOwners(ctx, one, false); err != nil {
-			return one[0], true, err
+	s = one[0]
+	if s.Inode != 0 {
+		pid, start, fd, task, err := e.findOwner(ctx, sr, s.Inode, pid)
+		if err != nil {
+			return s, true, err
 		}
+		s.PID, s.StartKey, s.FD, s.Task = pid, start, fd, task
 	}
-	return one[0], true, nil
+	return s, true, nil
 }
-
-var errEngineBusy = errors.New("the engine is busy with a rescan")
 
 // resolvedIs tells whether the socket an exact lookup returned is the
 // connection local-remote: the same tuple, or for UDP an unconnected
@@ -148,7 +156,9 @@ var errDiagNotFound = errors.New("sock_diag: no such socket")
 // diagQuery sends req on a new NETLINK_SOCK_DIAG socket and calls f with
 // each inet_diag_msg of the reply until the kernel says done or f returns
 // false (an exact lookup's reply is one message, with no NLMSG_DONE).
-func (e *linuxEngine) diagQuery(req []byte, f func(msg []byte) (more bool)) error {
+// buf is the receive buffer to use (allocated on first use), so that a
+// rescan and Resolve each have their own.
+func diagQuery(buf *[]byte, req []byte, f func(msg []byte) (more bool)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return err
@@ -157,20 +167,20 @@ func (e *linuxEngine) diagQuery(req []byte, f func(msg []byte) (more bool)) erro
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
-	if cap(e.diagBuf) == 0 {
-		e.diagBuf = make([]byte, 256<<10)
+	if cap(*buf) == 0 {
+		*buf = make([]byte, 256<<10)
 	}
-	buf := e.diagBuf[:cap(e.diagBuf)]
+	b0 := (*buf)[:cap(*buf)]
 	ne := binary.NativeEndian
 	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
+		n, _, err := unix.Recvfrom(fd, b0, 0)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		for b := buf[:n]; len(b) >= sizeofNlMsghdr; {
+		for b := b0[:n]; len(b) >= sizeofNlMsghdr; {
 			l := int(ne.Uint32(b[0:]))
 			typ := ne.Uint16(b[4:])
 			if l < sizeofNlMsghdr || l > len(b) {
@@ -207,9 +217,9 @@ func (e *linuxEngine) diagQuery(req []byte, f func(msg []byte) (more bool)) erro
 // diagExact asks sock_diag for the one socket with this 4-tuple; it returns
 // none when the kernel has no such socket. For AF_INET6, IPv4 addresses are
 // sent in their mapped form.
-func (e *linuxEngine) diagExact(family, proto uint8, t Transport, id diagID) ([]Socket, error) {
+func diagExact(buf *[]byte, family, proto uint8, t Transport, id diagID) ([]Socket, error) {
 	var out []Socket
-	err := e.diagQuery(diagRequest(family, proto, &id), func(msg []byte) bool {
+	err := diagQuery(buf, diagRequest(family, proto, &id), func(msg []byte) bool {
 		if len(msg) >= sizeofInetDiagMsg {
 			out = append(out, diagSocket(msg, t))
 		}
@@ -226,7 +236,7 @@ func (e *linuxEngine) diagExact(family, proto uint8, t Transport, id diagID) ([]
 
 // diagDump appends the sockets of one family and protocol to dst.
 func (e *linuxEngine) diagDump(family uint8, proto uint8, t Transport, dst []Socket) ([]Socket, error) {
-	err := e.diagQuery(diagRequest(family, proto, nil), func(msg []byte) bool {
+	err := diagQuery(&e.diagBuf, diagRequest(family, proto, nil), func(msg []byte) bool {
 		if len(msg) >= sizeofInetDiagMsg {
 			dst = append(dst, diagSocket(msg, t))
 		}

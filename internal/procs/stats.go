@@ -23,6 +23,7 @@ type counters struct {
 	unansweredStartedAfter                atomic.Uint64
 	unansweredNAT, unansweredNATUnchecked atomic.Uint64
 	natHits                               atomic.Uint64
+	learnedHits, feedMisses               atomic.Uint64
 }
 
 // Stats is a point-in-time copy of a watcher's counters.
@@ -74,6 +75,15 @@ type Stats struct {
 	NATErrors, NATBudgetExhausted      uint64
 	NATUnavailable                     int64
 
+	// LearnedHits: hits answered by a row the exact lookup found since
+	// the last rescan (Learned rows are held now). FeedMisses: misses
+	// answered "unknown" without a rescan because the SocketFeed had no
+	// record of the tuple (EventDriven: the mode is on; feed.go).
+	LearnedHits uint64
+	FeedMisses  uint64
+	Learned     int
+	EventDriven bool
+
 	LastRescan    time.Duration // duration of the last successful rescan
 	Sockets       int64         // rows in the current snapshot
 	Processes     int64         // processes cached (owners of current sockets)
@@ -107,6 +117,10 @@ func (w *Watcher) Stats() Stats {
 		UnansweredNAT:          w.stats.unansweredNAT.Load(),
 		UnansweredNATUnchecked: w.stats.unansweredNATUnchecked.Load(),
 		NATHits:                w.stats.natHits.Load(),
+		LearnedHits:            w.stats.learnedHits.Load(),
+		FeedMisses:             w.stats.feedMisses.Load(),
+		Learned:                w.learned.len(),
+		EventDriven:            w.eventDriven,
 
 		LastRescan:    time.Duration(w.stats.lastRescanNanos.Load()),
 		Sockets:       w.stats.sockets.Load(),

@@ -188,7 +188,11 @@ func (w *Watcher) check(r *row, at time.Time, t Transport, port uint16) (*Proces
 	if !ok {
 		r.state.Store(rowFailed)
 		w.stats.verifyFailures.Add(1)
-		w.requestRescan()
+		if !w.eventDriven {
+			// In event-driven mode the feed's records and the exact
+			// lookup find the socket's new holder, if any.
+			w.requestRescan()
+		}
 		return nil, answerVerifyFailed
 	}
 	if exec != p.exec {

@@ -61,17 +61,32 @@ type Config struct {
 	// (Process.Parent), for the parent.* fields; off, Parent stays nil and
 	// describing a process costs no reads of its parent.
 	DescribeParents bool
+	// SafetyRescanInterval turns on event-driven mode when Fallback is a
+	// SocketFeed (the eBPF tracker, also through NewResolveSource) and
+	// Changes is set: after the first rescan the view is kept current from
+	// the feed's records (a new connection is found through its record and
+	// one exact lookup, and kept as a verified row; a closed one fails its
+	// verification), so the snapshot goes stale only after this interval
+	// (a safety net), a failed verification requests no rescan, and a TCP
+	// miss whose tuple the feed has no record of (a complete miss: see
+	// SocketFeed), while the feed has missed nothing since the snapshot, is
+	// answered "unknown" without a rescan and remembered for one
+	// MinRescanInterval.
+	// Zero selects the default (5 minutes); a negative value turns the
+	// mode off (rescans as without a feed).
+	SafetyRescanInterval time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		ProcessTTL:        30 * time.Second,
-		SocketTTL:         10 * time.Second,
-		NegativeTTL:       5 * time.Second,
-		MinRescanInterval: 250 * time.Millisecond,
-		RescanTimeout:     time.Second,
-		NegativeCacheSize: 65536,
+		ProcessTTL:           30 * time.Second,
+		SocketTTL:            10 * time.Second,
+		NegativeTTL:          5 * time.Second,
+		MinRescanInterval:    250 * time.Millisecond,
+		RescanTimeout:        time.Second,
+		NegativeCacheSize:    65536,
+		SafetyRescanInterval: 5 * time.Minute,
 	}
 }
 
@@ -83,6 +98,9 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MinRescanInterval, d.MinRescanInterval)
 	orDefault(&c.RescanTimeout, d.RescanTimeout)
 	orDefault(&c.NegativeCacheSize, d.NegativeCacheSize)
+	if c.SafetyRescanInterval == 0 {
+		c.SafetyRescanInterval = d.SafetyRescanInterval
+	}
 	return c
 }
 
@@ -107,6 +125,7 @@ type Watcher struct {
 	mu        sync.Mutex    // guards the rescan state below
 	running   chan struct{} // closed when the rescan in flight ends; nil if none
 	lastStart time.Time
+	lastDur   time.Duration // the last rescan's duration (rescanSpacing)
 	// runDeadline is when lookups stop waiting for the rescan in flight:
 	// its start plus RescanTimeout, whoever joined it when.
 	runDeadline time.Time
@@ -140,8 +159,14 @@ type Watcher struct {
 
 	// fallback guards Config.Fallback's owner source against Close.
 	fallback *guardedSource
-	aw       addrWatch // rtnetlink address events: addrwatch_linux.go
-	as       addrState // addresses: addrs.go
+	// feed is Fallback's SocketFeed (nil if none); eventDriven: the mode
+	// of Config.SafetyRescanInterval is on. learned: the view's rows
+	// beyond the snapshot (feed.go).
+	feed        SocketFeed
+	eventDriven bool
+	learned     learnedRows
+	aw          addrWatch // rtnetlink address events: addrwatch_linux.go
+	as          addrState // addresses: addrs.go
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -170,6 +195,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		log = logp.NewLogger("add_network_process")
 	}
 	cfg = cfg.withDefaults()
+	feed := feedOf(cfg.Fallback) // before the guard wraps it
 	guard := guardFallback(&cfg)
 	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
 		c.setChangeClock(cfg.Changes)
@@ -191,6 +217,8 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		cancel:      cancel,
 		wake:        make(chan struct{}, 1),
 		fallback:    guard,
+		feed:        feed,
+		eventDriven: feed != nil && cfg.Changes != nil && cfg.SafetyRescanInterval > 0,
 	}
 	if cfg.NATLookup {
 		ct := cfg.NAT

@@ -17,7 +17,7 @@ func registerMetrics(reg *monitoring.Registry) {
 		var sum procs.Stats
 		var tsum tracker.Stats
 		var lastRescanNs int64
-		watchers, trackers := 0, 0
+		watchers, trackers, eventDriven := 0, 0, 0
 		procs.EachShared(func(_ string, st procs.Stats, fallback procs.OwnerSource) {
 			if ts, ok := fallback.(interface{ Stats() tracker.Stats }); ok { // trackerSource, trackerClockSource
 				trackers++
@@ -56,6 +56,12 @@ func registerMetrics(reg *monitoring.Registry) {
 			sum.NATErrors += st.NATErrors
 			sum.NATBudgetExhausted += st.NATBudgetExhausted
 			sum.NATUnavailable += st.NATUnavailable
+			sum.LearnedHits += st.LearnedHits
+			sum.FeedMisses += st.FeedMisses
+			sum.Learned += st.Learned
+			if st.EventDriven {
+				eventDriven++
+			}
 			sum.Sockets += st.Sockets
 			sum.Processes += st.Processes
 			sum.NegativeCache += st.NegativeCache
@@ -82,6 +88,9 @@ func registerMetrics(reg *monitoring.Registry) {
 		monitoring.ReportInt(v, "verifications", int64(sum.Verifications))
 		monitoring.ReportInt(v, "verify_failures", int64(sum.VerifyFailures))
 		monitoring.ReportInt(v, "exec_changes", int64(sum.ExecChanges))
+		monitoring.ReportInt(v, "learned_hits", int64(sum.LearnedHits))
+		monitoring.ReportInt(v, "feed_misses", int64(sum.FeedMisses))
+		monitoring.ReportInt(v, "event_driven", int64(eventDriven))
 		monitoring.ReportNamespace(v, "unanswered", func() {
 			monitoring.ReportInt(v, "verify_failed", int64(sum.UnansweredVerify))
 			monitoring.ReportInt(v, "ambiguous_listener", int64(sum.UnansweredAmbiguous))
@@ -101,6 +110,7 @@ func registerMetrics(reg *monitoring.Registry) {
 			monitoring.ReportInt(v, "sockets", sum.Sockets)
 			monitoring.ReportInt(v, "processes", sum.Processes)
 			monitoring.ReportInt(v, "negative", int64(sum.NegativeCache))
+			monitoring.ReportInt(v, "learned", int64(sum.Learned))
 		})
 		monitoring.ReportNamespace(v, "tracker", func() {
 			monitoring.ReportInt(v, "loaded", int64(trackers))

@@ -207,6 +207,11 @@ func TestMetricsArePublished(t *testing.T) {
 	if got := snap.Ints["add_network_process.cache.sockets"]; got < 1 {
 		t.Errorf("add_network_process.cache.sockets = %d, want the listener counted", got)
 	}
+	for _, k := range []string{"learned_hits", "feed_misses", "event_driven", "cache.learned"} {
+		if _, ok := snap.Ints["add_network_process."+k]; !ok {
+			t.Errorf("add_network_process.%s is not published", k)
+		}
+	}
 }
 
 func TestProcessorsShareOneWatcherAndCloseIt(t *testing.T) {

@@ -65,6 +65,8 @@ func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSourc
 	}
 }
 
+var _ procs.SocketFeed = trackerSource{}
+
 // trackerSource adapts the eBPF tracker, which knows nothing of procs, to
 // procs.OwnerSource: the consumer-side interface meets the kernel-level
 // source here, where both are imported.
@@ -107,6 +109,26 @@ func (s trackerSource) Recall(t procs.Transport, local, remote netip.AddrPort, a
 		return procs.Socket{}, nil, false
 	}
 	return recordSocket(r, t, local, remote), recordProcess(r), true
+}
+
+// FeedGaps makes the tracker a procs.SocketFeed: with its change counters
+// (a procs.ChangeClock too) the watcher then runs event-driven, keeping its
+// view current from the tracker's records instead of rescanning. It counts
+// what the tracker may have missed of sockets being opened and closed
+// (tracker.Gaps: events dropped, socket-state program runs skipped, records
+// evicted). Two system calls; the watcher asks once per rescan and per
+// miss that its snapshot and learned rows do not answer.
+func (s trackerSource) FeedGaps() uint64 { return s.t.Gaps() }
+
+// RecallComplete is Recall telling whether the tracker had applied every
+// event before the event's time when it answered (procs.SocketFeed): a
+// miss while its reader was behind the kernel proves nothing.
+func (s trackerSource) RecallComplete(t procs.Transport, local, remote netip.AddrPort, at time.Time) (procs.Socket, *procs.Process, bool, bool) {
+	r, ok, complete := s.t.LookupComplete(tracker.Proto(t), local, remote, at)
+	if !ok {
+		return procs.Socket{}, nil, false, complete
+	}
+	return recordSocket(r, t, local, remote), recordProcess(r), true, complete
 }
 
 // Close stops the tracker; the watcher closes its fallback.

@@ -52,6 +52,7 @@ type Conn struct {
 type Holder struct {
 	PID     int
 	Listen  netip.AddrPort // its TCP listener
+	dialNet [2]byte
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	stdout  *bufio.Reader
@@ -64,6 +65,38 @@ type Fleet struct {
 	Holders []*Holder
 	Conns   []Conn
 	Sockets int // sockets held by the fleet (each connection counts twice)
+	// dialNet is the /16 that new connections (Dial) come from.
+	dialNet [2]byte
+}
+
+// Placement puts a fleet's sockets on addresses and ports of the caller's
+// own instead of 127.0.0.1 and kernel-chosen ports, so that a fleet of
+// 100k connections neither shares 127.0.0.1 with other programs on the
+// host nor takes their ephemeral ports. The zero value is Start's
+// placement.
+type Placement struct {
+	// Net is the loopback /16 to use, as its first two bytes (127.12 for
+	// 127.12.0.0/16). Listener h is 127.<n>.0.<h+1>:PortBase; the client
+	// end of connection i is bound to port PortBase + i%Ports of its own
+	// address, 127.<n>.<1+a/250>.<1+a%250> with a = i/Ports (so at most
+	// 49 * 250 * Ports connections); Dial comes from 127.<n>.200-249.x.
+	Net      [2]byte
+	PortBase int
+	Ports    int
+}
+
+// StartPlaced is Start with the sockets placed by pl; sockets per holder
+// must stay under the hard open-files limit.
+func StartPlaced(tb testing.TB, procs, sockets int, pl Placement) *Fleet {
+	tb.Helper()
+	f, err := startPlaced(procs, sockets, pl)
+	if f != nil {
+		tb.Cleanup(f.Close)
+	}
+	if err != nil {
+		tb.Fatalf("starting a fleet of %d processes / %d sockets on %d.%d.0.0/16: %v", procs, sockets, pl.Net[0], pl.Net[1], err)
+	}
+	return f
 }
 
 // RaiseNoFile lifts RLIMIT_NOFILE (soft and, as root, hard) to at least n,
@@ -99,6 +132,10 @@ func Start(tb testing.TB, procs, sockets int) *Fleet {
 }
 
 func start(procs, sockets int) (*Fleet, error) {
+	return startPlaced(procs, sockets, Placement{})
+}
+
+func startPlaced(procs, sockets int, pl Placement) (*Fleet, error) {
 	if procs < 1 {
 		procs = 1
 	}
@@ -109,12 +146,16 @@ func start(procs, sockets int) (*Fleet, error) {
 	if err := RaiseNoFile(uint64(per) + 4096); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
 	}
-	f := &Fleet{}
+	f := &Fleet{dialNet: [2]byte{127, 1}}
+	if pl.Net != ([2]byte{}) {
+		f.dialNet = pl.Net
+	}
 	for i := 0; i < procs; i++ {
-		h, conns, err := startHolder(per)
+		h, conns, err := startHolder(per, pl, i, len(f.Conns))
 		if err != nil {
 			return f, err
 		}
+		h.dialNet = f.dialNet
 		f.Holders = append(f.Holders, h)
 		f.Conns = append(f.Conns, conns...)
 		f.Sockets += h.sockets
@@ -122,14 +163,21 @@ func start(procs, sockets int) (*Fleet, error) {
 	return f, nil
 }
 
-func startHolder(sockets int) (*Holder, []Conn, error) {
+// startHolder starts holder number idx, whose first connection is the
+// fleet's connection number first.
+func startHolder(sockets int, pl Placement, idx, first int) (*Holder, []Conn, error) {
 	var fds []int
 	closeAll := func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	}
-	lfd, laddr, err := tcpListener()
+	placed := pl.Net != ([2]byte{})
+	listenAt := unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if placed {
+		listenAt = unix.SockaddrInet4{Addr: [4]byte{pl.Net[0], pl.Net[1], 0, byte(idx + 1)}, Port: pl.PortBase}
+	}
+	lfd, laddr, err := tcpListener(&listenAt)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -141,7 +189,7 @@ func startHolder(sockets int) (*Holder, []Conn, error) {
 			return nil, nil, err
 		}
 		fds = append(fds, ufd)
-		if err := unix.Bind(ufd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		if err := unix.Bind(ufd, &unix.SockaddrInet4{Addr: listenAt.Addr}); err != nil {
 			closeAll()
 			return nil, nil, err
 		}
@@ -154,6 +202,19 @@ func startHolder(sockets int) (*Holder, []Conn, error) {
 			return nil, nil, err
 		}
 		fds = append(fds, cfd)
+		if placed {
+			i := first + len(clients)
+			a := i / pl.Ports
+			from := unix.SockaddrInet4{Addr: [4]byte{pl.Net[0], pl.Net[1], byte(1 + a/250), byte(1 + a%250)}, Port: pl.PortBase + i%pl.Ports}
+			if a >= 49*250 {
+				closeAll()
+				return nil, nil, fmt.Errorf("placement: connection %d does not fit %d ports per address", i, pl.Ports)
+			}
+			if err := unix.Bind(cfd, &from); err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("binding a client to %v:%d: %w", from.Addr, from.Port, err)
+			}
+		}
 		if err := unix.Connect(cfd, &unix.SockaddrInet4{Port: int(laddr.Port()), Addr: laddr.Addr().As4()}); err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("connect: %w", err)
@@ -213,12 +274,12 @@ func startHolder(sockets int) (*Holder, []Conn, error) {
 	return h, conns, nil
 }
 
-func tcpListener() (int, netip.AddrPort, error) {
+func tcpListener(at *unix.SockaddrInet4) (int, netip.AddrPort, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, netip.AddrPort{}, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+	if err := unix.Bind(fd, at); err != nil {
 		unix.Close(fd)
 		return -1, netip.AddrPort{}, err
 	}
@@ -247,6 +308,9 @@ func (h *Holder) Dial(addr netip.AddrPort) (netip.AddrPort, error) {
 	defer h.mu.Unlock()
 	n := dialSeq.Add(1)
 	src := netip.AddrFrom4([4]byte{127, 1, byte(n >> 8), byte(n)})
+	if h.dialNet != ([2]byte{127, 1}) && h.dialNet != ([2]byte{}) {
+		src = netip.AddrFrom4([4]byte{h.dialNet[0], h.dialNet[1], byte(200 + (n/250)%50), byte(1 + n%250)})
+	}
 	if _, err := fmt.Fprintf(h.stdin, "dial %s %s\n", addr, src); err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -292,6 +356,13 @@ var shared struct {
 // left to die with the test binary: holders exit when their stdin closes.
 func Shared(tb testing.TB, procs, sockets int) *Fleet {
 	tb.Helper()
+	return SharedPlaced(tb, procs, sockets, Placement{})
+}
+
+// SharedPlaced is Shared with the sockets placed by pl (a fleet is reused
+// only for the same size).
+func SharedPlaced(tb testing.TB, procs, sockets int, pl Placement) *Fleet {
+	tb.Helper()
 	shared.Lock()
 	defer shared.Unlock()
 	if shared.f != nil && shared.key == [2]int{procs, sockets} {
@@ -301,7 +372,7 @@ func Shared(tb testing.TB, procs, sockets int) *Fleet {
 		shared.f.Close()
 		shared.f = nil
 	}
-	f, err := start(procs, sockets)
+	f, err := startPlaced(procs, sockets, pl)
 	if err != nil {
 		if f != nil {
 			f.Close()
