@@ -214,3 +214,26 @@ func TestNATConcurrentLookups(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// In event-driven mode a miss the feed has no record of is answered
+// "unknown" without a rescan; a NAT's outside tuple is such a miss (no
+// socket and no record has it), so conntrack must be asked before.
+func TestNATMasqueradeOnEventDrivenMiss(t *testing.T) {
+	cli := Socket{Transport: TCP, Local: addrPort(ctrIP, 53844), Remote: edgePeer, Inode: 12, PID: 61, StartKey: 3, NetNS: 4026532000, Foreign: true}
+	cliP := &Process{PID: 61, StartKey: 3, Name: "curl", ContainerID: "c0ffee", Foreign: true}
+	masq := ConntrackEntry{OrigSrc: cli.Local, OrigDst: edgePeer, ReplySrc: edgePeer, ReplyDst: addrPort(hostIP, 53844)}
+	ct := &fakeConntrack{entries: []ConntrackEntry{masq}}
+	f := &fakeEngine{addrs: []netip.Addr{hostIP}}
+	f.set([]Socket{cli}, cliP)
+	feed := &fakeFeed{}
+	w := newTestWatcher(t, f, Config{NATLookup: true, NAT: ct, MinRescanInterval: time.Hour, Fallback: feed, Changes: &fakeClock{}})
+	if !w.Stats().EventDriven {
+		t.Fatal("watcher is not in event-driven mode")
+	}
+	if p, via := w.LookupVia(time.Time{}, TCP, addrPort(hostIP, 53844), edgePeer); p == nil || p.PID != 61 || via != ViaNAT {
+		t.Fatalf("masqueraded source = %+v via %v, want curl (61) via nat (stats %+v)", p, via, w.Stats())
+	}
+	if feed.recalls.Load() == 0 {
+		t.Error("the feed was not asked")
+	}
+}
