@@ -53,28 +53,34 @@ type config struct {
 	// NATLookup reads the kernel's conntrack table to attribute events
 	// whose tuple was translated (procs.Config.NATLookup).
 	NATLookup bool `config:"nat_lookup"`
+
+	// SafetyRescanInterval is how often the watcher rescans in event-driven
+	// mode (with the eBPF tracker's records and change counters); 0 turns
+	// the mode off (procs.Config.SafetyRescanInterval).
+	SafetyRescanInterval time.Duration `config:"safety_rescan_interval"`
 }
 
 func defaultConfig() config {
 	d := procs.DefaultConfig()
 	return config{
-		Source:            endpointConfig{IP: "source.ip", Port: "source.port"},
-		Destination:       endpointConfig{IP: "destination.ip", Port: "destination.port"},
-		TransportField:    "network.transport",
-		DefaultTransport:  "tcp",
-		SetProcess:        true,
-		OverwriteKeys:     false,
-		IgnoreMissing:     true,
-		HostPath:          "/",
-		ProcessCacheTTL:   d.ProcessTTL,
-		SocketCacheTTL:    d.SocketTTL,
-		NegativeCacheTTL:  d.NegativeTTL,
-		MinRescanInterval: d.MinRescanInterval,
-		RescanTimeout:     d.RescanTimeout,
-		NegativeCacheSize: d.NegativeCacheSize,
-		Tracker:           trackerAuto,
-		TrackerRetention:  30 * time.Second,
-		NATLookup:         true,
+		Source:               endpointConfig{IP: "source.ip", Port: "source.port"},
+		Destination:          endpointConfig{IP: "destination.ip", Port: "destination.port"},
+		TransportField:       "network.transport",
+		DefaultTransport:     "tcp",
+		SetProcess:           true,
+		OverwriteKeys:        false,
+		IgnoreMissing:        true,
+		HostPath:             "/",
+		ProcessCacheTTL:      d.ProcessTTL,
+		SocketCacheTTL:       d.SocketTTL,
+		NegativeCacheTTL:     d.NegativeTTL,
+		MinRescanInterval:    d.MinRescanInterval,
+		RescanTimeout:        d.RescanTimeout,
+		NegativeCacheSize:    d.NegativeCacheSize,
+		Tracker:              trackerAuto,
+		TrackerRetention:     30 * time.Second,
+		NATLookup:            true,
+		SafetyRescanInterval: d.SafetyRescanInterval,
 	}
 }
 
@@ -124,6 +130,9 @@ func (c *config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("tracker %q is not supported: use auto, ebpf or procfs", c.Tracker))
 	}
+	if c.SafetyRescanInterval < 0 {
+		errs = append(errs, fmt.Errorf("safety_rescan_interval must be a positive duration, or 0 to turn event-driven mode off, got %v", c.SafetyRescanInterval))
+	}
 	if c.NegativeCacheSize <= 0 {
 		errs = append(errs, fmt.Errorf("negative_cache_size must be positive, got %d", c.NegativeCacheSize))
 	}
@@ -140,9 +149,19 @@ func (c *config) watcherConfig() procs.Config {
 		NegativeCacheSize: c.NegativeCacheSize,
 		// conntrack is this kernel's: it says nothing of another tree's
 		// sockets (a fake /proc in tests, a copy).
-		NATLookup:       c.NATLookup && isProcfs(filepath.Join(c.HostPath, "proc")),
-		DescribeParents: maskOf(c.IncludeFields)&(fParentEntityID|fParentName|fParentExecutable|fParentStart) != 0,
+		NATLookup:            c.NATLookup && isProcfs(filepath.Join(c.HostPath, "proc")),
+		SafetyRescanInterval: c.safetyRescanInterval(),
+		DescribeParents:      maskOf(c.IncludeFields)&(fParentEntityID|fParentName|fParentExecutable|fParentStart) != 0,
 	}
+}
+
+// safetyRescanInterval maps the option to procs.Config's encoding, where 0
+// means the default and a negative value turns event-driven mode off.
+func (c *config) safetyRescanInterval() time.Duration {
+	if c.SafetyRescanInterval == 0 {
+		return -1
+	}
+	return c.SafetyRescanInterval
 }
 
 // fieldMask is a set of include_fields, so the hot path tests bits instead

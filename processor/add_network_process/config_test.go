@@ -41,6 +41,8 @@ func TestConfigValidate(t *testing.T) {
 		{"rescan_timeout not positive", func(c *config) { c.RescanTimeout = 0 }, []string{"rescan_timeout must be a positive duration"}},
 		{"tracker_retention not positive", func(c *config) { c.TrackerRetention = 0 }, []string{"tracker_retention must be a positive duration"}},
 		{"tracker unsupported", func(c *config) { c.Tracker = "kprobe" }, []string{`tracker "kprobe" is not supported`, "auto, ebpf or procfs"}},
+		{"safety_rescan_interval negative", func(c *config) { c.SafetyRescanInterval = -time.Minute }, []string{"safety_rescan_interval must be a positive duration, or 0 to turn event-driven mode off, got -1m0s"}},
+		{"safety_rescan_interval 0 turns event-driven mode off", func(c *config) { c.SafetyRescanInterval = 0 }, nil},
 		{"negative_cache_size not positive", func(c *config) { c.NegativeCacheSize = 0 }, []string{"negative_cache_size must be positive, got 0"}},
 		{"several faults are all reported", func(c *config) { c.Tracker, c.NegativeCacheSize = "x", -1 },
 			[]string{`tracker "x"`, "negative_cache_size must be positive, got -1"}},
@@ -96,3 +98,27 @@ func TestIncludeFieldsTable(t *testing.T) {
 		t.Errorf("maskOf(nil) = %b, want every field but the opt-in ones %b", maskOf(nil), all&^optIn)
 	}
 }
+
+// TestSafetyRescanIntervalReachesTheWatcher: the option's 0 turns
+// event-driven mode off (procs' negative), its default and other values
+// pass through.
+func TestSafetyRescanIntervalReachesTheWatcher(t *testing.T) {
+	for _, tc := range []struct {
+		set  *time.Duration
+		want time.Duration
+	}{
+		{nil, 5 * time.Minute},
+		{ptr(time.Duration(0)), -1},
+		{ptr(time.Minute), time.Minute},
+	} {
+		cfg := defaultConfig()
+		if tc.set != nil {
+			cfg.SafetyRescanInterval = *tc.set
+		}
+		if got := cfg.watcherConfig().SafetyRescanInterval; got != tc.want {
+			t.Errorf("safety_rescan_interval %v: watcher gets %v, want %v", tc.set, got, tc.want)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
