@@ -128,20 +128,9 @@ func New(opts Options) (*Tracker, error) {
 		}
 		return nil, fmt.Errorf("tracker: loading BPF objects: %w", privilegeHint(err))
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
-		{"tp_btf/sock_send_length", t.objs.SockSendLength},
-		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
-	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
-		if err != nil {
-			t.release()
-			return nil, fmt.Errorf("tracker: attaching %s: %w", p.name, privilegeHint(err))
-		}
-		t.links = append(t.links, l)
+	if err := t.attachSockets(); err != nil {
+		t.release()
+		return nil, fmt.Errorf("tracker: %w", privilegeHint(err))
 	}
 	rd, err := ringbuf.NewReader(t.objs.Events)
 	if err != nil {
@@ -157,6 +146,25 @@ func New(opts Options) (*Tracker, error) {
 	go t.readLoop()
 	go t.expireLoop()
 	return t, nil
+}
+
+// attachSockets attaches the programs that record socket owners.
+func (t *Tracker) attachSockets() error {
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
+		{"tp_btf/sock_send_length", t.objs.SockSendLength},
+		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", p.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
 }
 
 // privilegeError explains a refusal by the kernel.
