@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/netprocbeat/netprocbeat/testing/bench"
 )
 
@@ -30,8 +33,10 @@ import (
 //
 // settle, if not nil, runs at the end of each chunk inside its measurement
 // and returns once the chunk's work is done.
-func interleave(b *testing.B, chunk int, op func() error, settle func()) {
-	tr := newTracker(b, Options{})
+//
+// tr is loaded before the workload's sockets are made, so that its
+// listener and connections are known to it from their start.
+func interleave(b *testing.B, tr *Tracker, chunk int, op func() error, settle func()) {
 	epochs := tr.Epochs() != nil
 	attached := true
 	setAttached := func(on bool) {
@@ -106,17 +111,9 @@ func interleave(b *testing.B, chunk int, op func() error, settle func()) {
 	b.ReportMetric(float64(events)/n, "events/op")
 }
 
-// streamMsg is the message size of BenchmarkStream: small messages make the
-// per-message cost of the send/recv programs visible.
-const streamMsg = 64
-
-// BenchmarkStream: small writes over one loopback TCP connection, both
-// ends in this process, the reader taking one message per recv, so that
-// each op (one message) runs sock_send_length and sock_recv_length once.
-// Without and with the tracker, interleaved (see interleave):
-//
-//	go test -run '^$' -bench Stream -benchtime 1000000x -count 3 ./internal/tracker
-func BenchmarkStream(b *testing.B) {
+// loopbackPair returns both ends of a loopback TCP connection, closed
+// with b.
+func loopbackPair(b *testing.B) (client, server net.Conn) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -135,12 +132,31 @@ func BenchmarkStream(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
 	s, ok := <-srv
 	if !ok {
+		c.Close()
 		b.Fatal("accept failed")
 	}
-	defer s.Close()
+	b.Cleanup(func() {
+		c.Close()
+		s.Close()
+	})
+	return c, s
+}
+
+// streamMsg is the message size of BenchmarkStream: small messages make the
+// per-message cost of the send/recv programs visible.
+const streamMsg = 64
+
+// BenchmarkStream: small writes over one loopback TCP connection, both
+// ends in this process, the reader taking one message per recv, so that
+// each op (one message) runs sock_send_length and sock_recv_length once.
+// Without and with the tracker, interleaved (see interleave):
+//
+//	go test -run '^$' -bench Stream -benchtime 1000000x -count 3 ./internal/tracker
+func BenchmarkStream(b *testing.B) {
+	tr := newTracker(b, Options{})
+	c, s := loopbackPair(b)
 	var read atomic.Int64
 	go func() {
 		buf := make([]byte, streamMsg)
@@ -154,7 +170,7 @@ func BenchmarkStream(b *testing.B) {
 	msg := make([]byte, streamMsg)
 	written := int64(0)
 	b.SetBytes(2 * streamMsg)
-	interleave(b, 5000, func() error {
+	interleave(b, tr, 5000, func() error {
 		written++
 		_, err := c.Write(msg)
 		return err
@@ -174,6 +190,7 @@ func BenchmarkStream(b *testing.B) {
 //
 //	go test -run '^$' -bench ConnectClose -benchtime 20000x -count 3 ./internal/tracker
 func BenchmarkConnectClose(b *testing.B) {
+	tr := newTracker(b, Options{})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -189,11 +206,114 @@ func BenchmarkConnectClose(b *testing.B) {
 		}
 	}()
 	addr := ln.Addr().String()
-	interleave(b, 500, func() error {
+	interleave(b, tr, 500, func() error {
 		c, err := net.Dial("tcp4", addr)
 		if err != nil {
 			return err
 		}
 		return c.Close()
 	}, nil)
+}
+
+// progTime reports the run time of the tracker's programs per run as the
+// kernel measures it (BPF_STATS_RUN_TIME, which adds its own two clock
+// reads to every run) and their runs per op, while op runs b.N times with
+// the tracker loaded. Unlike the CPU time of BenchmarkStream and
+// BenchmarkConnectClose, this is not disturbed by other processes' load,
+// nor by other tracers attached to the same tracepoints; it leaves out the
+// tracepoint's own dispatch, which the program does not choose.
+func progTime(b *testing.B, tr *Tracker, op func() error) {
+	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		b.Skipf("BPF run-time statistics unavailable: %v", err)
+	}
+	defer st.Close()
+	progs := []struct {
+		name string
+		p    *ebpf.Program
+	}{
+		{"send", tr.objs.SockSendLength},
+		{"recv", tr.objs.SockRecvLength},
+		{"state", tr.objs.InetSockSetState},
+	}
+	s0 := make([]*ebpf.ProgramStats, len(progs))
+	for i, p := range progs {
+		if s0[i], err = p.p.Stats(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ev0 := tr.Stats().Events
+	b.ResetTimer()
+	for range b.N {
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	var total time.Duration
+	for i, p := range progs {
+		s1, err := p.p.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		runs := s1.RunCount - s0[i].RunCount
+		rt := s1.Runtime - s0[i].Runtime
+		total += rt
+		if runs > 0 {
+			b.ReportMetric(float64(rt)/float64(runs), p.name+"-ns/run")
+		}
+		b.ReportMetric(float64(runs)/float64(b.N), p.name+"-runs/op")
+	}
+	b.ReportMetric(float64(total)/float64(b.N), "prog-ns/op")
+	tr.LookupSync(TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:1"))
+	b.ReportMetric(float64(tr.Stats().Events-ev0)/float64(b.N), "events/op")
+}
+
+// BenchmarkProgTime: the programs' own run time on the Stream and
+// ConnectClose workloads (see progTime):
+//
+//	go test -run '^$' -bench ProgTime -benchtime 200000x ./internal/tracker
+func BenchmarkProgTime(b *testing.B) {
+	b.Run("stream", func(b *testing.B) {
+		tr := newTracker(b, Options{})
+		c, s := loopbackPair(b)
+		go func() {
+			buf := make([]byte, streamMsg)
+			for {
+				if _, err := io.ReadFull(s, buf); err != nil {
+					return
+				}
+			}
+		}()
+		msg := make([]byte, streamMsg)
+		progTime(b, tr, func() error {
+			_, err := c.Write(msg)
+			return err
+		})
+	})
+	b.Run("connect", func(b *testing.B) {
+		tr := newTracker(b, Options{})
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		addr := ln.Addr().String()
+		progTime(b, tr, func() error {
+			c, err := net.Dial("tcp4", addr)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		})
+	})
 }
