@@ -33,6 +33,14 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 // no allocation; a miss may wait for one coalesced, rate-limited rescan, at
 // most RescanTimeout.
 func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
+	return w.LookupBy(time.Now().Add(w.cfg.RescanTimeout), at, t, local, remote)
+}
+
+// LookupBy is LookupVia waiting no later than deadline in all (for the
+// exact lookup, the tracker and a rescan). The two lookups of one event
+// share one deadline, their start plus RescanTimeout, so that an event
+// waits no longer than RescanTimeout whatever each side needs.
+func (w *Watcher) LookupBy(deadline, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	if remote.IsValid() {
 		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
@@ -41,8 +49,7 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 	if snap.gen == 0 {
 		// Before the first rescan lands, addresses bound only in the socket
 		// table are not known to be local yet: wait for it like a miss.
-		begun := time.Now()
-		if fresh := w.awaitRescan(snap, begun, begun.Add(w.cfg.RescanTimeout)); fresh != nil {
+		if fresh := w.awaitRescan(snap, time.Now(), deadline); fresh != nil {
 			snap = fresh
 		}
 	}
@@ -59,7 +66,7 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 		// DNATed to a container. The translated tuple's socket wins.
 		switch tl, tr, st := w.nat.translate(t, local, remote); st {
 		case natTranslated:
-			return w.natAnswer(snap, at, t, tl, tr, time.Now().Add(w.cfg.RescanTimeout))
+			return w.natAnswer(snap, at, t, tl, tr, deadline)
 		case natUnchecked:
 			return w.unanswered(unansweredNATUnchecked), ViaNone
 		}
@@ -112,8 +119,8 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 	key := tupleKey{t, local, remote}
 	now := time.Now()
 	// The slow path below (the fallback sources, then a rescan) waits no
-	// longer than RescanTimeout in all.
-	until := now.Add(w.cfg.RescanTimeout)
+	// later than the deadline in all.
+	until := deadline
 	if w.neg.valid(key, now, snap.gen) {
 		w.stats.negativeHits.Add(1)
 		return nil, ViaNone
@@ -127,7 +134,7 @@ func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrP
 		// receive, and an event may be about a datagram its socket has
 		// not read yet (or about a socket that is only bound).
 		covered := t == TCP && remote.IsValid() && w.feedCovers(snap)
-		p, v, rwhy, noRecord := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed, covered)
+		p, v, rwhy, noRecord := w.recall(snap, t, local, remote, at, why == unansweredVerifyFailed, covered, until)
 		// No socket with this tuple was opened since the snapshot (the
 		// feed would have a record of it) and the snapshot has none that
 		// answers: a rescan would find nothing more. Conntrack is still
@@ -251,8 +258,8 @@ func (w *Watcher) unanswered(why unanswered) *Process {
 // or ViaTrackerClosed for one from a record of the past. why says why an owner found was not given.
 // afterFailure: the snapshot's owner of this socket failed its verification,
 // so while the socket lives only the exact lookup may answer (MODEL rule 1).
-func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool) (*Process, Via, unanswered, bool) {
-	p, live, closed, why, noRecord := w.recallOwner(snap, t, local, remote, at, afterFailure, recordsOnly)
+func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool, until time.Time) (*Process, Via, unanswered, bool) {
+	p, live, closed, why, noRecord := w.recallOwner(snap, t, local, remote, at, afterFailure, recordsOnly, until)
 	switch {
 	case p == nil:
 		return nil, ViaNone, why, noRecord
@@ -271,12 +278,12 @@ func (w *Watcher) recall(snap *snapshot, t Transport, local, remote netip.AddrPo
 // noRecord reports that Fallback's records (the feed's) have nothing for
 // the tuple; the other results are then zero. recordsOnly: the engine is
 // not asked for a tuple the records do not have (feedCovers).
-func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool) (p *Process, live, closed bool, why unanswered, noRecord bool) {
+func (w *Watcher) recallOwner(snap *snapshot, t Transport, local, remote netip.AddrPort, at time.Time, afterFailure, recordsOnly bool, until time.Time) (p *Process, live, closed bool, why unanswered, noRecord bool) {
 	var sock Socket
 	var minimal *Process
 	var ok bool
 	if rs, isResolve := w.cfg.Fallback.(*resolveSource); isResolve {
-		sock, minimal, live, ok, noRecord = rs.recall(t, local, remote, at, afterFailure, recordsOnly)
+		sock, minimal, live, ok, noRecord = rs.recall(t, local, remote, at, afterFailure, recordsOnly, until)
 	} else if !afterFailure {
 		var complete bool
 		sock, minimal, ok, complete = recallFeed(w.cfg.Fallback, t, local, remote, at)
@@ -389,6 +396,12 @@ func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transpor
 // its 127.0.0.1 is not taken for the host's. Without an answer there (or
 // for an unknown container) it is LookupVia.
 func (w *Watcher) LookupInContainerVia(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
+	return w.LookupInContainerBy(time.Now().Add(w.cfg.RescanTimeout), containerID, at, t, local, remote)
+}
+
+// LookupInContainerBy is LookupInContainerVia waiting no later than
+// deadline (see LookupBy).
+func (w *Watcher) LookupInContainerBy(deadline time.Time, containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
 	if sub := w.snap.Load().inContainer(containerID); sub != nil {
 		l := netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 		r := remote
@@ -404,7 +417,7 @@ func (w *Watcher) LookupInContainerVia(containerID string, at time.Time, t Trans
 			}
 		}
 	}
-	return w.LookupVia(at, t, local, remote)
+	return w.LookupBy(deadline, at, t, local, remote)
 }
 
 func (w *Watcher) isLocal(s *snapshot, a netip.Addr) bool {

@@ -42,7 +42,9 @@ func (w *Watcher) awaitRescan(seen *snapshot, now, until time.Time) *snapshot {
 	if until.Before(end) {
 		end = until
 	}
-	wait := end.Sub(now)
+	// From the clock, not from now: the caller took now before its
+	// fallback sources ran, which may have taken most of its bound.
+	wait := time.Until(end)
 	w.mu.Unlock()
 	if wait <= 0 {
 		// The rescan in flight has used its budget (it is finishing the

@@ -61,7 +61,7 @@ const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
 func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
-	s, p, _, ok, _ := h.recall(t, local, remote, at, false, false)
+	s, p, _, ok, _ := h.recall(t, local, remote, at, false, false, time.Time{})
 	return s, p, ok
 }
 
@@ -76,7 +76,7 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // reports that next, a SocketFeed, was asked and has no record of the
 // tuple although it had caught up with the kernel (no socket with it was
 // opened while it watched); with recordsOnly the engine is then not asked.
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, recordsOnly bool) (sock Socket, minimal *Process, live, ok, noRecord bool) {
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, recordsOnly bool, until time.Time) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if h.next != nil && !liveFirst {
 		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
 		if ok {
@@ -84,7 +84,7 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 				// Open by next's record: the kernel names its current
 				// holder, which next may not have seen take it over. The
 				// record's owner is searched first.
-				if got, st := h.live(t, local, remote, s.PID); st == liveFound {
+				if got, st := h.live(t, local, remote, s.PID, until); st == liveFound {
 					return got, nil, true, true, false
 				}
 			}
@@ -95,7 +95,7 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 			return Socket{}, nil, false, false, true
 		}
 	}
-	got, st := h.live(t, local, remote, 0)
+	got, st := h.live(t, local, remote, 0, until)
 	switch {
 	case st == liveFound:
 		return got, nil, true, true, false
@@ -133,8 +133,10 @@ type hintedResolver interface {
 }
 
 // live asks the engine (or its remembered answers) for one connection;
-// hint is a PID to search first (0: none).
-func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int) (Socket, liveState) {
+// hint is a PID to search first (0: none). The engine's search stops at
+// the lookup's deadline until (zero: none) or after the source's timeout,
+// whichever comes first.
+func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int, until time.Time) (Socket, liveState) {
 	if !remote.IsValid() || remote.Port() == 0 || local.Port() == 0 {
 		return Socket{}, liveUnknown
 	}
@@ -149,10 +151,17 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 	if !h.take(now) {
 		return Socket{}, liveUnknown
 	}
+	end := until
+	if h.timeout > 0 && (end.IsZero() || now.Add(h.timeout).Before(end)) {
+		end = now.Add(h.timeout)
+	}
 	ctx := context.Background()
-	if h.timeout > 0 {
+	if !end.IsZero() {
+		if !now.Before(end) {
+			return Socket{}, liveUnknown
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.timeout)
+		ctx, cancel = context.WithDeadline(ctx, end)
 		defer cancel()
 	}
 	var got Socket

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/elastic/beats/v7/libbeat/beat"
 	"github.com/elastic/beats/v7/libbeat/processors"
@@ -174,11 +175,13 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	// The event's @timestamp bounds whom it may name: no process that
 	// started after it (zero, as on events built without one: now).
 	at := ev.Timestamp
+	// Both sides share one deadline: an event waits at most rescan_timeout.
+	deadline := time.Now().Add(p.cfg.RescanTimeout)
 	if src.present {
-		srcProc, srcVia = p.watcher.LookupInContainerVia(container, at, t, src.ap, dst.ap)
+		srcProc, srcVia = p.watcher.LookupInContainerBy(deadline, container, at, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc, dstVia = p.watcher.LookupInContainerVia(container, at, t, dst.ap, src.ap)
+		dstProc, dstVia = p.watcher.LookupInContainerBy(deadline, container, at, t, dst.ap, src.ap)
 	}
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
