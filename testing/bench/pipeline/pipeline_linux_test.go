@@ -315,7 +315,7 @@ func fieldSizes(sample map[string]any, res map[string][]run) string {
 	slices.Sort(keys)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\ncarrying B's fields (C against A): %.0f more output bytes/event, %.2f µs more CPU/event\n\n", dBytes, dCPU)
-	fmt.Fprintln(&b, "| field (summed over source.process, destination.process, process) | output bytes/event |")
+	fmt.Fprintln(&b, "| field (summed over source.process, destination.process, process; add_network_process: its whole object) | output bytes/event |")
 	fmt.Fprintln(&b, "|---|---:|")
 	for _, k := range keys {
 		fmt.Fprintf(&b, "| %s | %d |\n", k, bytesOf[k])
