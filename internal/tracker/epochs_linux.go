@@ -116,6 +116,14 @@ func (t *Tracker) attachEpochs() (*Epochs, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
+	if err := t.attachEpochLinks(); err != nil {
+		return nil, err
+	}
+	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, &t.closed)
+}
+
+// attachEpochLinks attaches the programs that bump pid_epoch.
+func (t *Tracker) attachEpochLinks() error {
 	for _, name := range []string{"sys_enter_close", "sys_enter_close_range", "sys_enter_dup2", "sys_enter_dup3", "sys_enter_connect"} {
 		prog := map[string]*ebpf.Program{
 			"sys_enter_close":       t.objs.SysEnterClose,
@@ -126,7 +134,7 @@ func (t *Tracker) attachEpochs() (*Epochs, error) {
 		}[name]
 		l, err := link.Tracepoint("syscalls", name, prog, nil)
 		if err != nil {
-			return nil, fmt.Errorf("attaching tracepoint/syscalls/%s: %w", name, err)
+			return fmt.Errorf("attaching tracepoint/syscalls/%s: %w", name, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -139,11 +147,11 @@ func (t *Tracker) attachEpochs() (*Epochs, error) {
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
-			return nil, fmt.Errorf("attaching %s: %w", p.name, err)
+			return fmt.Errorf("attaching %s: %w", p.name, err)
 		}
 		t.links = append(t.links, l)
 	}
-	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, &t.closed)
+	return nil
 }
 
 // ensureTracefs mounts tracefs at /sys/kernel/tracing unless tracefs (or

@@ -49,7 +49,7 @@ type trackerOwner struct {
 	Sig        uint32
 	Sport      uint16
 	Source     uint8
-	Pad        uint8
+	Closed     uint8
 	Comm       [16]int8
 	_          [4]byte
 }

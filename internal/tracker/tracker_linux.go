@@ -30,10 +30,18 @@ const (
 	srcListener = 2
 )
 
-// pollInterval bounds how long an event waits in the ring buffer: the BPF
-// program wakes the reader only when 64 KiB are pending, so that a burst of
-// connections costs one wakeup rather than one per event.
-const pollInterval = 10 * time.Millisecond
+// pollInterval bounds how long an event waits in the ring buffer while
+// events flow: the BPF program wakes the reader only when 64 KiB are
+// pending, so that a burst of connections costs one wakeup rather than one
+// per event. After a poll that found nothing the reader waits twice as
+// long, up to idlePollInterval (an idle beat spent most of its CPU on 100
+// polls a second); the first event brings it back to pollInterval. A
+// LookupAt does not wait for the poll: when the ring holds events it
+// flushes the reader (see sync).
+const (
+	pollInterval     = 10 * time.Millisecond
+	idlePollInterval = 320 * time.Millisecond
+)
 
 // btfPath is where the kernel exposes its BTF; CO-RE relocations need it.
 const btfPath = "/sys/kernel/btf/vmlinux"
@@ -128,20 +136,9 @@ func New(opts Options) (*Tracker, error) {
 		}
 		return nil, fmt.Errorf("tracker: loading BPF objects: %w", privilegeHint(err))
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
-		{"tp_btf/sock_send_length", t.objs.SockSendLength},
-		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
-	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
-		if err != nil {
-			t.release()
-			return nil, fmt.Errorf("tracker: attaching %s: %w", p.name, privilegeHint(err))
-		}
-		t.links = append(t.links, l)
+	if err := t.attachSockets(); err != nil {
+		t.release()
+		return nil, fmt.Errorf("tracker: %w", privilegeHint(err))
 	}
 	rd, err := ringbuf.NewReader(t.objs.Events)
 	if err != nil {
@@ -157,6 +154,25 @@ func New(opts Options) (*Tracker, error) {
 	go t.readLoop()
 	go t.expireLoop()
 	return t, nil
+}
+
+// attachSockets attaches the programs that record socket owners.
+func (t *Tracker) attachSockets() error {
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
+		{"tp_btf/sock_send_length", t.objs.SockSendLength},
+		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", p.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
 }
 
 // privilegeError explains a refusal by the kernel.
@@ -203,14 +219,16 @@ func (t *Tracker) Close() error {
 func (t *Tracker) readLoop() {
 	defer t.wg.Done()
 	var rec ringbuf.Record
+	interval, idle := pollInterval, true
 	for {
 		// Every event submitted before start is read by the time ReadInto
 		// reports the end of the ring.
 		start := time.Now()
-		t.rd.SetDeadline(start.Add(pollInterval))
+		t.rd.SetDeadline(start.Add(interval))
 		err := t.rd.ReadInto(&rec)
 		if err == nil {
 			t.handling.Store(true)
+			idle = false
 		}
 		if err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -222,6 +240,12 @@ func (t *Tracker) readLoop() {
 			default:
 			}
 			// Deadline or flush: the ring has been read to its end.
+			if idle {
+				interval = min(2*interval, idlePollInterval)
+			} else {
+				interval = pollInterval
+			}
+			idle = true
 			t.drainedAt.Store(start.UnixNano())
 			t.drainMu.Lock()
 			close(t.drained)

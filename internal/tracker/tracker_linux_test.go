@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
-	"github.com/netprocbeat/netprocbeat/testing/bench"
 	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
@@ -372,48 +371,4 @@ func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
 	if _, ok := tr.Lookup(TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); ok {
 		t.Error("lookup on an empty closed tracker found something")
 	}
-}
-
-// BenchmarkConnectClose measures a loopback TCP connect+close with and
-// without the tracker attached; the difference is the per-connection cost
-// of the BPF programs plus event handling.
-func BenchmarkConnectClose(b *testing.B) {
-	run := func(b *testing.B) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		addr := ln.Addr().String()
-		cpu0 := bench.CPUTime()
-		for b.Loop() {
-			c, err := net.Dial("tcp4", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
-		// CPU time of the whole process (both ends, the kernel's work on
-		// their behalf and the tracker's reader): the cost that matters
-		// on a busy host, where wall time hides work on the other core.
-		b.ReportMetric(float64(bench.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
-	}
-	b.Run("baseline", run)
-	b.Run("tracker", func(b *testing.B) {
-		tr := newTracker(b, Options{})
-		run(b)
-		b.StopTimer()
-		s := tr.Stats()
-		b.ReportMetric(float64(s.Events)/float64(b.N), "events/op")
-		b.ReportMetric(float64(s.Lost), "lost")
-	})
 }

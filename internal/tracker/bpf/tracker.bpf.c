@@ -56,7 +56,7 @@ struct owner {
 	__u32 sig;      // tuple signature at the last announcement
 	__u16 sport;    // local port once known: it is cleared before CLOSE
 	__u8 source;
-	__u8 pad;
+	__u8 closed;    // this owner's close was announced (FIN or CLOSE)
 	char comm[16];
 };
 
@@ -89,10 +89,15 @@ struct listen_key {
 	__u16 family;
 };
 
+// The owner of each tracked socket, stored in the socket itself: a lookup
+// is a pointer load (sending and receiving run it on every message), the
+// record is freed with the socket, and a recycled struct sock starts
+// empty. Not cloned into accepted sockets (no BPF_F_CLONE): an accepted
+// connection inherits its listener's owner explicitly.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct owner);
 } socks SEC(".maps");
 
@@ -190,6 +195,18 @@ static __always_inline __u32 sk_sig(const struct sock *sk)
 	return s;
 }
 
+static __always_inline struct owner *sk_owner(const struct sock *sk)
+{
+	return bpf_sk_storage_get(&socks, (struct sock *)sk, 0, 0);
+}
+
+// sk_owner_new returns the socket's owner record, created (zeroed) if it
+// has none; NULL only if the kernel could not allocate it.
+static __always_inline struct owner *sk_owner_new(const struct sock *sk)
+{
+	return bpf_sk_storage_get(&socks, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
 static __always_inline void current_owner(struct owner *o)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -201,12 +218,13 @@ static __always_inline void current_owner(struct owner *o)
 	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), leader->comm);
 }
 
-static __always_inline void emit(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto, __u8 state)
+// emit announces o as the owner of sk; false if the ring was full.
+static __always_inline bool emit(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto, __u8 state)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(0);
-		return;
+		return false;
 	}
 	__u16 family = sk->__sk_common.skc_family;
 
@@ -239,6 +257,7 @@ static __always_inline void emit(const struct sock *sk, const struct owner *o, _
 	}
 	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
+	return true;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -257,15 +276,18 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
-	__u64 key = (__u64)sk;
 	struct owner o = {};
+	struct owner *p;
 
 	switch (newstate) {
 	case TCP_SYN_SENT:
 		// connect(): process context of the connecting task. The source
 		// port is not chosen yet; the tuple is completed at ESTABLISHED.
+		p = sk_owner_new(sk);
+		if (!p)
+			return 0;
 		current_owner(&o);
-		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		__builtin_memcpy(p, &o, sizeof(o));
 		return 0;
 	case TCP_LISTEN: {
 		// listen(): process context. Remember the owner by port so that
@@ -279,12 +301,14 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		current_owner(&o);
 		o.sport = lk.port;
 		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
-		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		p = sk_owner_new(sk);
+		if (p)
+			__builtin_memcpy(p, &o, sizeof(o));
 		emit(sk, &o, EV_LISTEN, IPPROTO_TCP, newstate);
 		return 0;
 	}
 	case TCP_ESTABLISHED: {
-		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		p = sk_owner(sk);
 		if (oldstate == TCP_SYN_SENT) {
 			if (!p)
 				return 0; // connect() predates the tracker
@@ -310,7 +334,11 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		o.last_emit_ns = bpf_ktime_get_ns();
 		o.sig = sk_sig(sk);
 		o.sport = sk->__sk_common.skc_num;
-		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		o.closed = 0;
+		p = sk_owner_new(sk);
+		if (!p)
+			return 0;
+		__builtin_memcpy(p, &o, sizeof(o));
 		emit(sk, &o, EV_ACCEPT, IPPROTO_TCP, newstate);
 		return 0;
 	}
@@ -324,17 +352,21 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		// close; TCP_CLOSE later removes the record.
 		if (oldstate != TCP_ESTABLISHED && oldstate != TCP_SYN_RECV && newstate == TCP_FIN_WAIT1)
 			return 0;
-		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		p = sk_owner(sk);
 		if (!p)
 			return 0;
 		__u16 port = sk->__sk_common.skc_num;
 		if (port != 0)
 			bump_port(port);
-		emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
+		// Once announced, the owner's later CLOSE says nothing new (user
+		// space ignores it): it is not announced again unless the owner
+		// changes in between (see on_io).
+		if (emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate))
+			p->closed = 1;
 		return 0;
 	}
 	case TCP_CLOSE: {
-		struct owner *p = bpf_map_lookup_elem(&socks, &key);
+		p = sk_owner(sk);
 		__u16 port = sk->__sk_common.skc_num;
 		if (port == 0 && p)
 			port = p->sport;
@@ -352,8 +384,12 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 			if (l && l->pid == p->pid && l->start_ns == p->start_ns)
 				bpf_map_delete_elem(&listeners, &lk);
 		}
-		emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
-		bpf_map_delete_elem(&socks, &key);
+		if (!p->closed)
+			emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
+		// The record stays with the socket (freed with it), marked closed:
+		// a later read of the closed socket by its owner is not news, and
+		// a new connect() or listen() on it replaces the owner.
+		p->closed = 1;
 		return 0;
 	}
 	}
@@ -362,7 +398,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 
 // A send or receive runs in the context of the task using the socket: it
 // attributes accepted TCP connections to the worker that serves them and
-// UDP sockets (keyed by local address and port) to their user.
+// UDP sockets (keyed by local address and port) to their user. It runs on
+// every message on the host, so the common case, the socket's recorded
+// owner using it again, costs two loads, the socket-storage lookup and a
+// compare, and writes nothing.
 static __always_inline int on_io(struct sock *sk)
 {
 	if (!sk)
@@ -374,27 +413,46 @@ static __always_inline int on_io(struct sock *sk)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
-	__u64 key = (__u64)sk;
-	__u64 now = bpf_ktime_get_ns();
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	struct owner *p = bpf_map_lookup_elem(&socks, &key);
-	__u32 sig = sk_sig(sk);
-	if (p && p->pid == pid && p->source == SRC_TASK && p->sig == sig) {
-		// Known owner. UDP has no close event: re-announce now and then.
-		if (proto == IPPROTO_UDP && now - p->last_emit_ns > REFRESH_NS) {
-			p->last_emit_ns = now;
-			emit(sk, p, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
+	struct owner *p = sk_owner(sk);
+	if (p && p->pid == pid && p->source == SRC_TASK) {
+		// Known owner. A TCP socket's tuple is fixed from connect or
+		// accept on (a reconnect goes through SYN_SENT, which replaces
+		// the record), and a closed TCP record is closed for good.
+		if (proto == IPPROTO_TCP)
+			return 0;
+		// UDP has no close event: re-announce now and then, and when
+		// the socket was connected elsewhere or bound again.
+		__u64 now = bpf_ktime_get_ns();
+		__u32 sig = sk_sig(sk);
+		if (p->sig == sig) {
+			if (now - p->last_emit_ns > REFRESH_NS) {
+				p->last_emit_ns = now;
+				emit(sk, p, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
+			}
+			return 0;
 		}
-		return 0;
 	}
-	if (proto == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_LISTEN)
-		return 0;
+	if (proto == IPPROTO_TCP) {
+		// Only a connection with a local port can be attributed: not a
+		// listener, nor a socket that is closed (or not connected yet).
+		__u8 state = sk->__sk_common.skc_state;
+		if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT)
+			return 0;
+		if (sk->__sk_common.skc_num == 0)
+			return 0;
+	}
+	if (!p) {
+		p = sk_owner_new(sk);
+		if (!p)
+			return 0;
+	}
 	struct owner o = {};
 	current_owner(&o);
-	o.last_emit_ns = now;
-	o.sig = sig;
+	o.last_emit_ns = bpf_ktime_get_ns();
+	o.sig = sk_sig(sk);
 	o.sport = sk->__sk_common.skc_num;
-	bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+	__builtin_memcpy(p, &o, sizeof(o));
 	emit(sk, &o, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
 	return 0;
 }
