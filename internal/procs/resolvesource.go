@@ -71,7 +71,8 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // verification) the engine is asked first, and next only when the kernel
 // no longer has the connection (gone, or in TIME_WAIT): while the socket
 // lives, only its current holder may be named, and a record of who opened
-// it (next's) may be a process that has since passed it on. noRecord
+// it (next's) may be a process that has since passed it on; when the
+// engine cannot be asked, only a record of a closed socket answers. noRecord
 // reports that next, a SocketFeed, was asked and has no record of the
 // tuple although it had caught up with the kernel (no socket with it was
 // opened while it watched); with recordsOnly the engine is then not asked.
@@ -104,6 +105,14 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 			return s, p, false, true, false
 		}
 		noRecord = complete
+	case st == liveUnknown && liveFirst && h.next != nil:
+		// The kernel could not be asked (budget spent, lookup failed). A
+		// record of a socket next saw closed may still answer: that socket
+		// lives no more, so no process can have taken it over since. A
+		// record of an open socket may not.
+		if s, p, ok, _ := recallFeed(h.next, t, local, remote, at); ok && !s.Recorded {
+			return s, p, false, true, false
+		}
 	}
 	return Socket{}, nil, false, false, noRecord
 }

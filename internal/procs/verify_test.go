@@ -309,12 +309,16 @@ func TestResolveCacheAnswersAreVerified(t *testing.T) {
 type fakeResolver struct {
 	*verifyingEngine
 	sock  Socket
-	gone  bool // the kernel has no such socket
+	gone  bool  // the kernel has no such socket
+	err   error // the kernel cannot be asked
 	calls atomic.Int32
 }
 
 func (r *fakeResolver) Resolve(context.Context, Transport, netip.AddrPort, netip.AddrPort) (Socket, bool, error) {
 	r.calls.Add(1)
+	if r.err != nil {
+		return Socket{}, false, r.err
+	}
 	return r.sock, !r.gone, nil
 }
 
@@ -370,6 +374,38 @@ func TestFailedVerificationAsksTheLiveSocketFirst(t *testing.T) {
 			}
 			if got != want {
 				t.Errorf("after the sender gave the socket up: PID %d, want %d (%+v)", got, want, w.Stats())
+			}
+		})
+	}
+}
+
+// TestFailedVerificationWithoutTheKernel: once the snapshot's owner failed
+// its verification and the kernel cannot be asked (the exact lookup's
+// budget is spent, or it failed), a record of a socket the tracker saw
+// closed still answers: that socket lives no more, so nobody can hold it
+// now. A record of a socket still open does not: it may have been passed on.
+func TestFailedVerificationWithoutTheKernel(t *testing.T) {
+	for _, closed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "record closed", false: "record open"}[closed], func(t *testing.T) {
+			v := newVerifyingEngine()
+			row := Socket{Transport: TCP, Local: client, Remote: server, Inode: 2, PID: 300, StartKey: 3}
+			v.table([]Socket{row}, procOld, procPeer)
+			rec := row
+			rec.Recorded = !closed
+			r := &fakeResolver{verifyingEngine: v, err: errors.New("budget spent")}
+			src := NewResolveSource(r, fakeSource{sock: rec, proc: procOld}, 100, time.Second, time.Second)
+			w := newVerifyingWatcher(t, v, Config{Fallback: src, MinRescanInterval: time.Hour})
+			if p := w.Lookup(TCP, client, server); p == nil || p.PID != 300 {
+				t.Fatalf("before: %+v, want 300", p)
+			}
+			v.hold(2, procKey{0, 0}, 0) // 300 no longer holds it
+			got := 0
+			if p := w.Lookup(TCP, client, server); p != nil {
+				got = p.PID
+			}
+			want := map[bool]int{true: 300, false: 0}[closed]
+			if got != want {
+				t.Errorf("after the verification failed: PID %d, want %d (%+v)", got, want, w.Stats())
 			}
 		})
 	}
