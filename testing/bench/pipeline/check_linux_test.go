@@ -33,12 +33,15 @@ type outEvent struct {
 }
 
 // processFields are the fields add_network_process writes (with its
-// default target), as C must write them too.
+// default target), as C must write them too: the process objects,
+// container and the processor's own object (add_network_process.<side>.
+// found_by).
 var processFields = [][]string{
 	{"source", "process"},
 	{"destination", "process"},
 	{"process"},
 	{"container"},
+	{"add_network_process"},
 }
 
 // wantPIDs says, for one output event, which PID each of source.process,
@@ -209,6 +212,58 @@ func sameFields(sample map[string]any, line []byte) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sameShape reports the field paths one of B's and C's output lines has
+// and the other lacks: C must carry exactly B's fields, so a field that B
+// writes and processFields does not name (a new default field) fails the
+// run instead of making C cheaper than it should be.
+func sameShape(b, c []byte) error {
+	paths := func(line []byte) (map[string]bool, error) {
+		var ev map[string]any
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		var walk func(prefix string, v any)
+		walk = func(prefix string, v any) {
+			m, ok := v.(map[string]any)
+			if !ok || len(m) == 0 {
+				out[prefix] = true
+				return
+			}
+			for k, fv := range m {
+				walk(strings.TrimPrefix(prefix+"."+k, "."), fv)
+			}
+		}
+		walk("", ev)
+		return out, nil
+	}
+	pb, err := paths(b)
+	if err != nil {
+		return fmt.Errorf("B's line: %w", err)
+	}
+	pc, err := paths(c)
+	if err != nil {
+		return fmt.Errorf("C's line: %w", err)
+	}
+	var onlyB, onlyC []string
+	for p := range pb {
+		if !pc[p] {
+			onlyB = append(onlyB, p)
+		}
+	}
+	for p := range pc {
+		if !pb[p] {
+			onlyC = append(onlyC, p)
+		}
+	}
+	if len(onlyB)+len(onlyC) == 0 {
+		return nil
+	}
+	slices.Sort(onlyB)
+	slices.Sort(onlyC)
+	return fmt.Errorf("fields only in B's output: %v; only in C's: %v (add what B writes to processFields)", onlyB, onlyC)
 }
 
 func lookup(m map[string]any, path []string) (any, bool) {

@@ -8,13 +8,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+
+	"github.com/netprocbeat/netprocbeat/testing/bench"
 )
 
 // writeEvents writes n NDJSON events to path, the i-th naming connection
 // i mod len(conns): its client end as source, its server end as
 // destination, as a connection log would. The message is a typical log
 // line of ~100 bytes.
-func writeEvents(path string, conns []conn, n int) error {
+func writeEvents(path string, conns []bench.Conn, n int) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -37,9 +39,9 @@ func writeEvents(path string, conns []conn, n int) error {
 		c := conns[i%len(conns)]
 		ev := event{
 			Message: fmt.Sprintf("request %d from %s to %s/tcp: GET /api/v1/items status=200 bytes_out=%d duration_ms=%d",
-				i, c.client, c.server, 512+i%4096, 1+i%250),
-			Source:      endpoint{c.client.Addr().String(), c.client.Port()},
-			Destination: endpoint{c.server.Addr().String(), c.server.Port()},
+				i, c.Client, c.Server, 512+i%4096, 1+i%250),
+			Source:      endpoint{c.Client.Addr().String(), c.Client.Port()},
+			Destination: endpoint{c.Server.Addr().String(), c.Server.Port()},
 		}
 		ev.Network.Transport = "tcp"
 		if err := enc.Encode(ev); err != nil {
@@ -55,10 +57,10 @@ func writeEvents(path string, conns []conn, n int) error {
 }
 
 // owners maps each connection's client end to the PID holding it.
-func owners(conns []conn) map[netip.AddrPort]int {
+func owners(conns []bench.Conn) map[netip.AddrPort]int {
 	m := make(map[netip.AddrPort]int, len(conns))
 	for _, c := range conns {
-		m[c.client] = c.owner
+		m[c.Client] = c.Owner
 	}
 	return m
 }

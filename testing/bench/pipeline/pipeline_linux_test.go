@@ -5,6 +5,7 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netprocbeat/netprocbeat/testing/bench"
 	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
@@ -39,7 +41,32 @@ const (
 	// connections.
 	holders     = 8
 	connections = 1000
+	// httpPort is the beat's monitoring endpoint, on listenAddr.
+	httpPort = 44900
 )
+
+// placement keeps the fleet in this benchmark's own loopback range and
+// ports, so that no other test's sockets share a tuple with it: holder h
+// listens on 127.15.0.<h+1>:44000, client ends are 127.15.1.<k>:44000-44099
+// (ports under httpPort).
+var placement = bench.Placement{Net: [2]byte{127, 15}, PortBase: 44000, Ports: 100}
+
+// listenAddr is the first holder's listener address; the beat's HTTP
+// endpoint listens there too, on httpPort.
+var listenAddr = netip.AddrFrom4([4]byte{127, 15, 0, 1})
+
+// startFleet starts procs holders holding conns connections in all (each
+// holder: a listener, a UDP socket, its share of the connections, both
+// ends), stopped at the end of the test.
+func startFleet(t *testing.T, procs, conns int) []bench.Conn {
+	t.Helper()
+	per := (conns + procs - 1) / procs
+	f := bench.StartPlaced(t, procs, procs*(2+2*per), placement)
+	if len(f.Conns) < conns {
+		t.Fatalf("the fleet holds %d connections, want %d", len(f.Conns), conns)
+	}
+	return f.Conns
+}
 
 // The variants' processors sections. B's options are the defaults unless
 // envOptions gives others; C's is made from B's first output.
@@ -113,6 +140,7 @@ func TestPipelineCost(t *testing.T) {
 
 	var (
 		sample     map[string]any
+		sampleLine []byte
 		samplePIDs [3]int
 		procsC     string
 		results    = map[string][]run{}
@@ -133,12 +161,16 @@ func TestPipelineCost(t *testing.T) {
 				if sample, samplePIDs, err = sampleFields(first); err != nil {
 					t.Fatal(err)
 				}
+				sampleLine = first
 				if procsC, err = processorsC(sample); err != nil {
 					t.Fatal(err)
 				}
 			}
 		case "C":
 			if err := sameFields(sample, first); err != nil {
+				t.Fatalf("C's fields are not B's: %v", err)
+			}
+			if err := sameShape(sampleLine, first); err != nil {
 				t.Fatalf("C's fields are not B's: %v", err)
 			}
 		}
@@ -264,6 +296,14 @@ func fieldSizes(sample map[string]any, res map[string][]run) string {
 		if !ok || !isMap {
 			continue
 		}
+		if path[0] == "add_network_process" {
+			// Its keys are sides, not process fields: one row for all.
+			const k = "add_network_process (found_by)"
+			b, _ := json.Marshal(m)
+			keys = append(keys, k)
+			bytesOf[k] = len(path[0]) + 4 + len(b)
+			continue
+		}
 		for k, fv := range m {
 			b, _ := json.Marshal(fv)
 			if _, seen := bytesOf[k]; !seen {
@@ -275,7 +315,7 @@ func fieldSizes(sample map[string]any, res map[string][]run) string {
 	slices.Sort(keys)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\ncarrying B's fields (C against A): %.0f more output bytes/event, %.2f µs more CPU/event\n\n", dBytes, dCPU)
-	fmt.Fprintln(&b, "| field (summed over source.process, destination.process, process) | output bytes/event |")
+	fmt.Fprintln(&b, "| field (summed over source.process, destination.process, process; add_network_process: its whole object) | output bytes/event |")
 	fmt.Fprintln(&b, "|---|---:|")
 	for _, k := range keys {
 		fmt.Fprintf(&b, "| %s | %d |\n", k, bytesOf[k])

@@ -138,3 +138,30 @@ Showing nodes accounting for 9.76s, 100% of 9.76s total
 		t.Error("output without a total was accepted")
 	}
 }
+
+func TestSameShape(t *testing.T) {
+	b := `{"@timestamp":"t1","message":"m1","source":{"ip":"127.15.1.1","port":44000,"process":{"pid":42,"name":"h"}},"process":{"pid":42},"add_network_process":{"source":{"found_by":"socket_table"}}}`
+	c := `{"@timestamp":"t2","message":"m2","source":{"ip":"127.15.1.2","port":44001,"process":{"pid":42,"name":"h"}},"process":{"pid":42},"add_network_process":{"source":{"found_by":"socket_table"}}}`
+	if err := sameShape([]byte(b), []byte(c)); err != nil {
+		t.Errorf("lines with the same fields (other values): %v", err)
+	}
+	// C without the processor's own object: what an add_fields copying
+	// only the process objects would write.
+	noObj := `{"@timestamp":"t2","message":"m2","source":{"ip":"127.15.1.2","port":44001,"process":{"pid":42,"name":"h"}},"process":{"pid":42}}`
+	if err := sameShape([]byte(b), []byte(noObj)); err == nil || !strings.Contains(err.Error(), "add_network_process.source.found_by") {
+		t.Errorf("C lacking add_network_process: error %v, want one naming add_network_process.source.found_by", err)
+	}
+	extra := strings.Replace(c, `"name":"h"}`, `"name":"h","x":1}`, 1)
+	if err := sameShape([]byte(b), []byte(extra)); err == nil || !strings.Contains(err.Error(), "only in C's: [source.process.x]") {
+		t.Errorf("C with an extra field: error %v, want one naming source.process.x", err)
+	}
+	// sampleFields carries the processor's object into C's add_fields.
+	withDst := strings.Replace(b, `"process":{"pid":42},`, `"destination":{"process":{"pid":42}},"process":{"pid":42},`, 1)
+	fields, _, err := sampleFields([]byte(withDst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := lookup(fields, []string{"add_network_process", "source", "found_by"}); !ok || v != "socket_table" {
+		t.Errorf("the sample's add_network_process.source.found_by = %v (%t), want socket_table", v, ok)
+	}
+}
