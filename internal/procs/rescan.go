@@ -42,9 +42,14 @@ func (w *Watcher) awaitRescan(seen *snapshot, now, until time.Time) *snapshot {
 	if until.Before(end) {
 		end = until
 	}
-	// From the clock, not from now: the caller took now before its
-	// fallback sources ran, which may have taken most of its bound.
-	wait := time.Until(end)
+	// From the clock when it is later than now: the caller took now
+	// before its fallback sources ran, which may have used most of its
+	// bound.
+	from := time.Now()
+	if now.After(from) {
+		from = now
+	}
+	wait := end.Sub(from)
 	w.mu.Unlock()
 	if wait <= 0 {
 		// The rescan in flight has used its budget (it is finishing the
