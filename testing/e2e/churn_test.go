@@ -5,11 +5,9 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -69,11 +67,7 @@ func TestChurnCost(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			argv := []string{selfExe, helperArg, "oneshot", addr, fmt.Sprintf("%s %d", marker, i)}
-			cmd := exec.Command(selfExe, argv[1:]...)
-			cmd.Args = argv
-			cmd.Env = append(os.Environ(), helperEnv+"=1")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			cmd := oneshotCmd(addr, fmt.Sprintf("%s %d", marker, i))
 			if err := cmd.Start(); err != nil {
 				mu.Lock()
 				failures = append(failures, err.Error())

@@ -98,11 +98,7 @@ func runOneshots(t *testing.T, addr, marker string, n int) []int {
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			argv := []string{selfExe, helperArg, "oneshot", addr, fmt.Sprintf("%s %d", marker, i)}
-			cmd := exec.Command(selfExe, argv[1:]...)
-			cmd.Args = argv
-			cmd.Env = append(os.Environ(), helperEnv+"=1")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			cmd := oneshotCmd(addr, fmt.Sprintf("%s %d", marker, i))
 			if err := cmd.Start(); err != nil {
 				mu.Lock()
 				failures = append(failures, err.Error())
@@ -122,4 +118,15 @@ func runOneshots(t *testing.T, addr, marker string, n int) []int {
 		t.Fatalf("%d clients failed, first: %s", len(failures), failures[0])
 	}
 	return pids
+}
+
+// oneshotCmd is a one-shot client: the test binary re-executed to connect
+// to addr, send msg and exit.
+func oneshotCmd(addr, msg string) *exec.Cmd {
+	argv := []string{selfExe, helperArg, "oneshot", addr, msg}
+	cmd := exec.Command(selfExe, argv[1:]...)
+	cmd.Args = argv
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
