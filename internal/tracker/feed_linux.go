@@ -43,6 +43,13 @@ func (t *Tracker) Gaps() uint64 {
 // it, or a record exists that did not cover at (an event time read from
 // another clock, a retention boundary).
 func (t *Tracker) LookupComplete(proto Proto, local, remote netip.AddrPort, at time.Time) (r Record, ok, complete bool) {
+	return t.LookupCompleteBy(time.Time{}, proto, local, remote, at)
+}
+
+// LookupCompleteBy is LookupComplete waiting for the reader no later than
+// deadline (zero: the default wait, syncTimeout), so that the caller's
+// bound on one event's lookups holds here too.
+func (t *Tracker) LookupCompleteBy(deadline time.Time, proto Proto, local, remote netip.AddrPort, at time.Time) (r Record, ok, complete bool) {
 	t.life.RLock()
 	defer t.life.RUnlock()
 	if t.closed.Load() {
@@ -52,7 +59,7 @@ func (t *Tracker) LookupComplete(proto Proto, local, remote netip.AddrPort, at t
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	complete = t.caughtUp(at) || t.sync(syncTimeout)
+	complete = t.caughtUp(at) || t.sync(waitFor(deadline))
 	r, ok = t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)

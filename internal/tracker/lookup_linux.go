@@ -28,6 +28,12 @@ func (t *Tracker) LookupSync(proto Proto, local, remote netip.AddrPort) (Record,
 //   - a closed record when a newer record of the tuple covers at;
 //   - a record whose process started after at + slack.
 func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
+	return t.LookupBy(time.Time{}, proto, local, remote, at)
+}
+
+// LookupBy is LookupAt waiting for the reader no later than deadline (zero:
+// the default wait, syncTimeout).
+func (t *Tracker) LookupBy(deadline time.Time, proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
 	t.life.RLock()
 	defer t.life.RUnlock()
 	if t.closed.Load() {
@@ -37,7 +43,7 @@ func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Ti
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	complete := t.caughtUp(at) || t.sync(syncTimeout)
+	complete := t.caughtUp(at) || t.sync(waitFor(deadline))
 	r, ok := t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)
@@ -46,8 +52,18 @@ func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Ti
 	return r, ok
 }
 
-// syncTimeout bounds how long a LookupAt waits for the reader.
+// syncTimeout bounds how long a lookup waits for the reader when its caller
+// gives no deadline.
 const syncTimeout = 20 * time.Millisecond
+
+// waitFor is how long a lookup with deadline may wait for the reader: until
+// the deadline, never longer than syncTimeout; nothing once it has passed.
+func waitFor(deadline time.Time) time.Duration {
+	if deadline.IsZero() {
+		return syncTimeout
+	}
+	return max(0, min(syncTimeout, time.Until(deadline)))
+}
 
 // caughtUp tells whether every event submitted before at has been applied
 // to the table: the reader emptied the ring after at, or the ring is empty

@@ -48,3 +48,8 @@ func (*Tracker) Stats() Stats { return Stats{} }
 
 // Close does nothing on this operating system.
 func (*Tracker) Close() error { return nil }
+
+// LookupBy never finds anything on this operating system.
+func (*Tracker) LookupBy(time.Time, Proto, netip.AddrPort, netip.AddrPort, time.Time) (Record, bool) {
+	return Record{}, false
+}
