@@ -28,17 +28,19 @@ type SocketFeed interface {
 	// before the event's time, and it holds no record of the tuple (nor of
 	// its local endpoint) at any time. Only a complete miss shows that no
 	// socket had the tuple.
-	RecallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, proc *Process, ok, complete bool)
+	// It waits for the source to catch up no later than deadline (zero:
+	// the source's own bound).
+	RecallComplete(t Transport, local, remote netip.AddrPort, at, deadline time.Time) (sock Socket, proc *Process, ok, complete bool)
 }
 
 // recallFeed asks src, telling whether a miss is complete (src, or the
 // source a guard keeps, is a SocketFeed that had caught up).
-func recallFeed(src OwnerSource, t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+func recallFeed(src OwnerSource, t Transport, local, remote netip.AddrPort, at, deadline time.Time) (Socket, *Process, bool, bool) {
 	switch f := src.(type) {
 	case *guardedSource:
-		return f.recallComplete(t, local, remote, at)
+		return f.recallComplete(t, local, remote, at, deadline)
 	case SocketFeed:
-		return f.RecallComplete(t, local, remote, at)
+		return f.RecallComplete(t, local, remote, at, deadline)
 	}
 	s, p, ok := src.Recall(t, local, remote, at)
 	return s, p, ok, false

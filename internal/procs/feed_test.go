@@ -21,7 +21,7 @@ func (f *fakeFeed) Recall(Transport, netip.AddrPort, netip.AddrPort, time.Time) 
 
 func (f *fakeFeed) FeedGaps() uint64 { return f.gaps.Load() }
 
-func (f *fakeFeed) RecallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+func (f *fakeFeed) RecallComplete(t Transport, local, remote netip.AddrPort, at, _ time.Time) (Socket, *Process, bool, bool) {
 	s, p, ok := f.Recall(t, local, remote, at)
 	return s, p, ok, !f.behind.Load()
 }

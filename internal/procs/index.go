@@ -83,9 +83,12 @@ type row struct {
 	inode uint64
 	fd    int32
 	task  int32
-	// multi marks a listener endpoint held by sockets of more than one
-	// process (an SO_REUSEPORT group, or any duplicate): which of them
-	// accepted a connection the snapshot does not list is unknown.
+	// multi marks a row that more than one process could be meant by: a
+	// socket several processes hold (Socket.Shared: a pre-forked server's
+	// listener, an inherited connection), or a listener endpoint held by
+	// sockets of more than one process (an SO_REUSEPORT group, or any
+	// duplicate). It never answers (find reports foundAmbiguous): which
+	// of them accepted or used a connection is unknown.
 	multi bool
 	// v6only is the socket's IPV6_V6ONLY flag (V6OnlyUnknown for IPv4).
 	v6only V6Only
@@ -126,7 +129,15 @@ const (
 // one of the owners would name the wrong process for the others, and for a
 // connection born after the snapshot, so find reports the endpoint unknown
 // and the watcher rescans to find the exact tuple instead.
-var ambiguousRow = &row{p: &Process{PID: -1}}
+var ambiguousRow = &row{p: &Process{PID: -1}, multi: true}
+
+// nsAmbiguousRow marks a key that sockets of two or more foreign network
+// namespaces share with different owners and the host's namespace does not
+// have: every container has its own 127.0.0.1, so without the event's
+// container which one is meant is unknown. A host socket on the key still
+// replaces it (keepBetterOwner). Never written after init: rows of every
+// snapshot point to it.
+var nsAmbiguousRow = &row{p: &Process{PID: -1, Foreign: true, NetNS: ^uint64(0)}, multi: true, foreign: true, netns: ^uint64(0)}
 
 // snapshot is an immutable index of one rescan. Lookups read it without
 // locks; a rescan builds a new one and swaps the pointer. A row without a
@@ -190,12 +201,13 @@ func (s *snapshot) newRow() *row {
 	return &s.rows[len(s.rows)-1]
 }
 
-// add indexes one socket whose owner is p (nil when unowned). When several
-// rows compete for a key the owned one with the lowest PID wins, so a socket
-// shared after fork resolves to the same process every time.
+// add indexes one socket whose owner is p (nil when unowned). A socket that
+// several processes hold (sock.Shared) is indexed as multi: it answers
+// nothing. Where rows compete for a key, see keepBetterOwner.
 func (s *snapshot) add(sock *Socket, p *Process) {
 	r := s.newRow()
 	r.p, r.inode, r.fd, r.task, r.v6only = p, sock.Inode, sock.FD, sock.Task, sock.V6Only
+	r.multi = sock.Shared && p != nil
 	r.netns, r.foreign = sock.NetNS, sock.Foreign
 	if sock.Foreign {
 		if s.byNS == nil {
@@ -233,22 +245,29 @@ func (s *snapshot) indexSocket(sock *Socket, r *row) {
 }
 
 // keepConnOwner records r as the row of connected sockets at endpoint k,
-// or ambiguousRow when another process already holds one there.
+// or ambiguousRow when another process already holds one there or r's
+// socket is shared.
 func keepConnOwner(m map[endKey]*row, k endKey, r *row) {
 	old, ok := m[k]
 	switch {
+	case !ok && r.multi:
+		m[k] = ambiguousRow
 	case !ok:
 		m[k] = r
 	case old == ambiguousRow || old.p == r.p:
-	case old.p == nil || r.p == nil || old.p.PID != r.p.PID:
+	case r.multi || old.p == nil || r.p == nil || old.p.PID != r.p.PID:
 		m[k] = ambiguousRow
 	}
 }
 
 // keepBetterOwner keeps the better row for k: an owned socket over an
 // unowned one, the host namespace's over another namespace's (every
-// container has its own 127.0.0.1), then the lowest PID. It returns 1 when
-// owners from different namespaces competed for k, for the ambiguity count.
+// container has its own 127.0.0.1; an event without container context is
+// taken for the host's). Owners that cannot be told apart make k
+// ambiguous: two processes of one namespace (ambiguousRow), or two foreign
+// namespaces without a host socket (nsAmbiguousRow). It returns 1 when
+// owners from different namespaces competed for k, for the ambiguity
+// count.
 func keepBetterOwner[K comparable](m map[K]*row, k K, r *row) int {
 	old, ok := m[k]
 	switch {
@@ -256,19 +275,23 @@ func keepBetterOwner[K comparable](m map[K]*row, k K, r *row) int {
 		m[k] = r
 	case r.p == nil:
 	case old.p.Foreign != r.p.Foreign || old.p.NetNS != r.p.NetNS:
-		if old.p.Foreign && !r.p.Foreign {
-			m[k] = r
+		switch {
+		case !r.p.Foreign:
+			m[k] = r // the host's wins
+		case old.p.Foreign:
+			m[k] = nsAmbiguousRow
 		}
 		return 1
-	case r.p.PID < old.p.PID:
-		m[k] = r
+	case old == ambiguousRow:
+	case old.p.PID != r.p.PID:
+		m[k] = ambiguousRow
 	}
 	return 0
 }
 
 // keepListener is keepBetterOwner for listeners, except that sockets of one
 // namespace held by different processes (or one of them by none) mark the
-// endpoint multi: its listener answers nothing (MODEL rule 2).
+// endpoint multi: its listener answers nothing.
 func keepListener(m map[endKey]*row, k endKey, r *row) int {
 	old, ok := m[k]
 	sameSocket := ok && old.inode != 0 && old.inode == r.inode
@@ -276,7 +299,9 @@ func keepListener(m map[endKey]*row, k endKey, r *row) int {
 		if r.p != nil && (old.p == nil || r.p.PID < old.p.PID) {
 			m[k] = r
 		}
-		m[k].multi = true
+		if !m[k].multi {
+			m[k].multi = true
+		}
 		return 0
 	}
 	return keepBetterOwner(m, k, r)
@@ -306,7 +331,7 @@ const (
 	foundNone      findResult = iota // no row matched
 	foundUnowned                     // a row matched; no process holds it
 	foundRow                         // r names the owner
-	foundAmbiguous                   // only a listener endpoint held by several processes matched
+	foundAmbiguous                   // the row that matched could mean several processes (row.multi)
 )
 
 // find resolves a local endpoint; via says which kind of row answered
@@ -318,6 +343,9 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findRe
 	known := false
 	if remote.IsValid() {
 		if r, ok := s.exact[connKeyOf(t, local, remote)]; ok {
+			if r.multi {
+				return nil, foundAmbiguous, ViaNone
+			}
 			if r.p != nil {
 				return r, foundRow, ViaSocket
 			}
@@ -338,7 +366,7 @@ func (s *snapshot) find(t Transport, local, remote netip.AddrPort) (*row, findRe
 	// a closed client's port was answered with the benchmark's PID), so
 	// answering its owner would name the wrong process.
 	if !remote.IsValid() {
-		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && r != ambiguousRow {
+		if r, ok := s.conn[endKeyOf(t, local.Addr(), port)]; ok && !r.multi {
 			if r.p != nil {
 				return r, foundRow, ViaEndpoint
 			}

@@ -23,6 +23,7 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 	}
 	inode := func(r row, i uint64) row { r.sock.Inode = i; return r }
 	dual := func(r row) row { r.sock.V6Only = V6OnlyOff; return r }
+	shared := func(r row) row { r.sock.Shared = true; return r }
 	v6only := func(r row) row { r.sock.V6Only = V6OnlyOn; return r }
 	conn := func(local, remote string, p *Process) row {
 		s := Socket{Transport: TCP, Local: ap(local), Remote: ap(remote)}
@@ -109,9 +110,24 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 		{"a v6only [::] alone does not answer IPv4",
 			[]row{v6only(listen("[::]:95", pr(99)))},
 			"10.0.0.1:95", "10.0.0.9:4000", 0, false, 0, false},
-		{"the lowest PID among holders of one socket (fork)",
+		{"one listening socket listed for two holders (pre-fork) answers nothing",
 			[]row{inode(listen("10.0.0.1:85", pr(46)), 7), inode(listen("10.0.0.1:85", pr(45)), 7)},
-			"10.0.0.1:85", "10.0.0.9:4000", 45, true, 0, false},
+			"10.0.0.1:85", "10.0.0.9:4000", 0, true, 0, true},
+		{"a listener the walk found shared (pre-fork master and workers) answers nothing",
+			[]row{shared(inode(listen("10.0.0.1:85", pr(45)), 7))},
+			"10.0.0.1:85", "10.0.0.9:4000", 0, true, 0, true},
+		{"a shared listener does not fall through to 0.0.0.0",
+			[]row{listen("0.0.0.0:85", pr(47)), shared(inode(listen("10.0.0.1:85", pr(45)), 7))},
+			"10.0.0.1:85", "10.0.0.9:4000", 0, true, 0, true},
+		{"a connection several processes hold (fork) answers nothing",
+			[]row{listen("10.0.0.1:85", pr(45)), shared(conn("10.0.0.1:85", "10.0.0.9:4000", pr(46)))},
+			"10.0.0.1:85", "10.0.0.9:4000", 0, true, 0, true},
+		{"a shared connection does not answer by endpoint",
+			[]row{shared(conn("10.0.0.1:40002", "10.0.0.9:443", pr(46)))},
+			"10.0.0.1:40002", "", 0, false, 0, false},
+		{"one tuple held by sockets of two processes answers nothing",
+			[]row{conn("10.0.0.1:85", "10.0.0.9:4001", pr(46)), conn("10.0.0.1:85", "10.0.0.9:4001", pr(47))},
+			"10.0.0.1:85", "10.0.0.9:4001", 0, true, 0, true},
 		{"the host's socket over a foreign namespace's",
 			[]row{listen("127.0.0.1:86", foreign(61, 7)), listen("127.0.0.1:86", pr(60))},
 			"127.0.0.1:86", "127.0.0.1:4000", 60, true, 1, false},
@@ -121,9 +137,15 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 		{"a foreign namespace alone answers",
 			[]row{listen("172.17.0.2:88", foreign(80, 7))},
 			"172.17.0.2:88", "172.17.0.1:4000", 80, true, 0, false},
-		{"two foreign namespaces: the first listed stays, counted ambiguous",
+		{"two foreign namespaces without the host's: nothing, counted ambiguous",
 			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7))},
-			"127.0.0.1:89", "127.0.0.1:4000", 91, true, 1, false},
+			"127.0.0.1:89", "127.0.0.1:4000", 0, true, 1, true},
+		{"three foreign namespaces, then the host's: the host's",
+			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7)), listen("127.0.0.1:89", foreign(92, 9)), listen("127.0.0.1:89", pr(93))},
+			"127.0.0.1:89", "127.0.0.1:4000", 93, true, 3, false},
+		{"a connection tuple in two foreign namespaces answers nothing",
+			[]row{conn("127.0.0.1:89", "127.0.0.1:4002", foreign(91, 8)), conn("127.0.0.1:89", "127.0.0.1:4002", foreign(90, 7))},
+			"127.0.0.1:89", "127.0.0.1:4002", 0, true, 1, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -58,7 +58,7 @@ func (g *guardedSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 
 // recallComplete is Recall through the guard, telling whether a miss is
 // complete (the guarded source is a SocketFeed that had caught up).
-func (g *guardedSource) recallComplete(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool, bool) {
+func (g *guardedSource) recallComplete(t Transport, local, remote netip.AddrPort, at, deadline time.Time) (Socket, *Process, bool, bool) {
 	f, isFeed := g.src.(SocketFeed)
 	if !isFeed {
 		s, p, ok := g.Recall(t, local, remote, at)
@@ -71,7 +71,7 @@ func (g *guardedSource) recallComplete(t Transport, local, remote netip.AddrPort
 	if g.closed {
 		return Socket{}, nil, false, false
 	}
-	return f.RecallComplete(t, local, remote, at)
+	return f.RecallComplete(t, local, remote, at, deadline)
 }
 
 // guardedResolver refuses single-connection queries once the guard closes.

@@ -171,41 +171,36 @@ func (n *natSource) close() error {
 const natPerInterval = 256
 
 // natAnswer answers a tuple that conntrack showed translated to the socket
-// tuple local ↔ remote, with the owner of that socket: the connected
-// socket of that exact tuple, or a listener bound to that exact address
-// (a wildcard listener is no proof: which namespace holds the translated
-// address is not known from it). A snapshot without it waits for one
-// rescan, no later than until. Nothing else answers: the event's own
-// tuple belongs to no socket.
-func (w *Watcher) natAnswer(snap *snapshot, at time.Time, t Transport, local, remote netip.AddrPort, until time.Time) (*Process, Via) {
+// tuple q.natLocal ↔ q.natRemote, with the owner of that socket: the
+// connected socket of that exact tuple, or a listener bound to that exact
+// address (a wildcard listener is no proof: which namespace holds the
+// translated address is not known from it). A snapshot without it waits
+// for one rescan, no later than q's deadline. Nothing else answers: the
+// event's own tuple belongs to no socket.
+func (w *Watcher) natAnswer(q *query) outcome {
 	why := unansweredNAT
-	for s, rescanned := snap, false; ; rescanned = true {
-		r, ok := s.exact[connKeyOf(t, local, remote)]
+	for s, rescanned := q.snap, false; ; rescanned = true {
+		r, ok := s.exact[connKeyOf(q.t, q.natLocal, q.natRemote)]
 		if !ok || r.p == nil {
-			r, ok = s.listen[endKeyOf(t, local.Addr(), local.Port())]
-			if ok && r.multi {
-				return w.unanswered(unansweredAmbiguous), ViaNone
-			}
+			r, ok = s.listen[endKeyOf(q.t, q.natLocal.Addr(), q.natLocal.Port())]
 		}
 		if ok && r.p != nil {
-			switch p, res := w.check(r, at, t, local.Port()); res {
-			case answerOK:
-				w.stats.hits.Add(1)
-				w.stats.natHits.Add(1)
-				return p, ViaNAT
-			case answerStartedAfter:
-				return w.unanswered(unansweredStartedAfter), ViaNone
+			switch p, v := w.admitRow(q, r, ViaNAT, q.natLocal.Port()); v {
+			case admitted:
+				return answer(p, ViaNAT, hitNAT)
+			case refusedShared, refusedStartedAfter:
+				return miss(v.why(), negWrite{})
 			}
 			why = unansweredVerifyFailed
 		}
 		if rescanned {
 			break
 		}
-		fresh := w.awaitRescan(s, time.Now(), until)
+		fresh := w.awaitRescan(s, time.Now(), q.deadline)
 		if fresh == nil {
 			break
 		}
 		s = fresh
 	}
-	return w.unanswered(why), ViaNone
+	return miss(why, negWrite{})
 }

@@ -65,43 +65,54 @@ type ownerSearch struct {
 	fullReads, readlinks, unchanged uint64
 }
 
-// findOwner returns a process that holds socket inode, with the process's
-// start key and the descriptor it holds it at; pid 0 when none is found.
+// sockHolder is one process found holding a socket: its PID, start key, and
+// the descriptor (of thread task, when not 0) it holds it at.
+type sockHolder struct {
+	pid   int
+	start uint64
+	fd    int32
+	task  int32
+}
+
+// findOwner returns a process that holds socket inode, and shared when it
+// found another process holding it too; the zero sockHolder when none is found.
 // A hint (not 0) is searched first, its whole fd table if need be.
 //
 // The rule, against the last walk's ownerView. First the processes the
 // view knows, in ascending PID order: one with the same /proc/<pid> inode
-// (the same instance) and the same descriptor count is not read (it
-// answers if the walk saw it hold the inode: a socket it has closed since
-// fails the answer's verification); one whose count changed answers if the
-// walk saw it hold the inode, else has the descriptor numbers where new
-// descriptors land probed (the kernel gives the lowest free number: the
-// first numbers the view did not list, as many as the count grew by and a
-// few more). Then the processes the view does not know (started since the
-// walk) have their whole fd tables read. Last, the changed processes whose
-// probes missed (they closed descriptors too) have the descriptors the
-// view did not list read from a listing of fd/. The first holder found
-// answers: a socket shared after fork is named as the walk names it (its
-// lowest holder) unless a holder is newer than the walk. What is missed: a
-// new socket at a descriptor number that the walk saw hold another file
-// (the process closed that one since and the kernel gave its number to the
-// new socket, as a process that churns connections does all the time);
+// (the same instance) and the same descriptor count is not read (it holds
+// the inode if the walk saw it hold it: a socket it has closed since fails
+// the answer's verification); one whose count changed has the descriptor
+// the walk saw hold the inode re-read, or else the descriptor numbers
+// where new descriptors land probed (the kernel gives the lowest free
+// number: the first numbers the view did not list, as many as the count
+// grew by and a few more). Then the processes the view does not know
+// (started since the walk: a child forked after accept is one) have their
+// whole fd tables read. Last, the changed processes whose probes missed
+// (they closed descriptors too) have the descriptors the view did not list
+// read from a listing of fd/. The search does not stop at the first
+// sockHolder: a second one makes the socket shared, and a shared socket
+// answers nothing (docs/add_network_process.md, "When an answer is
+// given"), so it stops there instead. A search cut short by ctx after a
+// sockHolder was found returns the error: uniqueness was not shown. What is
+// missed: a new socket at a descriptor number that the walk saw hold
+// another file (the process closed that one since and the kernel gave its
+// number to the new socket, as a process that churns connections does all
+// the time), in a process whose descriptor count came back to the walk's;
 // the miss then takes the rescan path, whose walk re-reads the process.
-// The answer is verified when given (docs/add_network_process.md), so the
-// search can cost a miss, never a wrong answer.
 //
 // Listing a procfs fd/ directory costs ~4 µs per descriptor (procfs builds
 // a dentry for each: 40 ms for a proxy's 10k connections), stats and
 // probes a few µs each, so a new connection of a busy process resolves in
 // a few milliseconds.
-func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint64, hint int) (pid int, start uint64, fd, task int32, err error) {
+func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint64, hint int) (h sockHolder, shared bool, err error) {
 	if s.dents == nil {
 		s.dents = make([]byte, 32<<10)
 		s.link = make([]byte, 256)
 	}
 	procfd, err := unix.Open(e.proc, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, 0, 0, 0, fmt.Errorf("opening %s: %w", e.proc, err)
+		return h, false, fmt.Errorf("opening %s: %w", e.proc, err)
 	}
 	defer unix.Close(procfd)
 	s.pids = s.pids[:0]
@@ -110,7 +121,7 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 			s.pids = append(s.pids, int(v))
 		}
 	}); err != nil {
-		return 0, 0, 0, 0, fmt.Errorf("listing %s: %w", e.proc, err)
+		return h, false, fmt.Errorf("listing %s: %w", e.proc, err)
 	}
 	slices.Sort(s.pids)
 	var view map[int]procView
@@ -119,18 +130,31 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 	}
 	cut := func() error {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("searching the owner of socket %d: %w", inode, err)
+			return fmt.Errorf("searching the holders of socket %d: %w", inode, err)
 		}
 		return nil
 	}
+	// found records a sockHolder; it reports true once a second process is
+	// found (the socket is shared: the search is over).
+	found := func(pid int, start uint64, fd int32) bool {
+		switch {
+		case h.pid == 0:
+			h = sockHolder{pid: pid, start: start, fd: fd}
+		case h.pid != pid:
+			return true
+		}
+		return false
+	}
+	hintDone := 0
 	if hint > 0 && slices.Contains(s.pids, hint) {
 		// The likely owner (ResolveHinted): its whole table if need be.
 		// (One the walk saw hold it is found by the loop below.)
 		s.name = append(strconv.AppendInt(s.name[:0], int64(hint), 10), 0)
 		if pv, known := view[hint]; !known || !slices.Contains(pv.inodes, inode) {
+			hintDone = hint
 			if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
 				if st, ok := e.startOf(procfd, s); ok {
-					return hint, st, n, 0, nil
+					found(hint, st, n)
 				}
 			}
 		}
@@ -138,7 +162,10 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 	s.unknown, s.listLater = s.unknown[:0], s.listLater[:0]
 	for _, p := range s.pids {
 		if err := cut(); err != nil {
-			return 0, 0, 0, 0, err
+			return sockHolder{}, false, err
+		}
+		if p == hintDone {
+			continue
 		}
 		pv, known := view[p]
 		if !known || !e.fdCounts || pv.viaTask || pv.nfds < 0 {
@@ -156,7 +183,15 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 			size = st.Size
 		}
 		if j := slices.Index(pv.inodes, inode); j >= 0 {
-			return p, pv.start, pv.fdNums[j], 0, nil // held when the walk read it
+			// Held when the walk read it; re-read that descriptor if the
+			// process changed since, so that one that closed it does not
+			// make a socket look shared.
+			if size == pv.nfds || e.stillHolds(procfd, s, inode, pv.fdNums[j]) {
+				if found(p, pv.start, pv.fdNums[j]) {
+					return h, true, nil
+				}
+				continue
+			}
 		}
 		if size == pv.nfds {
 			s.unchanged++
@@ -164,34 +199,52 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 		}
 		switch n, res := e.searchProcess(procfd, s, inode, pv, searchProbe, size); res {
 		case searchFound:
-			return p, pv.start, n, 0, nil
+			if found(p, pv.start, n) {
+				return h, true, nil
+			}
 		case searchMissed:
 			s.listLater = append(s.listLater, p)
 		}
 	}
 	for _, p := range s.unknown {
 		if err := cut(); err != nil {
-			return 0, 0, 0, 0, err
+			return sockHolder{}, false, err
 		}
 		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
 		if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
-			st, ok := e.startOf(procfd, s)
-			if ok {
-				return p, st, n, 0, nil
+			if st, ok := e.startOf(procfd, s); ok && found(p, st, n) {
+				return h, true, nil
 			}
 		}
 	}
 	for _, p := range s.listLater {
 		if err := cut(); err != nil {
-			return 0, 0, 0, 0, err
+			return sockHolder{}, false, err
 		}
 		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
 		pv := view[p]
-		if n, res := e.searchProcess(procfd, s, inode, pv, searchList, -1); res == searchFound {
-			return p, pv.start, n, 0, nil
+		if n, res := e.searchProcess(procfd, s, inode, pv, searchList, -1); res == searchFound && found(p, pv.start, n) {
+			return h, true, nil
 		}
 	}
-	return 0, 0, 0, 0, nil
+	return h, false, nil
+}
+
+// stillHolds re-reads descriptor fd of process s.name and reports whether
+// it is still socket inode.
+func (e *linuxEngine) stillHolds(procfd int, s *ownerSearch, inode uint64, fd int32) bool {
+	dirfd, err := openatZ(procfd, s.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dirfd)
+	fdfd, err := openatZ(dirfd, fdName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fdfd)
+	s.fdname = append(strconv.AppendInt(s.fdname[:0], int64(fd), 10), 0)
+	return s.holds(fdfd, s.fdname, inode)
 }
 
 // How searchProcess reads a process's fd table.

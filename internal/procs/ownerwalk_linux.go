@@ -54,7 +54,8 @@ const fullWalkEvery = 30 * time.Second
 // Single-socket walks (Resolve) always check.
 const verifyEvery = 2 * time.Second
 
-// resolveOwners sets each socket's PID to the lowest PID holding its inode.
+// resolveOwners sets each socket's PID to the lowest PID holding its inode,
+// and Shared when more than one process holds it.
 //
 // The rule: every rescan lists /proc and, for each process, stats
 // /proc/<pid> (procfs gives each process instance its own inode number, so a
@@ -68,8 +69,9 @@ const verifyEvery = 2 * time.Second
 // descriptor that held a socket of the current table confirms it still
 // holds the same socket (a process that closed a socket and opened another
 // descriptor keeps its count but fails this check and is re-read). Owners
-// are then assigned in ascending PID order over all processes, so the answer
-// is the lowest holder among what was read or trusted.
+// are then assigned in ascending PID order over all processes: PID is the
+// lowest holder among what was read or trusted, and every other holder
+// marks the socket Shared.
 //
 // A walk is full (nothing trusted) on the first rescan, when forced (a zero
 // lastFull), when proc is not a procfs (a fake tree or a kernel before 6.2
@@ -150,7 +152,7 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 			}
 		}
 		for i := range socks {
-			socks[i].PID, socks[i].StartKey = 0, 0
+			socks[i].PID, socks[i].StartKey, socks[i].Shared = 0, 0, false
 		}
 		unresolved = e.assign(pids, socks)
 		full = true
@@ -175,7 +177,10 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 }
 
 // assign gives each socket the lowest PID whose fd table lists its inode,
-// and returns how many sockets with an inode have none.
+// marks it Shared when another process's table lists it too, and returns
+// how many sockets with an inode have none. Every process is looked at:
+// a socket's other holders are what tell a pre-forked worker's listener
+// from its master's.
 func (e *linuxEngine) assign(pids []int, socks []Socket) int {
 	left := len(e.byInode)
 	for _, pid := range pids {
@@ -185,16 +190,19 @@ func (e *linuxEngine) assign(pids []int, socks []Socket) int {
 		}
 		for j, inode := range p.inodes {
 			i, ok := e.byInode[inode]
-			if !ok || socks[i].PID != 0 {
+			if !ok {
+				continue
+			}
+			if socks[i].PID != 0 {
+				if socks[i].PID != pid {
+					socks[i].Shared = true
+				}
 				continue
 			}
 			socks[i].PID = pid
 			socks[i].StartKey = p.start
 			socks[i].FD, socks[i].Task = p.fdNums[j], p.task
 			left--
-		}
-		if left == 0 {
-			break
 		}
 	}
 	return left

@@ -265,7 +265,7 @@ func (w *Watcher) process(k procKey, now time.Time) *Process {
 	if c, ok := w.procs[k]; ok && now.Sub(c.loaded) < w.cfg.ProcessTTL {
 		return c.p
 	}
-	p, err := w.engine.Process(k.pid, k.start)
+	p, err := w.read(k)
 	if err != nil {
 		w.stats.errors.Add(1)
 		w.warn.log("process", fmt.Errorf("reading process %d failed: %w", k.pid, err))

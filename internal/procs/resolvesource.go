@@ -61,7 +61,7 @@ const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
 func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
-	s, p, _, ok, _ := h.recall(t, local, remote, at, false, false, time.Time{})
+	s, p, _, ok, _ := h.recall(t, local, remote, at, false, time.Time{})
 	return s, p, ok
 }
 
@@ -75,10 +75,10 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // engine cannot be asked, only a record of a closed socket answers. noRecord
 // reports that next, a SocketFeed, was asked and has no record of the
 // tuple although it had caught up with the kernel (no socket with it was
-// opened while it watched); with recordsOnly the engine is then not asked.
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, recordsOnly bool, until time.Time) (sock Socket, minimal *Process, live, ok, noRecord bool) {
+// opened while it watched).
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst bool, until time.Time) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if h.next != nil && !liveFirst {
-		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at, until)
 		if ok {
 			if s.Recorded {
 				// Open by next's record: the kernel names its current
@@ -90,17 +90,18 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 			}
 			return s, p, false, true, false
 		}
+		// A complete miss still asks the kernel: the feed may not record
+		// every socket at once (an accepted connection before its first
+		// I/O, one of a port several processes listen on), and the exact
+		// lookup is one query.
 		noRecord = complete
-		if recordsOnly && noRecord {
-			return Socket{}, nil, false, false, true
-		}
 	}
 	got, st := h.live(t, local, remote, 0, until)
 	switch {
 	case st == liveFound:
 		return got, nil, true, true, false
 	case st == liveAbsent && liveFirst && h.next != nil:
-		s, p, ok, complete := recallFeed(h.next, t, local, remote, at)
+		s, p, ok, complete := recallFeed(h.next, t, local, remote, at, until)
 		if ok {
 			return s, p, false, true, false
 		}
@@ -110,7 +111,7 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 		// record of a socket next saw closed may still answer: that socket
 		// lives no more, so no process can have taken it over since. A
 		// record of an open socket may not.
-		if s, p, ok, _ := recallFeed(h.next, t, local, remote, at); ok && !s.Recorded {
+		if s, p, ok, _ := recallFeed(h.next, t, local, remote, at, until); ok && !s.Recorded {
 			return s, p, false, true, false
 		}
 	}
@@ -179,6 +180,10 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 		return Socket{}, liveAbsent
 	case got.PID <= 0:
 		return Socket{}, liveUnknown
+	case got.Shared:
+		// Not remembered: a fork's parent may close its copy at once, and
+		// the next event's lookup should find the one holder left.
+		return got, liveFound
 	}
 	h.mu.Lock()
 	if h.found == nil || len(h.found) >= resolveCacheSize {

@@ -30,8 +30,9 @@ func (e *linuxEngine) Resolve(ctx context.Context, t Transport, local, remote ne
 
 // ResolveHinted is Resolve searching process pid (when not 0) first, whole
 // fd table if need be: the opener that an eBPF record names, which most
-// likely still holds the socket. Any other holder found answers as in
-// Resolve; the answer is verified when given either way.
+// likely still holds the socket. The search goes on past it to find
+// whether another process holds the socket too (Socket.Shared); the answer
+// is verified when given either way.
 func (e *linuxEngine) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (s Socket, found bool, err error) {
 	if !e.useDiag {
 		return s, false, ErrUnsupported
@@ -72,11 +73,11 @@ func (e *linuxEngine) ResolveHinted(ctx context.Context, t Transport, local, rem
 	}
 	s = one[0]
 	if s.Inode != 0 {
-		pid, start, fd, task, err := e.findOwner(ctx, sr, s.Inode, pid)
+		h, shared, err := e.findOwner(ctx, sr, s.Inode, pid)
 		if err != nil {
 			return s, true, err
 		}
-		s.PID, s.StartKey, s.FD, s.Task = pid, start, fd, task
+		s.PID, s.StartKey, s.FD, s.Task, s.Shared = h.pid, h.start, h.fd, h.task, shared
 	}
 	return s, true, nil
 }

@@ -17,7 +17,7 @@ type counters struct {
 	lastRescanNanos, sockets, processes   atomic.Int64
 	ambiguous, namespaces                 atomic.Int64
 	verifications, verifyFailures         atomic.Uint64
-	execChanges                           atomic.Uint64
+	execChanges, rereads                  atomic.Uint64
 	unansweredVerify                      atomic.Uint64
 	unansweredAmbiguous                   atomic.Uint64
 	unansweredStartedAfter                atomic.Uint64

@@ -55,8 +55,17 @@ type Socket struct {
 	// V6Only tells whether an IPv6 socket refuses IPv4 (IPV6_V6ONLY):
 	// known only from sock_diag; text tables leave it V6OnlyUnknown.
 	V6Only V6Only
-	// PID is the lowest PID that holds the socket open, 0 if none was found.
+	// PID is a process that holds the socket open (the lowest PID among
+	// its holders), 0 if none was found. When Shared is set it is not the
+	// answer: see Shared.
 	PID int
+	// Shared marks a socket that more than one process holds open (a
+	// listener inherited by pre-forked workers, a descriptor inherited
+	// across fork or passed on and kept). Which of them an event is about
+	// is unknown, so such a socket never answers by itself: the watcher
+	// gives no answer for it, and a connection accepted from a shared
+	// listener is answered by its own socket's holder.
+	Shared bool
 	// StartKey identifies the PID's process instance (its start time in
 	// the engine's own units), so that a recycled PID is never mistaken for
 	// the process that held the socket.
@@ -118,6 +127,12 @@ type Process struct {
 	// JoinedArgs is Args joined by spaces, kept so that cmdline_grep
 	// matching costs no allocation per event.
 	JoinedArgs string
+
+	// described is when the engine read this description (unix
+	// nanoseconds; 0 for one no engine read, such as a record's minimal
+	// description of a process that has exited): answers re-read a
+	// description older than ProcessTTL (gate.go, rule 5).
+	described int64
 
 	// exec identifies the program the description was read from (the
 	// executable file behind /proc/<pid>/exe, read before the rest), so a

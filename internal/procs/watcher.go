@@ -158,7 +158,13 @@ type Watcher struct {
 	stats counters
 
 	// fallback guards Config.Fallback's owner source against Close.
+	// resolve is Fallback when it is the kernel's exact lookup (the
+	// records it falls back to are inside it); records is Fallback
+	// otherwise (nil for none). Exactly one is set when there is a
+	// Fallback.
 	fallback *guardedSource
+	resolve  *resolveSource
+	records  OwnerSource
 	// feed is Fallback's SocketFeed (nil if none); eventDriven: the mode
 	// of Config.SafetyRescanInterval is on. learned: the view's rows
 	// beyond the snapshot (feed.go).
@@ -227,8 +233,13 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		}
 		w.nat = newNATSource(ct, natPerInterval, cfg.MinRescanInterval, w.natWarn)
 	}
+	if rs, ok := cfg.Fallback.(*resolveSource); ok {
+		w.resolve = rs
+	} else {
+		w.records = cfg.Fallback
+	}
 	if v, ok := engine.(OwnerVerifier); ok {
-		w.pins = &pinSet{v: v, m: map[procKey]*pin{}}
+		w.pins = newPinSet(v, openFilesLimit())
 	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)

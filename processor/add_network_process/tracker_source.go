@@ -122,9 +122,10 @@ func (s trackerSource) FeedGaps() uint64 { return s.t.Gaps() }
 
 // RecallComplete is Recall telling whether the tracker had applied every
 // event before the event's time when it answered (procs.SocketFeed): a
-// miss while its reader was behind the kernel proves nothing.
-func (s trackerSource) RecallComplete(t procs.Transport, local, remote netip.AddrPort, at time.Time) (procs.Socket, *procs.Process, bool, bool) {
-	r, ok, complete := s.t.LookupComplete(tracker.Proto(t), local, remote, at)
+// miss while its reader was behind the kernel proves nothing. The wait for
+// the tracker's reader ends at the lookup's deadline.
+func (s trackerSource) RecallComplete(t procs.Transport, local, remote netip.AddrPort, at, deadline time.Time) (procs.Socket, *procs.Process, bool, bool) {
+	r, ok, complete := s.t.LookupCompleteBy(deadline, tracker.Proto(t), local, remote, at)
 	if !ok {
 		return procs.Socket{}, nil, false, complete
 	}
