@@ -262,6 +262,7 @@ type realConn struct {
 	src, dst netip.AddrPort
 	server   int       // the PID that serves it, from the server's own report
 	during   time.Time // a time at which the connection was open
+	echoed   bool      // the server has read and written on it
 }
 
 func dialReal(t *testing.T, s *pyServer, ev string) *realConn {
@@ -280,6 +281,22 @@ func dialReal(t *testing.T, s *pyServer, ev string) *realConn {
 	return rc
 }
 
+// echo sends a line on the connection and reads it back: the server
+// process has then done I/O on it (an idle connection has not).
+func (c *realConn) echo(t *testing.T) {
+	t.Helper()
+	_ = c.c.SetDeadline(time.Now().Add(30 * time.Second))
+	msg := []byte("ping\n")
+	if _, err := c.c.Write(msg); err != nil {
+		t.Fatalf("echo on %v: %v", c.src, err)
+	}
+	if _, err := io.ReadFull(c.c, make([]byte, len(msg))); err != nil {
+		t.Fatalf("echo on %v: %v", c.src, err)
+	}
+	_ = c.c.SetDeadline(time.Time{})
+	c.echoed = true
+}
+
 // closeAll closes the client ends and waits until every server process has
 // closed its end.
 func closeAll(t *testing.T, s *pyServer, conns []*realConn) {
@@ -294,21 +311,55 @@ func closeAll(t *testing.T, s *pyServer, conns []*realConn) {
 
 // judgeConns runs one event per connection every interval for d (at least
 // once), with @timestamp ts(c), and tallies both sides: the destination
-// against the serving process, the source against this test process.
-func judgeConns(t *testing.T, p beat.Processor, conns []*realConn, dst, src *judge, d time.Duration, ts func(*realConn) time.Time) {
+// (in dst(c)) against the serving process, the source against this test
+// process.
+func judgeConns(t *testing.T, p beat.Processor, conns []*realConn, dst func(*realConn) *judge, src *judge, d time.Duration, ts func(*realConn) time.Time) {
 	t.Helper()
 	self := os.Getpid()
 	for start := time.Now(); ; {
 		for _, c := range conns {
 			sp, dp, via := lookupVia(t, p, c.src, c.dst, ts(c))
 			what := fmt.Sprintf("%v->%v", c.src, c.dst)
-			dst.add(dp, via, []int{c.server}, what)
+			dst(c).add(dp, via, []int{c.server}, what)
 			src.add(sp, "", []int{self}, what)
 		}
 		if time.Since(start) >= d {
 			return
 		}
 		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// byIO splits a destination tally by whether the server did I/O on the
+// connection (the eBPF tracker learns an accepted connection's worker
+// from its first send or receive).
+func byIO(phase string, roles map[int]string) (func(*realConn) *judge, []*judge) {
+	idle, echoed := newJudge(phase+", idle: destination", roles), newJudge(phase+", echoed: destination", roles)
+	return func(c *realConn) *judge {
+		if c.echoed {
+			return echoed
+		}
+		return idle
+	}, []*judge{idle, echoed}
+}
+
+// sharedListenerCase checks a server whose listener several processes
+// hold: conns open (half of them echoed), events to the port with no
+// connection behind them, then the same connections after they closed.
+func sharedListenerCase(t *testing.T, p beat.Processor, s *pyServer, conns []*realConn, roles map[int]string) {
+	t.Helper()
+	openDst, openJ := byIO("open", roles)
+	openSrc := newJudge("open: source", roles)
+	judgeConns(t, p, conns, openDst, openSrc, 3*time.Second, func(*realConn) time.Time { return time.Now() })
+	noConn := newJudge("no connection: destination", roles)
+	judgeNoConn(t, p, s.port, noConn, 2*time.Second)
+	closeAll(t, s, conns)
+	lateDst, lateJ := byIO("late", roles)
+	lateSrc := newJudge("late: source", roles)
+	judgeConns(t, p, conns, lateDst, lateSrc, 2*time.Second, func(c *realConn) time.Time { return c.during })
+	all := append(append(openJ, openSrc, noConn), append(lateJ, lateSrc)...)
+	for _, j := range all {
+		j.check(t)
 	}
 }
 
@@ -345,8 +396,9 @@ func roleMap(kv ...any) map[int]string {
 // TestRealPrefork: a Python pre-fork server, the parent binds and listens
 // and forks 3 workers that accept on the inherited listener; the parent
 // only waits. Each of 12 held connections must be credited to the worker
-// that accepted it, or to nobody: naming the parent (the lowest-PID holder
-// of the listener) is wrong. Events to the port with no connection behind
+// that accepted it (half of them have echoed a line, half are idle), or
+// to nobody: naming the parent (the lowest-PID holder of the listener) is
+// wrong. Events to the port with no connection behind
 // them must name nobody. Events run while the connections are open and
 // again, with @timestamp inside the connection, after they closed.
 func TestRealPrefork(t *testing.T) {
@@ -355,51 +407,42 @@ func TestRealPrefork(t *testing.T) {
 		p := newProcessor(t, tracker)
 		s := startPyServer(t, "prefork", "3")
 		workers := s.workers(3)
-		roles := roleMap(s.pid, "the pre-fork parent", workers, "another worker")
+		roles := roleMap(s.pid, "the pre-fork parent", workers, "a worker")
 		var conns []*realConn
 		for i := 0; i < 12; i++ {
-			conns = append(conns, dialReal(t, s, "accept"))
+			c := dialReal(t, s, "accept")
+			if i%2 == 0 {
+				c.echo(t)
+			}
+			conns = append(conns, c)
 		}
-		open, openSrc := newJudge("open: destination", roles), newJudge("open: source", roles)
-		judgeConns(t, p, conns, open, openSrc, 3*time.Second, func(*realConn) time.Time { return time.Now() })
-		noConn := newJudge("no connection: destination", roles)
-		judgeNoConn(t, p, s.port, noConn, 2*time.Second)
-		closeAll(t, s, conns)
-		late, lateSrc := newJudge("late: destination", roles), newJudge("late: source", roles)
-		judgeConns(t, p, conns, late, lateSrc, 2*time.Second, func(c *realConn) time.Time { return c.during })
 		t.Logf("parent %d, workers %v", s.pid, workers)
-		for _, j := range []*judge{open, openSrc, noConn, late, lateSrc} {
-			j.check(t)
-		}
+		sharedListenerCase(t, p, s, conns, roles)
 	})
 }
 
 // TestRealSocketActivation: a parent creates the listener, starts a child
 // service with it as fd 3 and keeps its own copy; the child accepts. The
-// connections are the child's or nobody's; the parent is wrong, and events
-// to the port with no connection behind them name nobody.
+// 8 connections (half echoed) are the child's or nobody's; the parent is
+// wrong, and events to the port with no connection behind them name
+// nobody.
 func TestRealSocketActivation(t *testing.T) {
 	needPython(t)
 	trackers(t, func(t *testing.T, tracker string) {
 		p := newProcessor(t, tracker)
 		s := startPyServer(t, "activate")
 		child := s.workers(1)
-		roles := roleMap(s.pid, "the activating parent")
+		roles := roleMap(s.pid, "the activating parent", child, "the service")
 		var conns []*realConn
 		for i := 0; i < 8; i++ {
-			conns = append(conns, dialReal(t, s, "accept"))
+			c := dialReal(t, s, "accept")
+			if i%2 == 0 {
+				c.echo(t)
+			}
+			conns = append(conns, c)
 		}
-		open, openSrc := newJudge("open: destination", roles), newJudge("open: source", roles)
-		judgeConns(t, p, conns, open, openSrc, 3*time.Second, func(*realConn) time.Time { return time.Now() })
-		noConn := newJudge("no connection: destination", roles)
-		judgeNoConn(t, p, s.port, noConn, 2*time.Second)
-		closeAll(t, s, conns)
-		late, lateSrc := newJudge("late: destination", roles), newJudge("late: source", roles)
-		judgeConns(t, p, conns, late, lateSrc, 2*time.Second, func(c *realConn) time.Time { return c.during })
 		t.Logf("parent %d, service %v", s.pid, child)
-		for _, j := range []*judge{open, openSrc, noConn, late, lateSrc} {
-			j.check(t)
-		}
+		sharedListenerCase(t, p, s, conns, roles)
 	})
 }
 
@@ -425,6 +468,9 @@ func TestRealForkPerConnection(t *testing.T) {
 				var conns []*realConn
 				for i := 0; i < 6; i++ {
 					c := dialReal(t, s, "serve")
+					if i%2 == 0 {
+						c.echo(t)
+					}
 					roles[c.server] = "another connection's child"
 					conns = append(conns, c)
 					// Promptly, then for 1.5 s: across the parent's close.
@@ -444,14 +490,15 @@ func TestRealForkPerConnection(t *testing.T) {
 					s.line("parent_closed", c.src)
 				}
 				closeAll(t, s, conns)
-				late, lateSrc := newJudge("late: destination", roles), newJudge("late: source", roles)
-				judgeConns(t, p, conns, late, lateSrc, 2*time.Second, func(c *realConn) time.Time { return c.during })
+				lateDst, lateJ := byIO("late", roles)
+				lateSrc := newJudge("late: source", roles)
+				judgeConns(t, p, conns, lateDst, lateSrc, 2*time.Second, func(c *realConn) time.Time { return c.during })
 				var kids []int
 				for _, c := range conns {
 					kids = append(kids, c.server)
 				}
 				t.Logf("parent %d, children %v", s.pid, kids)
-				for _, j := range []*judge{both, alone, openSrc, late, lateSrc} {
+				for _, j := range append([]*judge{both, alone, openSrc}, append(lateJ, lateSrc)...) {
 					j.check(t)
 				}
 			})
@@ -465,7 +512,7 @@ func nginxFixture(t *testing.T) (*realserver.Nginx, map[int]string) {
 	t.Helper()
 	lo, hi := realPorts(t)
 	n := realserver.StartNginx(t, realserver.NginxConfig{Workers: 4, PortLo: lo, PortHi: hi})
-	roles := roleMap(n.MasterPID, "the nginx master", n.Workers, "another nginx worker")
+	roles := roleMap(n.MasterPID, "the nginx master", n.Workers, "an nginx worker")
 	t.Logf("nginx master %d, workers %v, port %d", n.MasterPID, n.Workers, n.Port)
 	return n, roles
 }

@@ -18,7 +18,7 @@ so lines from several processes never interleave):
   forkconn LO HI HOLD    parent accepts, forks a child per connection, keeps
                          its copy HOLD seconds (0: closes it at once) then
                          closes it; the child closes the listener and serves.
-Connections are held until the peer closes. Every mode exits when stdin
+Connections are held, echoing what the peer sends, until it closes. Every mode exits when stdin
 closes (the parent kills its children).
 """
 import json
@@ -55,11 +55,14 @@ def listen(lo, hi):
 
 
 def hold(c, pid):
-    """Keep the connection until the peer closes it."""
+    """Echo what the peer sends until it closes the connection."""
     remote = addr(c.getpeername())
     try:
-        while c.recv(4096):
-            pass
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            c.sendall(b)
     except OSError:
         pass
     c.close()
