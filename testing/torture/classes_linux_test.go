@@ -235,6 +235,7 @@ func TestC2DetailsStale(t *testing.T) {
 
 		c2 := newTally()
 		fresh, stale := map[string]int{}, map[string]int{}
+		var sample *desc
 		for time.Since(c2.start) < 2*observeFor {
 			for _, d := range events() {
 				if d.pid != pid {
@@ -262,11 +263,14 @@ func TestC2DetailsStale(t *testing.T) {
 				}
 				if !bad {
 					c2.add(pid, []int{pid}, "")
+					if sample == nil {
+						sample = &d
+					}
 				}
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Logf("answers %v after the change (ttl %v): fresh %v, stale %v", ttl+slack, ttl, fresh, stale)
+		t.Logf("answers from %v after the change (ttl %v): fresh %v, stale %v; a good one: %+v", ttl+slack, ttl, fresh, stale, sample)
 		c2.requireNoWrong(t, fmt.Sprintf("descriptions of pid %d after setuid 65534 and renaming", pid))
 	})
 }
@@ -595,15 +599,22 @@ func TestC4EventDrivenReusePort(t *testing.T) {
 		}
 		all := newTally()
 		named := map[netip.AddrPort]time.Duration{}
+		foundBy := map[string]int{}
 		for time.Since(all.start) < bound && len(named) < conns {
 			for r, pid := range owner {
 				if _, ok := named[r]; ok {
 					continue
 				}
-				_, dp, _ := lookup(t, p, r, srv, time.Now())
+				out, err := p.Run(newEvent(r, srv, time.Now()))
+				if err != nil || out == nil {
+					t.Fatalf("Run(%v -> %v) dropped the event: %v", r, srv, err)
+				}
+				dp := pidAt(out, "destination.process.pid")
 				all.add(dp, []int{pid}, fmt.Sprintf("connection from %v", r))
 				if dp == pid {
 					named[r] = time.Since(all.start)
+					v, _ := out.GetValue("add_network_process.destination.found_by")
+					foundBy[fmt.Sprint(v)]++
 				}
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -613,8 +624,8 @@ func TestC4EventDrivenReusePort(t *testing.T) {
 			took = append(took, d.Round(time.Millisecond))
 		}
 		slices.Sort(took)
-		t.Logf("%d connections (A=%d accepted %d, B=%d accepted %d): %d attributed within %v, after %v",
-			conns, a.pid, byA, b.pid, conns-byA, len(named), bound, took)
+		t.Logf("%d connections (A=%d accepted %d, B=%d accepted %d): %d attributed within %v, after %v, found_by %v",
+			conns, a.pid, byA, b.pid, conns-byA, len(named), bound, took, foundBy)
 		// Then a while longer: still nothing wrong.
 		for round := 0; round < 20; round++ {
 			for r, pid := range owner {
