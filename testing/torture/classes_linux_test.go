@@ -641,20 +641,28 @@ func TestC4EventDrivenReusePort(t *testing.T) {
 	})
 }
 
-// Class: the deadline. A process with ~19000 descriptors makes new
+// Class: the deadline. A process with ~19000 descriptors (a busy server
+// under the usual 20000 limit; NETPROCBEAT_TORTURE_FDS) makes new
 // connections; no Run about them may take longer than rescan_timeout
 // (50ms) plus the shared machine's slack (NETPROCBEAT_TORTURE_SLACK,
-// default 350ms), whichever source answers.
+// default 350ms), whichever source answers. The distribution of the Runs
+// is logged: a search bound by the deadline keeps them near 50ms whatever
+// the table's size.
 func TestC5DeadlineLargeFDTable(t *testing.T) {
 	bin := compileC(t, "clc5-bigfd", bigFDC)
 	const (
 		budget = 50 * time.Millisecond
-		nconns = 10
+		nconns = 20
 	)
 	slack := envDuration("NETPROCBEAT_TORTURE_SLACK", 350*time.Millisecond)
 	want := envInt("NETPROCBEAT_TORTURE_FDS", 19000)
 	trackers(t, func(t *testing.T, tracker string) {
-		port := modePort(47500, tracker)
+		deadlineLargeFDTable(t, tracker, bin, modePort(47500, tracker), want, budget, slack, nconns)
+	})
+}
+
+func deadlineLargeFDTable(t *testing.T, tracker, bin string, port, want int, budget, slack time.Duration, nconns int) {
+	{
 		s := startHelper(t, "S", "")
 		ls := s.do("listen 127.0.0.1:%d", port)
 		s.do("acceptloop %d", ls.ID)
@@ -665,7 +673,7 @@ func TestC5DeadlineLargeFDTable(t *testing.T) {
 			t.Fatalf("bigfd: %v", err)
 		}
 		if got < want {
-			t.Skipf("bigfd opened %d of %d descriptors (open-files hard limit too low)", got, want)
+			t.Skipf("bigfd opened %d of %d descriptors (open-files limit too low, fs.nr_open?)", got, want)
 		}
 		p := newProcessor(t, tracker, "rescan_timeout: "+budget.String())
 		settle(t, p)
@@ -717,5 +725,5 @@ func TestC5DeadlineLargeFDTable(t *testing.T) {
 		if len(slow) > 0 {
 			t.Errorf("Runs took longer than rescan_timeout %v + slack %v:\n  %s", budget, slack, strings.Join(slow, "\n  "))
 		}
-	})
+	}
 }

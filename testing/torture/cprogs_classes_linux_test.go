@@ -93,8 +93,9 @@ int main(int argc, char **argv) {
 }
 `
 
-// bigFDC raises RLIMIT_NOFILE to its hard limit, opens /dev/null argv[1]
-// times, prints "<pid> <descriptors opened>", then for each stdin line
+// bigFDC raises RLIMIT_NOFILE to hold argv[1] descriptors (past the hard
+// limit where it may: CAP_SYS_RESOURCE), fills its table with
+// /dev/null opened again and again (each its own open file), prints "<pid> <descriptors opened>", then for each stdin line
 // "dial <ip> <port>" makes (and keeps) a new connection and prints its
 // local port. It exits when stdin closes.
 const bigFDC = `
@@ -107,10 +108,14 @@ const bigFDC = `
 #include <unistd.h>
 int main(int argc, char **argv) {
 	struct rlimit rl;
+	int want = atoi(argv[1]), got = 0;
 	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_max < (rlim_t)want + 64) {
+		struct rlimit more = {want + 64, want + 64};
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0) rl = more;
+	}
 	rl.rlim_cur = rl.rlim_max;
 	setrlimit(RLIMIT_NOFILE, &rl);
-	int want = atoi(argv[1]), got = 0;
 	for (; got < want; got++)
 		if (open("/dev/null", O_RDONLY) < 0) break;
 	printf("%d %d\n", getpid(), got);
