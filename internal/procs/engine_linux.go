@@ -40,13 +40,17 @@ type linuxEngine struct {
 	diagBuf []byte // sock_diag receive buffer
 	// useDiag: read socket tables through NETLINK_SOCK_DIAG instead of the
 	// text files (host_path "/" only, where both show this namespace).
-	useDiag  bool
-	byInode  map[uint64]int
-	pids     []int
-	fds      map[int]*procFds
-	orphans  map[uint64]struct{}
-	walkGen  uint64
-	lastFull time.Time
+	useDiag bool
+	byInode map[uint64]int
+	pids    []int
+	fds     map[int]*procFds
+	orphans map[uint64]struct{}
+	// listeners: the listening sockets' inodes after the last whole-table
+	// walk; a listener not among them makes an incremental walk re-read
+	// the processes it trusted (resolveOwners).
+	listeners map[uint64]struct{}
+	walkGen   uint64
+	lastFull  time.Time
 	// fullFrom is nonzero while a full walk is pending: processes last read
 	// before that walk generation must be read again. chainFrom is the
 	// generation of the first attempt of a walk that has not finished (a
@@ -120,17 +124,18 @@ func NewEngine(root string) (Engine, error) {
 		root = "/"
 	}
 	e := &linuxEngine{
-		root:    root,
-		proc:    filepath.Join(root, "proc"),
-		buf:     make([]byte, 0, 64<<10),
-		linkBuf: make([]byte, 256),
-		dents:   make([]byte, 32<<10),
-		byInode: map[uint64]int{},
-		fds:     map[int]*procFds{},
-		orphans: map[uint64]struct{}{},
-		now:     time.Now,
-		users:   passwdCache{path: filepath.Join(root, "etc", "passwd")},
-		hostID:  sync.OnceValue(func() string { return machineID(root) }),
+		root:      root,
+		proc:      filepath.Join(root, "proc"),
+		buf:       make([]byte, 0, 64<<10),
+		linkBuf:   make([]byte, 256),
+		dents:     make([]byte, 32<<10),
+		byInode:   map[uint64]int{},
+		fds:       map[int]*procFds{},
+		orphans:   map[uint64]struct{}{},
+		listeners: map[uint64]struct{}{},
+		now:       time.Now,
+		users:     passwdCache{path: filepath.Join(root, "etc", "passwd")},
+		hostID:    sync.OnceValue(func() string { return machineID(root) }),
 	}
 	e.bootTime = sync.OnceValue(func() time.Time { return readBootTime(e.proc) })
 	if _, err := os.Stat(filepath.Join(e.proc, "net", "tcp")); err != nil {

@@ -9,7 +9,10 @@ package procs
 //  1. One owner. A socket several processes hold (Socket.Shared: a
 //     pre-forked server's listener, a connection inherited across fork),
 //     a listener endpoint held by sockets of several processes, or a key
-//     that several foreign namespaces share (row.multi) answers nothing.
+//     that several foreign namespaces share (row.multi) answers nothing;
+//     nor does a TCP listener whose connections another process was seen
+//     holding (row.handsOff: a fork-per-connection server) for an event
+//     that names a peer.
 //  2. NAT. A listener or endpoint match is not given for a tuple that
 //     conntrack shows translated (the translated tuple's socket is asked
 //     instead), nor when conntrack could not be asked.
@@ -63,7 +66,7 @@ func (v verdict) why() unanswered {
 // admitRow applies the rules to a row found for q's local port port (q's
 // own, or the translated tuple's for a NAT answer) through via.
 func (w *Watcher) admitRow(q *query, r *row, via Via, port uint16) (*Process, verdict) {
-	if r.multi {
+	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && r.handsOff.Load() {
 		return nil, refusedShared
 	}
 	if via == ViaListener || via == ViaEndpoint {
@@ -124,6 +127,16 @@ func (w *Watcher) admitSocket(q *query, s *Socket, p *Process) (*Process, verdic
 // a listener is a listener answer and is given only as the snapshot's own
 // would be (admitListenerRecord).
 func (w *Watcher) admitRecord(q *query, s *Socket, p, minimal *Process) (*Process, verdict) {
+	if q.t == TCP && q.remote.IsValid() {
+		// The accepter of a fork-per-connection server is not who served
+		// the connection (rule 1, handsOff).
+		if r, res := q.snap.listenerFor(TCP, q.local); res == foundRow && r.handsOff.Load() && r.p.PID == s.PID {
+			return nil, refusedShared
+		}
+		if w.handsOffProc(procKey{s.PID, s.StartKey}) {
+			return nil, refusedShared
+		}
+	}
 	if startedAfter(p, q.at) {
 		return nil, refusedStartedAfter
 	}

@@ -87,8 +87,10 @@ const verifyEvery = 2 * time.Second
 // last attempt stopped, so a walk longer than one budget still completes.
 //
 // What trusting can still miss, for at most fullWalkEvery: a process that
-// closed a non-socket descriptor and opened a socket that a lower PID also
-// holds (a new socket with no other holder triggers the fallback).
+// closed a non-socket descriptor and opened (or inherited) a connected
+// socket that another process also holds, so that the socket looks held
+// by one process. (A new socket with no holder found, and a new listener,
+// trigger the fallback.)
 //
 // wholeTable is false when socks is not the whole socket table (Resolve):
 // the walk then neither records ownerless inodes nor completes a full walk.
@@ -131,9 +133,12 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 	if want > 0 {
 		unresolved = e.assign(pids, socks)
 	}
-	if !full && unresolved > 0 && e.unexplained(socks) {
-		// Fallback: something new has no owner among the processes read;
-		// one of the trusted ones may have opened it.
+	if !full && (unresolved > 0 && e.unexplained(socks) || wholeTable && e.newListener(socks)) {
+		// Fallback: something new has no owner among the processes read,
+		// or a listener is new (a pre-fork master or a socket activator
+		// may hold it beside the process found: a trusted process keeps
+		// its count when it closes one descriptor and opens another); one
+		// of the trusted ones may have opened it.
 		e.stats.fallbacks++
 		e.fallbackInodes = e.fallbackInodes[:0]
 		for i := range socks {
@@ -171,9 +176,28 @@ func (e *linuxEngine) resolveOwners(ctx context.Context, socks []Socket, wholeTa
 		}
 	}
 	if wholeTable {
+		clear(e.listeners)
+		for i := range socks {
+			if socks[i].Listen && socks[i].Inode != 0 {
+				e.listeners[socks[i].Inode] = struct{}{}
+			}
+		}
 		e.publishView()
 	}
 	return nil
+}
+
+// newListener reports whether a listening socket with an inode was not in
+// the table at the last whole-table walk.
+func (e *linuxEngine) newListener(socks []Socket) bool {
+	for i := range socks {
+		if socks[i].Listen && socks[i].Inode != 0 {
+			if _, ok := e.listeners[socks[i].Inode]; !ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // assign gives each socket the lowest PID whose fd table lists its inode,

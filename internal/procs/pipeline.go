@@ -33,6 +33,9 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 	if o, ok := w.fromSources(q); ok { // tracker records, the kernel's exact lookup
 		return w.finish(q, o)
 	}
+	if o, ok := w.fromListener(q); ok { // the listener, for a connection no source knows
+		return w.finish(q, o)
+	}
 	if o, ok := w.fromConntrack(q); ok { // the socket behind a NAT
 		return w.finish(q, o)
 	}

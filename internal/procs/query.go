@@ -31,6 +31,9 @@ type query struct {
 	// up (feedCovered: while it missed nothing since the snapshot), so no
 	// socket with it was opened since the snapshot.
 	noRecord, feedCovered bool
+	// listener: the snapshot's listener for a TCP connection, held back
+	// until the sources that know the connection itself have been asked.
+	listener *row
 	// natLocal, natRemote: the translated tuple, when the NAT gate refused
 	// a match for q's own (refusedTranslated).
 	natLocal, natRemote netip.AddrPort

@@ -36,6 +36,9 @@ func NewResolveSource(e Engine, next OwnerSource, perInterval int, interval, tim
 type resolveSource struct {
 	r        Resolver
 	next     OwnerSource
+	// handedOff, if set, is told of a record's opener that the kernel
+	// shows no longer the (only) holder of its socket.
+	handedOff func(procKey)
 	per      int
 	interval time.Duration
 	timeout  time.Duration
@@ -85,6 +88,11 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 				// holder, which next may not have seen take it over. The
 				// record's owner is searched first.
 				if got, st := h.live(t, local, remote, s.PID, until); st == liveFound {
+					if got.PID != s.PID && h.handedOff != nil {
+						// The opener the record names passed the socket on
+						// (a fork-per-connection server's parent).
+						h.handedOff(procKey{s.PID, s.StartKey})
+					}
 					return got, nil, true, true, false
 				}
 			}

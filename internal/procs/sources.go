@@ -9,7 +9,7 @@ package procs
 // a learned row; one from a record of the past is described as its
 // program runs now, or as the record saw it when it has exited.
 func (w *Watcher) fromSources(q *query) (outcome, bool) {
-	if w.resolve == nil && w.records == nil {
+	if !w.hasSources() {
 		return outcome{}, false
 	}
 	q.feedCovered = q.t == TCP && q.remote.IsValid() && w.feedCovers(q.snap)
@@ -59,8 +59,14 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 	if q.remote.IsValid() && w.pins != nil {
 		w.learn(&sock, p, q.t, q.local, q.remote, ver)
 	}
+	if q.t == TCP {
+		w.noteHandsOff(q.snap.markHandsOff(q.local, sock.PID))
+	}
 	return answer(p, ViaResolve, hitResolve), true
 }
+
+// hasSources reports whether there is an owner source to ask.
+func (w *Watcher) hasSources() bool { return w.resolve != nil || w.records != nil }
 
 // recordVia is how a record's answer was found: a socket the tracker saw
 // no close of, or one already closed.

@@ -47,6 +47,29 @@ func (w *Watcher) fromSnapshot(q *query) (outcome, bool) {
 	default:
 		return outcome{}, false
 	}
+	if via == ViaListener && q.t == TCP && q.remote.IsValid() && w.hasSources() {
+		// A TCP connection is its own socket's: the listener that could
+		// have accepted it is asked only after the sources that know the
+		// connection itself (fromListener). A fork-per-connection server's
+		// parent holds the listener alone; its children serve.
+		q.listener, q.res = r, foundNone
+		return outcome{}, false
+	}
+	return w.admitSnapshotRow(q, r, via)
+}
+
+// fromListener answers a TCP connection that no source knows with the
+// listener fromSnapshot held back.
+func (w *Watcher) fromListener(q *query) (outcome, bool) {
+	if q.listener == nil {
+		return outcome{}, false
+	}
+	return w.admitSnapshotRow(q, q.listener, ViaListener)
+}
+
+// admitSnapshotRow is fromSnapshot's admission of the row r found through
+// via.
+func (w *Watcher) admitSnapshotRow(q *query, r *row, via Via) (outcome, bool) {
 	p, v := w.admitRow(q, r, via, q.local.Port())
 	switch v {
 	case admitted:

@@ -157,6 +157,14 @@ type Watcher struct {
 
 	stats counters
 
+	// handsOff: inodes of TCP listeners seen handing their connections to
+	// other processes (rescan.go, carryHandsOff).
+	// handsOffProcs: processes whose recorded sockets the kernel showed
+	// held by another process (sources.go).
+	handsOffMu    sync.Mutex
+	handsOff      map[uint64]struct{}
+	handsOffProcs map[procKey]struct{}
+
 	// fallback guards Config.Fallback's owner source against Close.
 	// resolve is Fallback when it is the kernel's exact lookup (the
 	// records it falls back to are inside it); records is Fallback
@@ -235,6 +243,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	}
 	if rs, ok := cfg.Fallback.(*resolveSource); ok {
 		w.resolve = rs
+		rs.handedOff = w.noteHandsOffProc
 	} else {
 		w.records = cfg.Fallback
 	}
