@@ -236,9 +236,9 @@ func BenchmarkCloseSyscall(b *testing.B) {
 		if st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
 			defer st.Close()
 		}
-		s0, err0 := tr.objs.SysEnterClose.Stats()
+		s0, err0 := tr.objs.SysExitClose.Stats()
 		loop(b)
-		s1, err1 := tr.objs.SysEnterClose.Stats()
+		s1, err1 := tr.objs.SysExitClose.Stats()
 		if err0 == nil && err1 == nil && s1.RunCount > s0.RunCount {
 			b.ReportMetric(float64(s1.Runtime-s0.Runtime)/float64(s1.RunCount-s0.RunCount), "prog-ns/run")
 		}

@@ -64,16 +64,22 @@ func (o Options) withDefaults() Options {
 type Source uint8
 
 const (
-	// SourceConnect: the task that called connect() (TCP client side).
+	// SourceConnect: the task that called connect() (a TCP client, a
+	// connected UDP socket).
 	SourceConnect Source = iota + 1
-	// SourceListener: an accepted TCP connection no task has used yet,
-	// attributed to the owner of the listening socket.
+	// SourceListener: a lookup of a TCP connection answered by the record
+	// of the listening socket on its local port (no record of the
+	// connection itself): the process that called listen(), which may not
+	// be the one that accepted the connection.
 	SourceListener
-	// SourceIO: the task that sent or received on the socket (TCP server
-	// workers, UDP).
+	// SourceIO: the task that sent or received a UDP datagram on the
+	// socket.
 	SourceIO
 	// SourceListen: the record of a TCP listening socket.
 	SourceListen
+	// SourceAccept: the task whose accept()/accept4() returned the TCP
+	// connection (a server's worker).
+	SourceAccept
 )
 
 func (s Source) String() string {
@@ -86,6 +92,8 @@ func (s Source) String() string {
 		return "io"
 	case SourceListen:
 		return "listen"
+	case SourceAccept:
+		return "accept"
 	}
 	return "unknown"
 }
@@ -148,6 +156,23 @@ type Stats struct {
 	// ring buffer.
 	Unsure  uint64
 	Entries int // records currently held
+
+	// Programs are the attached BPF programs' run counts and run times as
+	// the kernel measures them (BPF_ENABLE_STATS, enabled while the
+	// tracker runs; zero where the kernel refused it), since they loaded.
+	Programs []ProgramStats
+	// CPUShare is the programs' total run time over the host's CPU time
+	// since the tracker loaded (elapsed time × CPUs): 0.01 is 1 % of the
+	// machine. It leaves out the tracepoints' own dispatch.
+	CPUShare float64
+}
+
+// ProgramStats is one BPF program's cost as the kernel measures it.
+type ProgramStats struct {
+	Name     string        // attach point, e.g. "tp_btf/inet_sock_set_state"
+	RunCount uint64        // runs
+	RunTime  time.Duration // total run time (includes the measurement's two clock reads per run)
+	Missed   uint64        // runs skipped because another BPF program was running on the CPU
 }
 
 // Proto is an IP protocol number; the tracker records TCP and UDP sockets.
