@@ -21,11 +21,11 @@ import (
 
 // Event types and owner sources, mirrored from bpf/tracker.bpf.c.
 const (
-	evConnect  = 1
-	evAccept   = 2
-	evSendRecv = 3
-	evClose    = 4
-	evListen   = 5
+	evConnect    = 1
+	evAccept     = 2
+	evSendRecv   = 3
+	evClose      = 4
+	evListen     = 5
 	evExit       = 6
 	evUDPConnect = 7
 )
@@ -77,7 +77,7 @@ type Tracker struct {
 	// udpMode tells how UDP owners are recorded (udpCgroup or udpTracepoints).
 	udpMode string
 	// progs are the attached programs, for their run-time statistics.
-	progs   []attached
+	progs    []attached
 	runStats io.Closer // keeps the kernel's BPF run-time statistics on; nil if refused
 	loaded   time.Time
 
