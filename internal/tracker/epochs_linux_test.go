@@ -225,7 +225,6 @@ func TestEpochs(t *testing.T) {
 	}
 }
 
-
 // startEpochHelper starts the test binary as an epoch helper and returns
 // its PID and a function that sends it one command and waits for its "ok".
 func startEpochHelper(t *testing.T) (int, func(op string)) {
