@@ -18,6 +18,8 @@ package tracker
 import (
 	"errors"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -191,4 +193,26 @@ type key struct {
 	proto         Proto
 	netns         uint32
 	local, remote netip.AddrPort
+}
+
+// Key is the program's name without its attach type ("inet_sock_set_state"
+// for "tp_btf/inet_sock_set_state"), for metrics.
+func (p ProgramStats) Key() string { return p.Name[strings.LastIndexByte(p.Name, '/')+1:] }
+
+// SumPrograms adds up the statistics of programs of the same name (several
+// trackers), sorted by name.
+func SumPrograms(ps []ProgramStats) []ProgramStats {
+	var out []ProgramStats
+	for _, p := range ps {
+		i := slices.IndexFunc(out, func(o ProgramStats) bool { return o.Name == p.Name })
+		if i < 0 {
+			out = append(out, p)
+			continue
+		}
+		out[i].RunCount += p.RunCount
+		out[i].RunTime += p.RunTime
+		out[i].Missed += p.Missed
+	}
+	slices.SortFunc(out, func(a, b ProgramStats) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
