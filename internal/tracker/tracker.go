@@ -3,16 +3,18 @@
 // which process uses each UDP socket, so that an event that arrives after
 // the socket closed (and vanished from /proc) still resolves to its owner.
 //
-// A Tracker attaches three BTF-typed raw tracepoints (tp_btf):
-// inet_sock_set_state, sock_send_length and sock_recv_length. Client
-// connections are attributed to the task that called connect(); accepted
-// connections first to the listener's owner and then to the task that
-// first sends or receives on them; UDP sockets to the task that sends or
-// receives. Records carry their lifetime by the kernel's clock, and a
-// lookup names the owner at an event's time (LookupAt). Change counters
-// (Epochs), bumped by syscall and sched tracepoints, tell without a system
-// call whether a port's sockets or a process's descriptors changed. See
-// docs/tracker.md.
+// Client TCP connections are attributed to the task that called connect()
+// (inet_sock_set_state), accepted ones to the task whose accept()/accept4()
+// returned them (their syscall-exit tracepoints), connected UDP sockets to
+// the task that connected them, and unconnected UDP sockets to the task
+// that sends or receives a datagram with an address (cgroup sendmsg/recvmsg
+// hooks on the root cgroup, or the send/receive tracepoints where those
+// cannot attach). Nothing runs per TCP message. Records carry their
+// lifetime by the kernel's clock, and a lookup names the owner at an
+// event's time (LookupAt). Change counters (Epochs), bumped by syscall,
+// sched and io_uring tracepoints, tell without a system call whether a
+// port's sockets or a process's descriptors changed. New refuses to run in
+// a PID namespace other than the host's. See docs/tracker.md.
 package tracker
 
 import (
