@@ -15,7 +15,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,22 +60,39 @@ type Epochs struct {
 // Port returns the counter of local port port of transport p.
 func (e *Epochs) Port(p Proto, port uint16) uint32 {
 	if e.closed.Load() {
-		return e.tick.Add(1)
+		return e.fresh()
 	}
 	i := int(port)
 	if p == UDP {
 		i += 65536
 	}
-	return atomic.LoadUint32(&e.port[i*slot])
+	return atomic.LoadUint32(&e.port[i*slot]) &^ freshBit
 }
 
-// PID returns the counter of process pid.
+// PID returns the counter of process pid. While the kernel marks the
+// counter unusable for pid's slot (the process is exiting, or a process of
+// the slot closed a descriptor through io_uring or shares its descriptor
+// table with another process), every reading differs from the previous one.
 func (e *Epochs) PID(pid int) uint32 {
 	if e.closed.Load() {
-		return e.tick.Add(1)
+		return e.fresh()
 	}
-	return atomic.LoadUint32(&e.pid[int(uint32(pid)%pidEpochEntries)*slot])
+	i := int(uint32(pid)%pidEpochEntries) * slot
+	// The unusable flag is read after the epoch: a flag set after the
+	// epoch was read comes with an epoch bump of its own.
+	v := atomic.LoadUint32(&e.pid[i])
+	if atomic.LoadUint32(&e.pid[i+1]) != 0 {
+		return e.fresh()
+	}
+	return v &^ freshBit
 }
+
+// freshBit is set in readings that prove nothing and clear in counter
+// readings, so that no reading of either kind equals one of the other.
+const freshBit = 1 << 31
+
+// fresh returns a reading equal to no other reading (until 2^31 of them).
+func (e *Epochs) fresh() uint32 { return freshBit | e.tick.Add(1) }
 
 // mapEpochs maps the two counter maps read-only. The mappings keep the
 // kernel maps alive after their descriptors are closed, and are released
@@ -122,34 +138,29 @@ func (t *Tracker) attachEpochs() (*Epochs, error) {
 	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, &t.closed)
 }
 
-// attachEpochLinks attaches the programs that bump pid_epoch.
+// attachEpochLinks attaches the programs that bump pid_epoch (sys_exit_connect,
+// attached by attachSockets, bumps it too).
 func (t *Tracker) attachEpochLinks() error {
-	for _, name := range []string{"sys_enter_close", "sys_enter_close_range", "sys_enter_dup2", "sys_enter_dup3", "sys_enter_connect"} {
-		prog := map[string]*ebpf.Program{
-			"sys_enter_close":       t.objs.SysEnterClose,
-			"sys_enter_close_range": t.objs.SysEnterCloseRange,
-			"sys_enter_dup2":        t.objs.SysEnterDup2,
-			"sys_enter_dup3":        t.objs.SysEnterDup3,
-			"sys_enter_connect":     t.objs.SysEnterConnect,
-		}[name]
-		l, err := link.Tracepoint("syscalls", name, prog, nil)
-		if err != nil {
-			return fmt.Errorf("attaching tracepoint/syscalls/%s: %w", name, err)
+	for _, p := range []attached{
+		{"sys_exit_close", t.objs.SysExitClose},
+		{"sys_exit_close_range", t.objs.SysExitCloseRange},
+		{"sys_exit_dup2", t.objs.SysExitDup2},
+		{"sys_exit_dup3", t.objs.SysExitDup3},
+	} {
+		if err := t.attachSyscall(p.name, p.prog); err != nil {
+			return err
 		}
-		t.links = append(t.links, l)
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
+	for _, p := range []attached{
 		{"tp_btf/sched_process_exec", t.objs.SchedProcessExec},
 		{"tp_btf/sched_process_exit", t.objs.SchedProcessExit},
+		{"tp_btf/sched_process_free", t.objs.SchedProcessFree},
+		{"tp_btf/sched_process_fork", t.objs.SchedProcessFork},
+		{"tp_btf/io_uring_submit_req", t.objs.IoUringSubmitReq},
 	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
-		if err != nil {
-			return fmt.Errorf("attaching %s: %w", p.name, err)
+		if err := t.attachTracing(p.name, p.prog); err != nil {
+			return err
 		}
-		t.links = append(t.links, l)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,6 +44,8 @@ func epochHelper() int {
 		fds = append(fds, fd)
 	}
 	udp, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	var keep []*os.File
+	defer runtime.KeepAlive(&keep)
 	fmt.Println("ok")
 	for in.Scan() {
 		f := strings.Fields(in.Text())
@@ -58,6 +61,30 @@ func epochHelper() int {
 			err = unix.Dup3(fds[0], fds[1], unix.O_CLOEXEC)
 		case "connect":
 			err = unix.Connect(udp, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}})
+		case "fork":
+			// A child that holds a copy of fds[0] (and waits for its
+			// stdin to close, i.e. for this process to exit).
+			// The files stay referenced (keep) so that no finalizer
+			// closes a descriptor behind the test's back.
+			f := os.NewFile(uintptr(fds[0]), "socket")
+			pr, pw, perr := os.Pipe()
+			if perr != nil {
+				err = perr
+				break
+			}
+			cmd := exec.Command("/bin/cat")
+			cmd.ExtraFiles = []*os.File{f}
+			cmd.Stdin = pr
+			keep = append(keep, f, pr, pw)
+			err = cmd.Start()
+		case "uring-close":
+			// Close fds[0] through io_uring, and check that it is gone.
+			if err = uringClose(fds[0]); err == nil {
+				if _, ferr := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFD, 0); ferr != unix.EBADF {
+					err = fmt.Errorf("fd %d still open after IORING_OP_CLOSE (%v)", fds[0], ferr)
+				}
+				fds = fds[1:]
+			}
 		case "exec":
 			// A program that waits for stdin to close.
 			err = unix.Exec("/bin/cat", []string{"cat"}, os.Environ())
@@ -198,6 +225,71 @@ func TestEpochs(t *testing.T) {
 	}
 }
 
+// startEpochHelper starts the test binary as an epoch helper and returns
+// its PID and a function that sends it one command and waits for its "ok".
+func startEpochHelper(t *testing.T) (int, func(op string)) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), epochHelperEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	out := bufio.NewReader(stdout)
+	do := func(op string) {
+		t.Helper()
+		if op != "" {
+			fmt.Fprintln(stdin, op)
+		}
+		line, err := out.ReadString('\n')
+		if err != nil || line != "ok\n" {
+			t.Fatalf("helper after %q: %q %v", op, line, err)
+		}
+	}
+	do("")
+	return cmd.Process.Pid, do
+}
+
+// TestEpochsIOURingClose: a socket is held by a process and by its child
+// (inherited); the process closes its copy through io_uring
+// (IORING_OP_CLOSE), which no close system call reports. Its counter must
+// not read the same before and after: an unchanged reading would let a
+// reader keep naming it as a holder of the socket the child now holds
+// alone.
+func TestEpochsIOURingClose(t *testing.T) {
+	tr := newTracker(t, Options{})
+	e := tr.Epochs()
+	if e == nil {
+		t.Fatalf("change counters unavailable: %v", tr.EpochsErr())
+	}
+	pid, do := startEpochHelper(t)
+	do("fork")
+	time.Sleep(50 * time.Millisecond)
+	before := e.PID(pid)
+	do("nop")
+	if after := e.PID(pid); after != before {
+		t.Logf("counter moved without a descriptor change (%d -> %d): the helper's runtime closed something", before, after)
+		before = after
+	}
+	do("uring-close")
+	if after := e.PID(pid); after == before {
+		t.Errorf("IORING_OP_CLOSE: counter of pid %d did not move (%d)", pid, after)
+	}
+	// From now on no reading of the process proves anything.
+	if a, b := e.PID(pid), e.PID(pid); a == b {
+		t.Errorf("after an io_uring close two readings agree (%d)", a)
+	}
+}
+
 // BenchmarkEpochsRead: the cost of one counter reading.
 func BenchmarkEpochsRead(b *testing.B) {
 	tr := newTracker(b, Options{})
@@ -236,9 +328,9 @@ func BenchmarkCloseSyscall(b *testing.B) {
 		if st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
 			defer st.Close()
 		}
-		s0, err0 := tr.objs.SysEnterClose.Stats()
+		s0, err0 := tr.objs.SysExitClose.Stats()
 		loop(b)
-		s1, err1 := tr.objs.SysEnterClose.Stats()
+		s1, err1 := tr.objs.SysExitClose.Stats()
 		if err0 == nil && err1 == nil && s1.RunCount > s0.RunCount {
 			b.ReportMetric(float64(s1.Runtime-s0.Runtime)/float64(s1.RunCount-s0.RunCount), "prog-ns/run")
 		}

@@ -47,10 +47,10 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		sk:            ev.Sk,
 	}
 	switch ev.Type {
-	case evConnect:
+	case evConnect, evUDPConnect:
 		r.Source = SourceConnect
 	case evAccept:
-		r.Source = SourceListener
+		r.Source = SourceAccept
 	case evSendRecv:
 		r.Source = SourceIO
 	case evListen:
@@ -58,9 +58,6 @@ func (t *Tracker) handle(ev *trackerEvent) {
 	case evClose:
 		r.Closed = ts
 		r.Source = SourceIO
-		if ev.Source == srcListener {
-			r.Source = SourceListener
-		}
 	default:
 		return
 	}

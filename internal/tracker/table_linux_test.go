@@ -126,10 +126,10 @@ func TestTableAcceptThenWorker(t *testing.T) {
 	if !ok || r.PID != 100 || r.Source != SourceListener {
 		t.Fatalf("listener fallback: %+v %v", r, ok)
 	}
-	feed(tr, mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 100, 1, "nginx"))
-	feed(tr, mkEvent(evSendRecv, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
+	// The worker that accepted it owns it from then on.
+	feed(tr, mkEvent(evAccept, TCP, "192.0.2.1:8080", "192.0.2.9:5555", 101, 2, "nginx-worker"))
 	r, ok = tr.Lookup(TCP, ap("192.0.2.1:8080"), ap("192.0.2.9:5555"))
-	if !ok || r.PID != 101 || r.Source != SourceIO {
+	if !ok || r.PID != 101 || r.Source != SourceAccept {
 		t.Fatalf("worker: %+v %v", r, ok)
 	}
 	// The listener itself never answers for a UDP lookup.

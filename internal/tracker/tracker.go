@@ -3,21 +3,25 @@
 // which process uses each UDP socket, so that an event that arrives after
 // the socket closed (and vanished from /proc) still resolves to its owner.
 //
-// A Tracker attaches three BTF-typed raw tracepoints (tp_btf):
-// inet_sock_set_state, sock_send_length and sock_recv_length. Client
-// connections are attributed to the task that called connect(); accepted
-// connections first to the listener's owner and then to the task that
-// first sends or receives on them; UDP sockets to the task that sends or
-// receives. Records carry their lifetime by the kernel's clock, and a
-// lookup names the owner at an event's time (LookupAt). Change counters
-// (Epochs), bumped by syscall and sched tracepoints, tell without a system
-// call whether a port's sockets or a process's descriptors changed. See
-// docs/tracker.md.
+// Client TCP connections are attributed to the task that called connect()
+// (inet_sock_set_state), accepted ones to the task whose accept()/accept4()
+// returned them (their syscall-exit tracepoints), connected UDP sockets to
+// the task that connected them, and unconnected UDP sockets to the task
+// that sends or receives a datagram with an address (cgroup sendmsg/recvmsg
+// hooks on the root cgroup, or the send/receive tracepoints where those
+// cannot attach). Nothing runs per TCP message. Records carry their
+// lifetime by the kernel's clock, and a lookup names the owner at an
+// event's time (LookupAt). Change counters (Epochs), bumped by syscall,
+// sched and io_uring tracepoints, tell without a system call whether a
+// port's sockets or a process's descriptors changed. New refuses to run in
+// a PID namespace other than the host's. See docs/tracker.md.
 package tracker
 
 import (
 	"errors"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -64,16 +68,22 @@ func (o Options) withDefaults() Options {
 type Source uint8
 
 const (
-	// SourceConnect: the task that called connect() (TCP client side).
+	// SourceConnect: the task that called connect() (a TCP client, a
+	// connected UDP socket).
 	SourceConnect Source = iota + 1
-	// SourceListener: an accepted TCP connection no task has used yet,
-	// attributed to the owner of the listening socket.
+	// SourceListener: a lookup of a TCP connection answered by the record
+	// of the listening socket on its local port (no record of the
+	// connection itself): the process that called listen(), which may not
+	// be the one that accepted the connection.
 	SourceListener
-	// SourceIO: the task that sent or received on the socket (TCP server
-	// workers, UDP).
+	// SourceIO: the task that sent or received a UDP datagram on the
+	// socket.
 	SourceIO
 	// SourceListen: the record of a TCP listening socket.
 	SourceListen
+	// SourceAccept: the task whose accept()/accept4() returned the TCP
+	// connection (a server's worker).
+	SourceAccept
 )
 
 func (s Source) String() string {
@@ -86,6 +96,8 @@ func (s Source) String() string {
 		return "io"
 	case SourceListen:
 		return "listen"
+	case SourceAccept:
+		return "accept"
 	}
 	return "unknown"
 }
@@ -148,6 +160,23 @@ type Stats struct {
 	// ring buffer.
 	Unsure  uint64
 	Entries int // records currently held
+
+	// Programs are the attached BPF programs' run counts and run times as
+	// the kernel measures them (BPF_ENABLE_STATS, enabled while the
+	// tracker runs; zero where the kernel refused it), since they loaded.
+	Programs []ProgramStats
+	// CPUShare is the programs' total run time over the host's CPU time
+	// since the tracker loaded (elapsed time × CPUs): 0.01 is 1 % of the
+	// machine. It leaves out the tracepoints' own dispatch.
+	CPUShare float64
+}
+
+// ProgramStats is one BPF program's cost as the kernel measures it.
+type ProgramStats struct {
+	Name     string        // attach point, e.g. "tp_btf/inet_sock_set_state"
+	RunCount uint64        // runs
+	RunTime  time.Duration // total run time (includes the measurement's two clock reads per run)
+	Missed   uint64        // runs skipped because another BPF program was running on the CPU
 }
 
 // Proto is an IP protocol number; the tracker records TCP and UDP sockets.
@@ -166,4 +195,26 @@ type key struct {
 	proto         Proto
 	netns         uint32
 	local, remote netip.AddrPort
+}
+
+// Key is the program's name without its attach type ("inet_sock_set_state"
+// for "tp_btf/inet_sock_set_state"), for metrics.
+func (p ProgramStats) Key() string { return p.Name[strings.LastIndexByte(p.Name, '/')+1:] }
+
+// SumPrograms adds up the statistics of programs of the same name (several
+// trackers), sorted by name.
+func SumPrograms(ps []ProgramStats) []ProgramStats {
+	var out []ProgramStats
+	for _, p := range ps {
+		i := slices.IndexFunc(out, func(o ProgramStats) bool { return o.Name == p.Name })
+		if i < 0 {
+			out = append(out, p)
+			continue
+		}
+		out[i].RunCount += p.RunCount
+		out[i].RunTime += p.RunTime
+		out[i].Missed += p.Missed
+	}
+	slices.SortFunc(out, func(a, b ProgramStats) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

@@ -34,13 +34,6 @@ type trackerEvent struct {
 	_       [4]byte
 }
 
-type trackerListenKey struct {
-	_      structs.HostLayout
-	Netns  uint32
-	Port   uint16
-	Family uint16
-}
-
 type trackerOwner struct {
 	_          structs.HostLayout
 	StartNs    uint64
@@ -52,6 +45,12 @@ type trackerOwner struct {
 	Closed     uint8
 	Comm       [16]int8
 	_          [4]byte
+}
+
+type trackerPidSlot struct {
+	_        structs.HostLayout
+	Epoch    uint32
+	Unusable uint32
 }
 
 // loadTracker returns the embedded CollectionSpec for tracker.
@@ -96,28 +95,40 @@ type trackerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerProgramSpecs struct {
-	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
-	SchedProcessExec   *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
-	SchedProcessExit   *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
-	SockRecvLength     *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
-	SockSendLength     *ebpf.ProgramSpec `ebpf:"sock_send_length"`
-	SysEnterClose      *ebpf.ProgramSpec `ebpf:"sys_enter_close"`
-	SysEnterCloseRange *ebpf.ProgramSpec `ebpf:"sys_enter_close_range"`
-	SysEnterConnect    *ebpf.ProgramSpec `ebpf:"sys_enter_connect"`
-	SysEnterDup2       *ebpf.ProgramSpec `ebpf:"sys_enter_dup2"`
-	SysEnterDup3       *ebpf.ProgramSpec `ebpf:"sys_enter_dup3"`
+	InetSockSetState  *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	IoUringSubmitReq  *ebpf.ProgramSpec `ebpf:"io_uring_submit_req"`
+	SchedProcessExec  *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedProcessExit  *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
+	SchedProcessFork  *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
+	SchedProcessFree  *ebpf.ProgramSpec `ebpf:"sched_process_free"`
+	SockRecvLength    *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
+	SockSendLength    *ebpf.ProgramSpec `ebpf:"sock_send_length"`
+	SysEnterConnect   *ebpf.ProgramSpec `ebpf:"sys_enter_connect"`
+	SysExitAccept     *ebpf.ProgramSpec `ebpf:"sys_exit_accept"`
+	SysExitAccept4    *ebpf.ProgramSpec `ebpf:"sys_exit_accept4"`
+	SysExitClose      *ebpf.ProgramSpec `ebpf:"sys_exit_close"`
+	SysExitCloseRange *ebpf.ProgramSpec `ebpf:"sys_exit_close_range"`
+	SysExitConnect    *ebpf.ProgramSpec `ebpf:"sys_exit_connect"`
+	SysExitDup2       *ebpf.ProgramSpec `ebpf:"sys_exit_dup2"`
+	SysExitDup3       *ebpf.ProgramSpec `ebpf:"sys_exit_dup3"`
+	Udp4Recvmsg       *ebpf.ProgramSpec `ebpf:"udp4_recvmsg"`
+	Udp4Sendmsg       *ebpf.ProgramSpec `ebpf:"udp4_sendmsg"`
+	Udp6Recvmsg       *ebpf.ProgramSpec `ebpf:"udp6_recvmsg"`
+	Udp6Sendmsg       *ebpf.ProgramSpec `ebpf:"udp6_sendmsg"`
 }
 
 // trackerMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerMapSpecs struct {
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	PidEpoch  *ebpf.MapSpec `ebpf:"pid_epoch"`
-	PortEpoch *ebpf.MapSpec `ebpf:"port_epoch"`
-	Socks     *ebpf.MapSpec `ebpf:"socks"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Accepted   *ebpf.MapSpec `ebpf:"accepted"`
+	Connecting *ebpf.MapSpec `ebpf:"connecting"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Exiting    *ebpf.MapSpec `ebpf:"exiting"`
+	PidEpoch   *ebpf.MapSpec `ebpf:"pid_epoch"`
+	PortEpoch  *ebpf.MapSpec `ebpf:"port_epoch"`
+	Socks      *ebpf.MapSpec `ebpf:"socks"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // trackerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -147,18 +158,22 @@ func (o *trackerObjects) Close() error {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerMaps struct {
-	Events    *ebpf.Map `ebpf:"events"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	PidEpoch  *ebpf.Map `ebpf:"pid_epoch"`
-	PortEpoch *ebpf.Map `ebpf:"port_epoch"`
-	Socks     *ebpf.Map `ebpf:"socks"`
-	Stats     *ebpf.Map `ebpf:"stats"`
+	Accepted   *ebpf.Map `ebpf:"accepted"`
+	Connecting *ebpf.Map `ebpf:"connecting"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Exiting    *ebpf.Map `ebpf:"exiting"`
+	PidEpoch   *ebpf.Map `ebpf:"pid_epoch"`
+	PortEpoch  *ebpf.Map `ebpf:"port_epoch"`
+	Socks      *ebpf.Map `ebpf:"socks"`
+	Stats      *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *trackerMaps) Close() error {
 	return _TrackerClose(
+		m.Accepted,
+		m.Connecting,
 		m.Events,
-		m.Listeners,
+		m.Exiting,
 		m.PidEpoch,
 		m.PortEpoch,
 		m.Socks,
@@ -177,30 +192,50 @@ type trackerVariables struct {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerPrograms struct {
-	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
-	SchedProcessExec   *ebpf.Program `ebpf:"sched_process_exec"`
-	SchedProcessExit   *ebpf.Program `ebpf:"sched_process_exit"`
-	SockRecvLength     *ebpf.Program `ebpf:"sock_recv_length"`
-	SockSendLength     *ebpf.Program `ebpf:"sock_send_length"`
-	SysEnterClose      *ebpf.Program `ebpf:"sys_enter_close"`
-	SysEnterCloseRange *ebpf.Program `ebpf:"sys_enter_close_range"`
-	SysEnterConnect    *ebpf.Program `ebpf:"sys_enter_connect"`
-	SysEnterDup2       *ebpf.Program `ebpf:"sys_enter_dup2"`
-	SysEnterDup3       *ebpf.Program `ebpf:"sys_enter_dup3"`
+	InetSockSetState  *ebpf.Program `ebpf:"inet_sock_set_state"`
+	IoUringSubmitReq  *ebpf.Program `ebpf:"io_uring_submit_req"`
+	SchedProcessExec  *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedProcessExit  *ebpf.Program `ebpf:"sched_process_exit"`
+	SchedProcessFork  *ebpf.Program `ebpf:"sched_process_fork"`
+	SchedProcessFree  *ebpf.Program `ebpf:"sched_process_free"`
+	SockRecvLength    *ebpf.Program `ebpf:"sock_recv_length"`
+	SockSendLength    *ebpf.Program `ebpf:"sock_send_length"`
+	SysEnterConnect   *ebpf.Program `ebpf:"sys_enter_connect"`
+	SysExitAccept     *ebpf.Program `ebpf:"sys_exit_accept"`
+	SysExitAccept4    *ebpf.Program `ebpf:"sys_exit_accept4"`
+	SysExitClose      *ebpf.Program `ebpf:"sys_exit_close"`
+	SysExitCloseRange *ebpf.Program `ebpf:"sys_exit_close_range"`
+	SysExitConnect    *ebpf.Program `ebpf:"sys_exit_connect"`
+	SysExitDup2       *ebpf.Program `ebpf:"sys_exit_dup2"`
+	SysExitDup3       *ebpf.Program `ebpf:"sys_exit_dup3"`
+	Udp4Recvmsg       *ebpf.Program `ebpf:"udp4_recvmsg"`
+	Udp4Sendmsg       *ebpf.Program `ebpf:"udp4_sendmsg"`
+	Udp6Recvmsg       *ebpf.Program `ebpf:"udp6_recvmsg"`
+	Udp6Sendmsg       *ebpf.Program `ebpf:"udp6_sendmsg"`
 }
 
 func (p *trackerPrograms) Close() error {
 	return _TrackerClose(
 		p.InetSockSetState,
+		p.IoUringSubmitReq,
 		p.SchedProcessExec,
 		p.SchedProcessExit,
+		p.SchedProcessFork,
+		p.SchedProcessFree,
 		p.SockRecvLength,
 		p.SockSendLength,
-		p.SysEnterClose,
-		p.SysEnterCloseRange,
 		p.SysEnterConnect,
-		p.SysEnterDup2,
-		p.SysEnterDup3,
+		p.SysExitAccept,
+		p.SysExitAccept4,
+		p.SysExitClose,
+		p.SysExitCloseRange,
+		p.SysExitConnect,
+		p.SysExitDup2,
+		p.SysExitDup3,
+		p.Udp4Recvmsg,
+		p.Udp4Sendmsg,
+		p.Udp6Recvmsg,
+		p.Udp6Sendmsg,
 	)
 }
 

@@ -5,6 +5,7 @@ package tracker
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -20,14 +21,13 @@ import (
 
 // Event types and owner sources, mirrored from bpf/tracker.bpf.c.
 const (
-	evConnect  = 1
-	evAccept   = 2
-	evSendRecv = 3
-	evClose    = 4
-	evListen   = 5
-	evExit     = 6
-
-	srcListener = 2
+	evConnect    = 1
+	evAccept     = 2
+	evSendRecv   = 3
+	evClose      = 4
+	evListen     = 5
+	evExit       = 6
+	evUDPConnect = 7
 )
 
 // pollInterval bounds how long an event waits in the ring buffer while
@@ -74,6 +74,13 @@ type Tracker struct {
 	epochs    *Epochs // nil when the counters are unavailable
 	epochsErr error   // why they are
 
+	// udpMode tells how UDP owners are recorded (udpCgroup or udpTracepoints).
+	udpMode string
+	// progs are the attached programs, for their run-time statistics.
+	progs    []attached
+	runStats io.Closer // keeps the kernel's BPF run-time statistics on; nil if refused
+	loaded   time.Time
+
 	// life orders lookups against Close: a lookup holds it shared, Close
 	// takes it to set closed, so no lookup touches the ring once it is
 	// being closed.
@@ -108,6 +115,9 @@ type Tracker struct {
 // the underlying cause.
 func New(opts Options) (*Tracker, error) {
 	opts = opts.withDefaults()
+	if err := checkPIDNamespace(); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(btfPath); err != nil {
 		return nil, fmt.Errorf("tracker: kernel BTF is not available (CONFIG_DEBUG_INFO_BTF): %w", err)
 	}
@@ -149,6 +159,10 @@ func New(opts Options) (*Tracker, error) {
 	if t.epochs, err = t.attachEpochs(); err != nil {
 		t.epochsErr = fmt.Errorf("tracker: change counters unavailable: %w", privilegeHint(err))
 	}
+	if st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
+		t.runStats = st
+	}
+	t.loaded = time.Now()
 
 	t.wg.Add(2)
 	go t.readLoop()
@@ -156,21 +170,109 @@ func New(opts Options) (*Tracker, error) {
 	return t, nil
 }
 
-// attachSockets attaches the programs that record socket owners.
+// attached is a program the tracker attached, under the name its
+// statistics are published by.
+type attached struct {
+	name string
+	prog *ebpf.Program
+}
+
+// How UDP owners are recorded (Tracker.UDPMode).
+const (
+	// udpCgroup: cgroup sock_addr hooks on the root cgroup v2, which run
+	// only for UDP datagrams that carry an address.
+	udpCgroup = "cgroup"
+	// udpTracepoints: the sock_send_length / sock_recv_length tracepoints,
+	// which run on every message of every protocol.
+	udpTracepoints = "tracepoints"
+)
+
+// attachSockets attaches the programs that record socket owners: TCP
+// state changes, accept and connect returns, and UDP's hooks.
 func (t *Tracker) attachSockets() error {
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"tp_btf/inet_sock_set_state", t.objs.InetSockSetState},
+	if err := ensureTracefs(); err != nil {
+		return err
+	}
+	if err := t.attachTracing("tp_btf/inet_sock_set_state", t.objs.InetSockSetState); err != nil {
+		return err
+	}
+	for _, p := range []attached{
+		{"sys_exit_accept4", t.objs.SysExitAccept4},
+		{"sys_exit_accept", t.objs.SysExitAccept},
+		{"sys_enter_connect", t.objs.SysEnterConnect},
+		{"sys_exit_connect", t.objs.SysExitConnect},
+	} {
+		if err := t.attachSyscall(p.name, p.prog); err != nil {
+			return err
+		}
+	}
+	cgErr := t.attachUDPCgroup()
+	if cgErr == nil {
+		t.udpMode = udpCgroup
+		return nil
+	}
+	for _, p := range []attached{
 		{"tp_btf/sock_send_length", t.objs.SockSendLength},
 		{"tp_btf/sock_recv_length", t.objs.SockRecvLength},
 	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err := t.attachTracing(p.name, p.prog); err != nil {
+			return fmt.Errorf("%w (UDP's cgroup hooks were not usable either: %v)", err, cgErr)
+		}
+	}
+	t.udpMode = udpTracepoints
+	return nil
+}
+
+func (t *Tracker) attachTracing(name string, prog *ebpf.Program) error {
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attaching %s: %w", name, err)
+	}
+	t.links = append(t.links, l)
+	t.progs = append(t.progs, attached{name, prog})
+	return nil
+}
+
+func (t *Tracker) attachSyscall(name string, prog *ebpf.Program) error {
+	l, err := link.Tracepoint("syscalls", name, prog, nil)
+	if err != nil {
+		return fmt.Errorf("attaching tracepoint/syscalls/%s: %w", name, err)
+	}
+	t.links = append(t.links, l)
+	t.progs = append(t.progs, attached{"tracepoint/syscalls/" + name, prog})
+	return nil
+}
+
+// attachUDPCgroup attaches UDP's sendmsg/recvmsg hooks to the root of the
+// cgroup v2 hierarchy, so that they see every process on the host. It
+// fails in a cgroup namespace other than the initial one (its root is not
+// the host's) and without a cgroup v2 mount.
+func (t *Tracker) attachUDPCgroup() error {
+	root, err := cgroup2Root()
+	if err != nil {
+		return err
+	}
+	n, np := len(t.links), len(t.progs)
+	for _, p := range []struct {
+		name string
+		at   ebpf.AttachType
+		prog *ebpf.Program
+	}{
+		{"cgroup/sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, t.objs.Udp4Sendmsg},
+		{"cgroup/sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, t.objs.Udp6Sendmsg},
+		{"cgroup/recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, t.objs.Udp4Recvmsg},
+		{"cgroup/recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, t.objs.Udp6Recvmsg},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: p.at, Program: p.prog})
 		if err != nil {
-			return fmt.Errorf("attaching %s: %w", p.name, err)
+			for _, l := range t.links[n:] {
+				l.Close()
+			}
+			t.links, t.progs = t.links[:n], t.progs[:np]
+			return fmt.Errorf("attaching %s to %s: %w", p.name, root, err)
 		}
 		t.links = append(t.links, l)
+		t.progs = append(t.progs, attached{p.name, p.prog})
 	}
 	return nil
 }
@@ -196,7 +298,11 @@ func (t *Tracker) release() error {
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
 	}
-	t.links = nil
+	t.links, t.progs = nil, nil
+	if t.runStats != nil {
+		errs = append(errs, t.runStats.Close())
+		t.runStats = nil
+	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
 }
@@ -275,11 +381,11 @@ func (t *Tracker) Stats() Stats {
 			s.Lost += v
 		}
 	}
-	for _, p := range []*ebpf.Program{t.objs.InetSockSetState, t.objs.SockSendLength, t.objs.SockRecvLength, t.objs.SchedProcessExec, t.objs.SchedProcessExit} {
-		if ps, err := p.Stats(); err == nil {
-			s.Missed += ps.RecursionMisses
-		}
+	t.life.RLock()
+	if !t.closed.Load() {
+		s.Programs, s.Missed, s.CPUShare = t.programStats()
 	}
+	t.life.RUnlock()
 	t.mu.RLock()
 	s.Entries = t.nrec
 	t.mu.RUnlock()

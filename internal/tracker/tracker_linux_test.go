@@ -204,11 +204,11 @@ func testShortLivedTCP(t *testing.T, network, addr string, n int) {
 		if want := "tracker.test"; !strings.HasPrefix(want, r.Comm) || r.Comm == "" {
 			t.Errorf("client %v: comm %q, want a prefix of %q", h.client, r.Comm, want)
 		}
-		// The accepting side is this test process: attributed at its
-		// first read (or via the listener before that).
-		sr, ok := waitLookup(tr, TCP, server, h.client, h.at, func(r Record) bool { return r.Source == SourceIO })
-		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceIO {
-			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source io", h.client, sr, ok, os.Getpid(), myStart)
+		// The accepting side is this test process: attributed when its
+		// accept returned the connection.
+		sr, ok := waitLookup(tr, TCP, server, h.client, h.at, func(r Record) bool { return r.Source == SourceAccept })
+		if !ok || sr.PID != os.Getpid() || sr.StartTicks != myStart || sr.Source != SourceAccept {
+			t.Errorf("server side of %v: got %+v ok=%v, want pid %d start %d source accept", h.client, sr, ok, os.Getpid(), myStart)
 		}
 	}
 	t.Logf("%d short-lived %s clients attributed after exit; stats %+v", n, network, tr.Stats())
@@ -229,8 +229,8 @@ func TestShortLivedTCPClientsIPv6(t *testing.T) {
 
 // TestServerWorkerAttribution: the listener belongs to this process, but a
 // child that inherited it accepts and serves the connection. The accepted
-// socket must end up attributed to the child (its first read), not to the
-// listener's owner.
+// socket must be attributed to the child (its accept), not to the
+// listener's owner, from the accept on.
 func TestServerWorkerAttribution(t *testing.T) {
 	tr := newTracker(t, Options{})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -270,8 +270,8 @@ func TestServerWorkerAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, ok := waitLookup(tr, TCP, server, client, at, func(r Record) bool { return r.PID == h.pid && !r.Closed.IsZero() })
-	if !ok || r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
-		t.Errorf("server side: got %+v ok=%v, want the worker pid %d start %d source io", r, ok, h.pid, h.startTicks)
+	if !ok || r.PID != h.pid || r.StartTicks != h.startTicks || r.Source != SourceAccept {
+		t.Errorf("server side: got %+v ok=%v, want the worker pid %d start %d source accept", r, ok, h.pid, h.startTicks)
 	}
 	// The client side is this process.
 	if r, ok := waitLookup(tr, TCP, client, server, at, nil); !ok || r.PID != os.Getpid() || r.Source != SourceConnect {
@@ -279,8 +279,9 @@ func TestServerWorkerAttribution(t *testing.T) {
 	}
 }
 
-func testUDP(t *testing.T, mode string) {
+func testUDP(t *testing.T, mode string, source Source) {
 	tr := newTracker(t, Options{})
+	t.Logf("UDP recorded by %s", tr.UDPMode())
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -305,8 +306,8 @@ func testUDP(t *testing.T, mode string) {
 			t.Fatalf("datagram from pid %d, want %d", h.pid, pid)
 		}
 		r, ok := waitLookup(tr, UDP, h.client, server, time.Time{}, func(r Record) bool { return r.PID == pid })
-		if !ok || r.PID != pid || r.StartTicks != h.startTicks || r.Source != SourceIO {
-			t.Errorf("udp client %v: got %+v ok=%v, want pid %d start %d source io", h.client, r, ok, pid, h.startTicks)
+		if !ok || r.PID != pid || r.StartTicks != h.startTicks || r.Source != source {
+			t.Errorf("udp client %v: got %+v ok=%v, want pid %d start %d source %v", h.client, r, ok, pid, h.startTicks, source)
 		}
 	}
 	// The receiving socket belongs to this process.
@@ -316,8 +317,10 @@ func testUDP(t *testing.T, mode string) {
 	}
 }
 
-func TestUDPConnectedSender(t *testing.T)   { testUDP(t, "udp") }
-func TestUDPUnconnectedSender(t *testing.T) { testUDP(t, "udp-unconnected") }
+// A connected UDP socket is recorded when connect returns; an unconnected
+// one at its first datagram.
+func TestUDPConnectedSender(t *testing.T)   { testUDP(t, "udp", SourceConnect) }
+func TestUDPUnconnectedSender(t *testing.T) { testUDP(t, "udp-unconnected", SourceIO) }
 
 func TestRetentionExpiry(t *testing.T) {
 	const retention = 2 * time.Second

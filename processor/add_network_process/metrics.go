@@ -30,6 +30,8 @@ func registerMetrics(reg *monitoring.Registry) {
 				tsum.Ambiguous += t.Ambiguous
 				tsum.Unsure += t.Unsure
 				tsum.Entries += t.Entries
+				tsum.CPUShare += t.CPUShare
+				tsum.Programs = append(tsum.Programs, t.Programs...)
 			}
 			watchers++
 			sum.Lookups += st.Lookups
@@ -125,6 +127,16 @@ func registerMetrics(reg *monitoring.Registry) {
 			} {
 				monitoring.ReportInt(v, c.name, int64(c.n))
 			}
+			monitoring.ReportFloat(v, "cpu_pct", 100*tsum.CPUShare)
+			monitoring.ReportNamespace(v, "programs", func() {
+				for _, p := range tracker.SumPrograms(tsum.Programs) {
+					monitoring.ReportNamespace(v, p.Key(), func() {
+						monitoring.ReportInt(v, "run_count", int64(p.RunCount))
+						monitoring.ReportInt(v, "run_time_ns", int64(p.RunTime))
+						monitoring.ReportInt(v, "missed", int64(p.Missed))
+					})
+				}
+			})
 		})
 	})
 }

@@ -31,15 +31,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Event types, mirrored by the Go side.
 #define EV_CONNECT 1     // active open reached ESTABLISHED: owner = connecting task
-#define EV_ACCEPT 2      // passive open reached ESTABLISHED: owner = listener's owner
-#define EV_SEND_RECV 3   // a send/recv in process context (server worker, UDP)
-#define EV_CLOSE 4       // TCP socket went to CLOSE
+#define EV_ACCEPT 2      // accept()/accept4() returned the connection: owner = accepting task
+#define EV_SEND_RECV 3   // a UDP datagram sent or received in process context
+#define EV_CLOSE 4       // TCP socket closed (holder's FIN, or CLOSE)
 #define EV_LISTEN 5      // TCP listener created
 #define EV_EXIT 6        // the last thread of a process exited (no socket)
+#define EV_UDP_CONNECT 7 // connect() of a UDP socket returned: owner = connecting task
 
 // Where the owner of an event came from.
 #define SRC_TASK 1       // the current task (process context)
-#define SRC_LISTENER 2   // inherited from the listening socket
 
 // UDP sockets never change state: re-announce an active socket at most
 // this often so the user-space table can age out idle ones.
@@ -48,6 +48,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // Waking the reader for every event costs more than the event itself: wake
 // it only once this much is pending; it also polls (see Go's pollInterval).
 #define WAKEUP_BYTES (64 * 1024)
+
+// io_uring opcode that closes a descriptor (uapi, stable).
+#define IORING_OP_CLOSE 19
 
 struct owner {
 	__u64 start_ns; // group leader's start_boottime
@@ -83,17 +86,10 @@ struct event {
 // Keep struct event in the object's BTF for bpf2go -type event.
 const struct event *unused_event __attribute__((unused));
 
-struct listen_key {
-	__u32 netns;
-	__u16 port;
-	__u16 family;
-};
-
 // The owner of each tracked socket, stored in the socket itself: a lookup
-// is a pointer load (sending and receiving run it on every message), the
-// record is freed with the socket, and a recycled struct sock starts
-// empty. Not cloned into accepted sockets (no BPF_F_CLONE): an accepted
-// connection inherits its listener's owner explicitly.
+// is a pointer load, the record is freed with the socket, and a recycled
+// struct sock starts empty. Not cloned into accepted sockets (no
+// BPF_F_CLONE): an accepted connection is recorded when accept() returns it.
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -101,12 +97,26 @@ struct {
 	__type(value, struct owner);
 } socks SEC(".maps");
 
+// Accepted TCP connections' owners, by struct sock address. The syscall
+// tracepoint that sees accept() return cannot use socket storage (a
+// helper of BTF-typed programs only); inet_sock_set_state finds the owner
+// here at the holder's FIN and removes it when the socket reaches CLOSE.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct listen_key);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct owner);
-} listeners SEC(".maps");
+} accepted SEC(".maps");
+
+// UDP sockets being connected, by thread (pid_tgid): sys_enter_connect
+// notes the socket, sys_exit_connect announces it once the kernel bound it.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} connecting SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -129,17 +139,37 @@ struct {
 	__type(value, __u32);
 } port_epoch SEC(".maps");
 
-// pid_epoch[tgid % 65536] is bumped when that process closes or replaces a
-// file descriptor (close, close_range, dup2, dup3), calls connect, execs or
-// one of its threads exits. Collisions only cost the reader a check.
+// pid_epoch[tgid % 65536]: epoch is bumped after that process closed or
+// replaced a file descriptor (close, close_range, dup2, dup3 return),
+// connected, exec'd (close-on-exec done), or when one of its threads exits.
+// unusable is non-zero while the counter proves nothing for the slot: the
+// low 16 bits count processes of the slot between their exit (which runs
+// before the kernel releases their descriptor table) and their release;
+// the high 16 bits are set for good once a process of the slot closed a
+// descriptor through io_uring or shared its descriptor table with another
+// process (clone(CLONE_FILES) without CLONE_THREAD). Collisions (PIDs equal
+// modulo 65536) only cost the reader a check.
 #define PID_EPOCH_ENTRIES 65536
+#define UNUSABLE_STICKY 0x10000
+struct pid_slot {
+	__u32 epoch;
+	__u32 unusable;
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, PID_EPOCH_ENTRIES);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct pid_slot);
 } pid_epoch SEC(".maps");
+
+// Processes between their last thread's exit and their release, by tgid.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} exiting SEC(".maps");
 
 static __always_inline void bump_port(__u32 port)
 {
@@ -149,16 +179,37 @@ static __always_inline void bump_port(__u32 port)
 		__sync_fetch_and_add(v, 1);
 }
 
-static __always_inline int bump_current(void)
+static __always_inline struct pid_slot *pid_slot(__u32 tgid)
 {
-	__u32 idx = (bpf_get_current_pid_tgid() >> 32) & 0xffff;
-	__u32 *v = bpf_map_lookup_elem(&pid_epoch, &idx);
+	__u32 idx = tgid & 0xffff;
+	return bpf_map_lookup_elem(&pid_epoch, &idx);
+}
+
+static __always_inline int bump_pid(__u32 tgid)
+{
+	struct pid_slot *v = pid_slot(tgid);
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		__sync_fetch_and_add(&v->epoch, 1);
 	return 0;
 }
 
-// Counters: 0 = ring buffer full (events dropped).
+static __always_inline int bump_current(void)
+{
+	return bump_pid(bpf_get_current_pid_tgid() >> 32);
+}
+
+// mark_unusable makes tgid's counter prove nothing from now on.
+static __always_inline void mark_unusable(__u32 tgid)
+{
+	struct pid_slot *v = pid_slot(tgid);
+	if (v) {
+		__sync_fetch_and_add(&v->unusable, UNUSABLE_STICKY);
+		__sync_fetch_and_add(&v->epoch, 1);
+	}
+}
+
+// Counters: 0 = ring buffer full (events dropped); 1 = accepted map full
+// (an accepted connection's close not announced).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4);
@@ -173,24 +224,19 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline __u32 sk_netns(const struct sock *sk)
-{
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-}
-
-// sig summarises the socket's tuple so that a recycled struct sock (a new
-// UDP socket at the same address, or a reconnect) is announced again.
+// sig summarises a UDP socket's tuple so that a recycled struct sock (a
+// new socket at the same address, or a reconnect) is announced again.
 static __always_inline __u32 sk_sig(const struct sock *sk)
 {
-	__u32 s = sk->__sk_common.skc_portpair;
-	if (sk->__sk_common.skc_family == AF_INET6) {
+	__u32 s = BPF_CORE_READ(sk, __sk_common.skc_portpair);
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6) {
 		struct in6_addr a = {};
 		bpf_probe_read_kernel(&a, sizeof(a), &sk->__sk_common.skc_v6_daddr);
 		s ^= a.in6_u.u6_addr32[0] ^ a.in6_u.u6_addr32[1] ^ a.in6_u.u6_addr32[2] ^ a.in6_u.u6_addr32[3];
 		bpf_probe_read_kernel(&a, sizeof(a), &sk->__sk_common.skc_v6_rcv_saddr);
 		s ^= (a.in6_u.u6_addr32[3] << 1);
 	} else {
-		s ^= sk->__sk_common.skc_daddr ^ (sk->__sk_common.skc_rcv_saddr << 1);
+		s ^= BPF_CORE_READ(sk, __sk_common.skc_daddr) ^ (BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr) << 1);
 	}
 	return s;
 }
@@ -209,39 +255,50 @@ static __always_inline struct owner *sk_owner_new(const struct sock *sk)
 
 static __always_inline void current_owner(struct owner *o)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct task_struct *leader = task->group_leader;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 
 	o->pid = bpf_get_current_pid_tgid() >> 32;
-	o->start_ns = leader->start_boottime;
+	o->start_ns = BPF_CORE_READ(leader, start_boottime);
 	o->source = SRC_TASK;
-	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), leader->comm);
+	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), &leader->comm);
 }
 
-// emit announces o as the owner of sk; false if the ring was full.
-static __always_inline bool emit(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto, __u8 state)
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+// emit announces o as the owner of sk; false if the ring was full. Every
+// read of sk goes through bpf_probe_read_kernel (CO-RE), so it serves the
+// BTF-typed tracepoints, the syscall tracepoints (which find the socket
+// through the descriptor table) and the cgroup hooks alike.
+static __always_inline bool emit(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(0);
 		return false;
 	}
-	__u16 family = sk->__sk_common.skc_family;
+	struct sock_common c;
+	bpf_core_read(&c.skc_addrpair, sizeof(c.skc_addrpair), &sk->__sk_common.skc_addrpair);
+	bpf_core_read(&c.skc_portpair, sizeof(c.skc_portpair), &sk->__sk_common.skc_portpair);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
 	e->sk = (__u64)sk;
 	e->start_ns = o->start_ns;
 	e->ts_ns = bpf_ktime_get_boot_ns(); // the clock of start_ns
 	e->pid = o->pid;
-	e->netns = sk_netns(sk);
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	e->type = type;
 	e->proto = proto;
 	e->source = o->source;
-	e->state = state;
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->family = family;
-	e->sport = sk->__sk_common.skc_num;
+	e->sport = c.skc_num;
 	if (e->sport == 0)
 		e->sport = o->sport; // TCP_CLOSE: inet_put_port already ran
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->dport = bpf_ntohs(c.skc_dport);
 	e->pad = 0;
 	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
 	if (family == AF_INET6) {
@@ -250,27 +307,63 @@ static __always_inline bool emit(const struct sock *sk, const struct owner *o, _
 	} else {
 		__builtin_memset(e->saddr, 0, 16);
 		__builtin_memset(e->daddr, 0, 16);
-		__u32 s = sk->__sk_common.skc_rcv_saddr;
-		__u32 d = sk->__sk_common.skc_daddr;
+		__u32 s = c.skc_rcv_saddr;
+		__u32 d = c.skc_daddr;
 		__builtin_memcpy(e->saddr, &s, 4);
 		__builtin_memcpy(e->daddr, &d, 4);
 	}
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, wakeup_flags());
 	return true;
+}
+
+// fd_sock returns the socket behind the current task's descriptor fd, or
+// NULL if it is not a socket (its file is not its socket's file).
+static __always_inline struct sock *fd_sock(long fd)
+{
+	if (fd < 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != f)
+		return 0;
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline bool inet_proto(const struct sock *sk, __u16 want)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	return BPF_CORE_READ(sk, sk_protocol) == want && (family == AF_INET || family == AF_INET6);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	// Most transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...) are of no
-	// interest: leave before touching the socket.
-	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED &&
-	    newstate != TCP_CLOSE && newstate != TCP_LISTEN &&
-	    newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK)
+	// Most transitions (SYN_RECV, FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, a
+	// passive open's ESTABLISHED, ...) are of no interest: leave before
+	// touching the socket.
+	switch (newstate) {
+	case TCP_ESTABLISHED:
+		if (oldstate != TCP_SYN_SENT)
+			return 0; // passive open: recorded when accept() returns it
+		break;
+	case TCP_SYN_SENT:
+	case TCP_CLOSE:
+	case TCP_LISTEN:
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK:
+		break;
+	default:
 		return 0;
-	__u16 proto = sk->sk_protocol;
-	if (proto != IPPROTO_TCP)
+	}
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
@@ -289,59 +382,23 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		current_owner(&o);
 		__builtin_memcpy(p, &o, sizeof(o));
 		return 0;
-	case TCP_LISTEN: {
-		// listen(): process context. Remember the owner by port so that
-		// connections accepted in softirq inherit it until a worker
-		// reads or writes.
-		struct listen_key lk = {
-			.netns = sk_netns(sk),
-			.port = sk->__sk_common.skc_num,
-			.family = family,
-		};
+	case TCP_LISTEN:
+		// listen(): process context.
 		current_owner(&o);
-		o.sport = lk.port;
-		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
+		o.sport = sk->__sk_common.skc_num;
 		p = sk_owner_new(sk);
 		if (p)
 			__builtin_memcpy(p, &o, sizeof(o));
-		emit(sk, &o, EV_LISTEN, IPPROTO_TCP, newstate);
+		emit(sk, &o, EV_LISTEN, IPPROTO_TCP);
 		return 0;
-	}
-	case TCP_ESTABLISHED: {
+	case TCP_ESTABLISHED:
+		// Active open (softirq, or the connecting task).
 		p = sk_owner(sk);
-		if (oldstate == TCP_SYN_SENT) {
-			if (!p)
-				return 0; // connect() predates the tracker
-			p->last_emit_ns = bpf_ktime_get_ns();
-			p->sig = sk_sig(sk);
-			p->sport = sk->__sk_common.skc_num;
-			emit(sk, p, EV_CONNECT, IPPROTO_TCP, newstate);
-			return 0;
-		}
-		if (p)
-			return 0;
-		// Passive open (softirq): inherit the listener's owner.
-		struct listen_key lk = {
-			.netns = sk_netns(sk),
-			.port = sk->__sk_common.skc_num,
-			.family = family,
-		};
-		struct owner *l = bpf_map_lookup_elem(&listeners, &lk);
-		if (!l)
-			return 0;
-		__builtin_memcpy(&o, l, sizeof(o));
-		o.source = SRC_LISTENER;
-		o.last_emit_ns = bpf_ktime_get_ns();
-		o.sig = sk_sig(sk);
-		o.sport = sk->__sk_common.skc_num;
-		o.closed = 0;
-		p = sk_owner_new(sk);
 		if (!p)
-			return 0;
-		__builtin_memcpy(p, &o, sizeof(o));
-		emit(sk, &o, EV_ACCEPT, IPPROTO_TCP, newstate);
+			return 0; // connect() predates the tracker
+		p->sport = sk->__sk_common.skc_num;
+		emit(sk, p, EV_CONNECT, IPPROTO_TCP);
 		return 0;
-	}
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK: {
 		// The holder closed (or shut down) its end: the FIN goes out in
@@ -353,20 +410,34 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		if (oldstate != TCP_ESTABLISHED && oldstate != TCP_SYN_RECV && newstate == TCP_FIN_WAIT1)
 			return 0;
 		p = sk_owner(sk);
+		if (!p) {
+			__u64 k = (__u64)sk;
+			p = bpf_map_lookup_elem(&accepted, &k);
+		}
 		if (!p)
 			return 0;
 		__u16 port = sk->__sk_common.skc_num;
 		if (port != 0)
 			bump_port(port);
-		// Once announced, the owner's later CLOSE says nothing new (user
-		// space ignores it): it is not announced again unless the owner
-		// changes in between (see on_io).
-		if (emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate))
+		// Once announced, the owner's later CLOSE says nothing new: it
+		// is not announced again unless the owner changes in between
+		// (a new accept or connect of the socket).
+		if (emit(sk, p, EV_CLOSE, IPPROTO_TCP))
 			p->closed = 1;
 		return 0;
 	}
 	case TCP_CLOSE: {
 		p = sk_owner(sk);
+		__u64 k = (__u64)sk;
+		struct owner acc;
+		if (!p && oldstate != TCP_LISTEN && oldstate != TCP_SYN_SENT) {
+			struct owner *a = bpf_map_lookup_elem(&accepted, &k);
+			if (a) {
+				__builtin_memcpy(&acc, a, sizeof(acc));
+				bpf_map_delete_elem(&accepted, &k);
+				p = &acc;
+			}
+		}
 		__u16 port = sk->__sk_common.skc_num;
 		if (port == 0 && p)
 			port = p->sport;
@@ -374,20 +445,9 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 			bump_port(port);
 		if (!p)
 			return 0;
-		if (oldstate == TCP_LISTEN) {
-			struct listen_key lk = {
-				.netns = sk_netns(sk),
-				.port = sk->__sk_common.skc_num,
-				.family = family,
-			};
-			struct owner *l = bpf_map_lookup_elem(&listeners, &lk);
-			if (l && l->pid == p->pid && l->start_ns == p->start_ns)
-				bpf_map_delete_elem(&listeners, &lk);
-		}
 		if (!p->closed)
-			emit(sk, p, EV_CLOSE, IPPROTO_TCP, newstate);
-		// The record stays with the socket (freed with it), marked closed:
-		// a later read of the closed socket by its owner is not news, and
+			emit(sk, p, EV_CLOSE, IPPROTO_TCP);
+		// The record stays with the socket (freed with it), marked closed;
 		// a new connect() or listen() on it replaces the owner.
 		p->closed = 1;
 		return 0;
@@ -396,65 +456,157 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	return 0;
 }
 
-// A send or receive runs in the context of the task using the socket: it
-// attributes accepted TCP connections to the worker that serves them and
-// UDP sockets (keyed by local address and port) to their user. It runs on
-// every message on the host, so the common case, the socket's recorded
-// owner using it again, costs two loads, the socket-storage lookup and a
-// compare, and writes nothing.
+// on_accept records the connection accept()/accept4() returned (fd) as
+// owned by the accepting task: the worker that took it from the queue,
+// not the process that created the listener.
+static __always_inline int on_accept(long fd)
+{
+	struct sock *sk = fd_sock(fd);
+	if (!sk || !inet_proto(sk, IPPROTO_TCP))
+		return 0;
+	struct owner o = {};
+	current_owner(&o);
+	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u64 k = (__u64)sk;
+	if (bpf_map_update_elem(&accepted, &k, &o, BPF_ANY) != 0)
+		count(1); // its close will not be announced
+	emit(sk, &o, EV_ACCEPT, IPPROTO_TCP);
+	return 0;
+}
+
+// Classic syscall tracepoint records: the common header, the syscall
+// number, then the arguments (enter) or the return value (exit).
+struct sys_enter_ctx {
+	__u64 common;
+	long nr;
+	unsigned long args[6];
+};
+struct sys_exit_ctx {
+	__u64 common;
+	long nr;
+	long ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct sys_exit_ctx *ctx) { return on_accept(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct sys_exit_ctx *ctx) { return on_accept(ctx->ret); }
+
+// udp_use records the current task as the user of UDP socket sk, unless
+// it is its recorded user already and the tuple did not change (the common
+// case: one storage lookup, a compare and, every REFRESH_NS, a record).
+//
+// store is the socket as the storage helper takes it (the program's own
+// typed pointer), sk the same socket as an address to read from.
+static __always_inline int udp_use(void *store, const struct sock *sk, __u8 type)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 sig = sk_sig(sk);
+	struct owner *p = bpf_sk_storage_get(&socks, store, 0, 0);
+	if (p && p->pid == pid && p->sig == sig) {
+		if (now - p->last_emit_ns <= REFRESH_NS)
+			return 0;
+		p->last_emit_ns = now;
+		emit(sk, p, EV_SEND_RECV, IPPROTO_UDP);
+		return 0;
+	}
+	struct owner o = {};
+	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (o.sport == 0)
+		return 0; // not bound yet: the kernel binds it on first use
+	if (!p) {
+		p = bpf_sk_storage_get(&socks, store, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!p)
+			return 0;
+	}
+	current_owner(&o);
+	o.last_emit_ns = now;
+	o.sig = sig;
+	__builtin_memcpy(p, &o, sizeof(o));
+	emit(sk, &o, type, IPPROTO_UDP);
+	return 0;
+}
+
+// connect() of a UDP socket: the kernel binds the socket (autobind) and
+// sets its peer during the call, so it is announced at the call's return,
+// with the calling task as its owner. Nothing per datagram is needed for it
+// afterwards (sends on a connected socket carry no address, so the cgroup
+// hooks below do not run for them).
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(struct sys_enter_ctx *ctx)
+{
+	struct sock *sk = fd_sock(ctx->args[0]);
+	if (!sk || !inet_proto(sk, IPPROTO_UDP))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 v = (__u64)sk;
+	bpf_map_update_elem(&connecting, &id, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_connect(struct sys_exit_ctx *ctx)
+{
+	// A connect can replace a socket's peer (a UDP reconnect).
+	bump_current();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *v = bpf_map_lookup_elem(&connecting, &id);
+	if (!v)
+		return 0;
+	struct sock *sk = (struct sock *)*v;
+	bpf_map_delete_elem(&connecting, &id);
+	if (ctx->ret != 0)
+		return 0;
+	struct owner o = {};
+	current_owner(&o);
+	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	emit(sk, &o, EV_UDP_CONNECT, IPPROTO_UDP);
+	return 0;
+}
+
+// Unconnected UDP: the cgroup hooks run, in the sender's or receiver's
+// context, only for UDP datagrams that carry an address (sendto/sendmsg
+// with one, recvfrom/recvmsg asking for one), never for TCP. sendmsg runs
+// after the kernel bound the socket. They must return 1 (allow).
+static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *bsk = ctx->sk;
+	if (!bsk)
+		return 1;
+	// The context's socket pointer may not be offset; read the struct
+	// sock through a plain copy of its address.
+	void *tmp = bsk;
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &tmp);
+	udp_use(bsk, (const struct sock *)addr, EV_SEND_RECV);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int udp4_sendmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+
+SEC("cgroup/sendmsg6")
+int udp6_sendmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+
+SEC("cgroup/recvmsg4")
+int udp4_recvmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+
+SEC("cgroup/recvmsg6")
+int udp6_recvmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+
+// Where the cgroup hooks cannot be attached to the root cgroup (no cgroup2,
+// or a cgroup namespace), UDP falls back to the send and receive
+// tracepoints, which run on every message of every protocol.
 static __always_inline int on_io(struct sock *sk)
 {
-	if (!sk)
-		return 0;
-	__u16 proto = sk->sk_protocol;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (!sk || sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-
-	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	struct owner *p = sk_owner(sk);
-	if (p && p->pid == pid && p->source == SRC_TASK) {
-		// Known owner. A TCP socket's tuple is fixed from connect or
-		// accept on (a reconnect goes through SYN_SENT, which replaces
-		// the record), and a closed TCP record is closed for good.
-		if (proto == IPPROTO_TCP)
-			return 0;
-		// UDP has no close event: re-announce now and then, and when
-		// the socket was connected elsewhere or bound again.
-		__u64 now = bpf_ktime_get_ns();
-		__u32 sig = sk_sig(sk);
-		if (p->sig == sig) {
-			if (now - p->last_emit_ns > REFRESH_NS) {
-				p->last_emit_ns = now;
-				emit(sk, p, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
-			}
-			return 0;
-		}
-	}
-	if (proto == IPPROTO_TCP) {
-		// Only a connection with a local port can be attributed: not a
-		// listener, nor a socket that is closed (or not connected yet).
-		__u8 state = sk->__sk_common.skc_state;
-		if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT)
-			return 0;
-		if (sk->__sk_common.skc_num == 0)
-			return 0;
-	}
-	if (!p) {
-		p = sk_owner_new(sk);
-		if (!p)
-			return 0;
-	}
-	struct owner o = {};
-	current_owner(&o);
-	o.last_emit_ns = bpf_ktime_get_ns();
-	o.sig = sk_sig(sk);
-	o.sport = sk->__sk_common.skc_num;
-	__builtin_memcpy(p, &o, sizeof(o));
-	emit(sk, &o, EV_SEND_RECV, proto, sk->__sk_common.skc_state);
-	return 0;
+	return udp_use(sk, sk, EV_SEND_RECV);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -469,33 +621,60 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 	return on_io(sk);
 }
 
-// File-descriptor changes of the current process (see pid_epoch). Classic
-// syscall tracepoints: one map increment, no task walk.
-SEC("tracepoint/syscalls/sys_enter_close")
-int sys_enter_close(void *ctx) { return bump_current(); }
+// File-descriptor changes of the current process (see pid_epoch), counted
+// when the call returns: a counter read before the descriptor was gone
+// then differs from any read after.
+SEC("tracepoint/syscalls/sys_exit_close")
+int sys_exit_close(void *ctx) { return bump_current(); }
 
-SEC("tracepoint/syscalls/sys_enter_close_range")
-int sys_enter_close_range(void *ctx) { return bump_current(); }
+SEC("tracepoint/syscalls/sys_exit_close_range")
+int sys_exit_close_range(void *ctx) { return bump_current(); }
 
-SEC("tracepoint/syscalls/sys_enter_dup2")
-int sys_enter_dup2(void *ctx) { return bump_current(); }
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int sys_exit_dup2(void *ctx) { return bump_current(); }
 
-SEC("tracepoint/syscalls/sys_enter_dup3")
-int sys_enter_dup3(void *ctx) { return bump_current(); }
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int sys_exit_dup3(void *ctx) { return bump_current(); }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int sys_enter_connect(void *ctx) { return bump_current(); }
-
+// exec closed the close-on-exec descriptors before this runs.
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, void *bprm)
 {
 	return bump_current();
 }
 
-// Runs in the exiting thread for every thread; the last one releases the
-// descriptor table. When the whole thread group is dead (signal->live
-// dropped to 0 just before), tell user space: the process holds no socket
-// any more, so its open records end here.
+// io_uring closes descriptors without a system call of its own
+// (IORING_OP_CLOSE, possibly completed by a kernel worker, possibly with
+// no completion event): the submitter's counter proves nothing from then
+// on. The submitter (or its SQPOLL thread) is a thread of the process
+// whose descriptor table the close acts on.
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+{
+	if (BPF_CORE_READ(req, opcode) == IORING_OP_CLOSE)
+		mark_unusable(bpf_get_current_pid_tgid() >> 32);
+	return 0;
+}
+
+// A new process that shares its parent's descriptor table (clone with
+// CLONE_FILES, without CLONE_THREAD): a close by either changes both
+// tables while only the closer's counter moves, so neither proves
+// anything from now on.
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->tgid == parent->tgid || child->files != parent->files)
+		return 0;
+	mark_unusable(parent->tgid);
+	mark_unusable(child->tgid);
+	return 0;
+}
+
+// Runs in the exiting thread for every thread, before the kernel releases
+// its descriptor table. When the whole thread group is dead, the counter
+// proves nothing until the process is released (sched_process_free of its
+// leader), and user space is told: the process holds no socket any more,
+// so its open records end here.
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p)
 {
@@ -503,17 +682,45 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (task->signal->live.counter != 0)
 		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&exiting, &tgid, &one, BPF_NOEXIST) == 0) {
+		struct pid_slot *v = pid_slot(tgid);
+		if (v)
+			__sync_fetch_and_add(&v->unusable, 1);
+	} else {
+		// The table is full (or the tgid is there already): prove
+		// nothing for this slot any more rather than too much.
+		mark_unusable(tgid);
+	}
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(0);
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->pid = tgid;
 	e->start_ns = task->group_leader->start_boottime;
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->type = EV_EXIT;
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
+}
+
+// The task is being freed: for a process's leader after the whole thread
+// group exited and was reaped, so its descriptor table is gone.
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(sched_process_free, struct task_struct *p)
+{
+	if (p->pid != p->tgid)
+		return 0;
+	__u32 tgid = p->tgid;
+	if (bpf_map_delete_elem(&exiting, &tgid) != 0)
+		return 0;
+	struct pid_slot *v = pid_slot(tgid);
+	if (v) {
+		__sync_fetch_and_add(&v->epoch, 1);
+		__sync_fetch_and_add(&v->unusable, -1);
+	}
 	return 0;
 }

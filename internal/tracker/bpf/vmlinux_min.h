@@ -117,12 +117,76 @@ struct signal_struct {
 	atomic_t live;
 } __attribute__((preserve_access_index));
 
+struct socket;
+
+struct file {
+	void *private_data;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct file *file;
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct io_kiocb {
+	u8 opcode;
+} __attribute__((preserve_access_index));
+
+struct nsproxy;
+
 struct task_struct {
+	pid_t pid;
 	pid_t tgid;
+	struct files_struct *files;
 	struct signal_struct *signal;
 	u64 start_boottime;
 	struct task_struct *group_leader;
 	char comm[16];
 } __attribute__((preserve_access_index));
+
+/* The context of cgroup sock_addr programs (uapi struct bpf_sock_addr):
+ * fixed layout, rewritten by the verifier, so not CO-RE. */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+	__u32 src_ip4;
+	__u32 src_ip6[4];
+	__u32 src_port;
+	__be16 dst_port;
+	__u16 :16;
+	__u32 dst_ip4;
+	__u32 dst_ip6[4];
+	__u32 state;
+	__s32 rx_queue_mapping;
+};
+
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	union {
+		struct bpf_sock *sk;
+		__u64 :64;
+	};
+};
 
 #endif /* __VMLINUX_MIN_H__ */
