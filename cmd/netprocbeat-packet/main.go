@@ -16,6 +16,7 @@ import (
 	"os"
 	_ "time/tzdata" // as Packetbeat's main: timezones without a system database
 
+	_ "github.com/elastic/beats/v7/libbeat/processors/timestamp"
 	"github.com/elastic/beats/v7/packetbeat/cmd"
 
 	_ "github.com/netprocbeat/netprocbeat/processor/add_network_process"
