@@ -33,17 +33,63 @@ func Build() error {
 	return nil
 }
 
-// Test runs go test ./..., then go test -race over internal/ and processor/ (the concurrent code).
+// Test sets up and runs every test: installs missing Debian packages (as root, with apt), runs wintest, starts dockerd for the run (stopped at the end), builds the static binary once, then go test ./... and go test -race over internal/ and processor/. A part that cannot be had prints one SKIP line.
 func Test() error {
+	setup, err := ensureSetup()
+	if err != nil {
+		return err
+	}
+	// The Windows tests run first, before the load tests, in a network
+	// namespace of their own (testing/wine/exec.sh).
+	if setup.have["wine"] {
+		if err := Wintest(); err != nil {
+			return err
+		}
+	}
+
+	env := map[string]string{}
+	if setup.have["docker"] {
+		stop, err := startDockerd()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else {
+		env[skipDockerEnv] = setup.skipped["docker"]
+	}
+
+	// One static build serves the image, the packages and the e2e tests
+	// (the binary the packages ship is the one the e2e tests run).
+	dist, err := filepath.Abs(filepath.Join(distDir, "netprocbeat"))
+	if err != nil {
+		return err
+	}
+	if os.Getenv("NETPROCBEAT_DIST_BIN") == "" || os.Getenv("NETPROCBEAT_BIN") == "" {
+		if err := Dist(); err != nil {
+			return err
+		}
+	}
+	env["NETPROCBEAT_DIST_BIN"] = envOr("NETPROCBEAT_DIST_BIN", dist)
+	env["NETPROCBEAT_BIN"] = envOr("NETPROCBEAT_BIN", dist)
+
+	if setup.have["packet"] {
+		if err := packetTestEnv(env); err != nil {
+			return err
+		}
+	}
+
 	// -count=1: these tests read the live kernel (sockets, namespaces, eBPF);
 	// a cached pass from another day proves nothing about this machine.
-	if err := run(nil, mg.GoCmd(), "test", "-count=1", "./..."); err != nil {
+	if err := run(env, mg.GoCmd(), "test", "-count=1", "./..."); err != nil {
 		return err
+	}
+	if !setup.have["cc"] {
+		return nil // its SKIP line was printed by the set-up
 	}
 	// The race detector needs cgo (a C compiler); ask for it explicitly so a
 	// missing compiler fails loudly instead of as "-race requires cgo".
-	return run(map[string]string{"CGO_ENABLED": "1"},
-		mg.GoCmd(), "test", "-count=1", "-race", "./internal/...", "./processor/...")
+	env["CGO_ENABLED"] = "1"
+	return run(env, mg.GoCmd(), "test", "-count=1", "-race", "./internal/...", "./processor/...")
 }
 
 // Golden regenerates the golden files: go test ./testing/golden -update.

@@ -24,10 +24,15 @@ import (
 // traffic leaves the machine (the guide's range for test interfaces).
 const dockerSubnet = "203.0.113.208/28"
 
-// requireDocker skips the test if this kernel cannot run containers and
-// fails it if it can but docker is missing or not running.
+// requireDocker skips the test if this kernel cannot run containers, or if
+// the test command could not have docker here (it sets
+// NETPROCBEAT_SKIP_DOCKER to the line it printed, naming what to install),
+// and fails it if docker is missing or not running otherwise.
 func requireDocker(t *testing.T) {
 	t.Helper()
+	if why := os.Getenv("NETPROCBEAT_SKIP_DOCKER"); why != "" {
+		t.Skip(why)
+	}
 	for _, ns := range []string{"mnt", "pid", "net", "uts", "ipc"} {
 		if _, err := os.Stat("/proc/self/ns/" + ns); err != nil {
 			t.Skipf("this kernel cannot run containers: no %s namespace (%v)", ns, err)
@@ -37,10 +42,10 @@ func requireDocker(t *testing.T) {
 		t.Skipf("this kernel cannot run containers: no cgroup filesystem at /sys/fs/cgroup (%v)", err)
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
-		t.Fatalf("docker not found: install Debian's docker.io and start dockerd in the background (.ci/run does both): %v", err)
+		t.Fatalf("docker not found: install Debian's docker.io and start dockerd in the background (go run mage.go test does both, as root): %v", err)
 	}
 	if out, err := dockerOut("info", "--format", "{{.ServerVersion}}"); err != nil {
-		t.Fatalf("dockerd is not reachable (start it: dockerd & then wait for docker info; .ci/run does): %v\n%s", err, out)
+		t.Fatalf("dockerd is not reachable (start it: dockerd & then wait for docker info; go run mage.go test does, as root): %v\n%s", err, out)
 	}
 }
 
@@ -71,7 +76,7 @@ func buildBusyboxImage(t *testing.T, tag string) {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Fatalf("busybox not found: install Debian's busybox-static (.ci/run does): %v", err)
+		t.Fatalf("busybox not found: install Debian's busybox-static (go run mage.go test does, as root): %v", err)
 	}
 	if f, err := elf.Open(bb); err != nil {
 		t.Fatalf("%s: %v", bb, err)

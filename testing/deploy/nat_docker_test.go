@@ -26,8 +26,8 @@ const natDockerSubnet = "203.0.113.112/28"
 // TestDockerPublishedPortNAT publishes a container's port 80 (as one of
 // 45180-45189) and
 // connects to it from this host. The event names the published port (the
-// tuple outside the NAT); dockerd (with --userland-proxy=false, as .ci/run
-// starts it) holds a placeholder listener on it, or docker-proxy does with
+// tuple outside the NAT); dockerd (with --userland-proxy=false, as go run
+// mage.go test starts it) holds a placeholder listener on it, or docker-proxy does with
 // the userland proxy on. The answer must be the container's server, found
 // through conntrack, with the container's ID: never dockerd or
 // docker-proxy. The processor runs in this test process, in the host's
@@ -183,7 +183,7 @@ func TestDockerMasqueradeNAT(t *testing.T) {
 	image, network, name := "n14-busybox:masq", "n14-masqnet", "n14-masqcli"
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Fatalf("busybox not found: install Debian's busybox-static (.ci/run does): %v", err)
+		t.Fatalf("busybox not found: install Debian's busybox-static (go run mage.go test does, as root): %v", err)
 	}
 	_ = exec.Command("ip", "netns", "del", ns).Run()
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
