@@ -68,7 +68,9 @@ func (w *Watcher) finish(q *query, o outcome) (*Process, Via) {
 		}
 		return o.p, o.via
 	}
-	if o.neg.ttl > 0 {
+	if o.neg.ttl > 0 && q.why != unansweredStartedAfter {
+		// A refusal by event time is about this event, not the tuple:
+		// the negative cache, keyed by tuple, does not keep it.
 		w.neg.put(q.key, q.now.Add(o.neg.ttl), o.neg.gen, o.neg.confirmed)
 	}
 	if q.notHeld && !w.eventDriven {
