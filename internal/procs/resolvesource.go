@@ -34,14 +34,14 @@ func NewResolveSource(e Engine, next OwnerSource, perInterval int, interval, tim
 }
 
 type resolveSource struct {
-	r        Resolver
-	next     OwnerSource
+	r    Resolver
+	next OwnerSource
 	// handedOff, if set, is told of a record's opener that the kernel
 	// shows no longer the (only) holder of its socket.
 	handedOff func(procKey)
-	per      int
-	interval time.Duration
-	timeout  time.Duration
+	per       int
+	interval  time.Duration
+	timeout   time.Duration
 
 	mu          sync.Mutex
 	windowStart time.Time
