@@ -80,16 +80,20 @@ func Test() error {
 
 	// -count=1: these tests read the live kernel (sockets, namespaces, eBPF);
 	// a cached pass from another day proves nothing about this machine.
-	if err := run(env, mg.GoCmd(), "test", "-count=1", "./..."); err != nil {
-		return err
-	}
+	testErr := run(env, mg.GoCmd(), "test", "-count=1", "./...")
 	if !setup.have["cc"] {
-		return nil // its SKIP line was printed by the set-up
+		return testErr // the race run's SKIP line was printed by the set-up
 	}
-	// The race detector needs cgo (a C compiler); ask for it explicitly so a
-	// missing compiler fails loudly instead of as "-race requires cgo".
+	// The race run goes ahead after a failure above, so that one failing
+	// package does not hide what the race detector finds.
+	// It needs cgo (a C compiler); ask for it explicitly so a missing
+	// compiler fails loudly instead of as "-race requires cgo".
 	env["CGO_ENABLED"] = "1"
-	return run(env, mg.GoCmd(), "test", "-count=1", "-race", "./internal/...", "./processor/...")
+	raceErr := run(env, mg.GoCmd(), "test", "-count=1", "-race", "./internal/...", "./processor/...")
+	if testErr != nil {
+		return fmt.Errorf("go test ./...: %w", testErr)
+	}
+	return raceErr
 }
 
 // Golden regenerates the golden files: go test ./testing/golden -update.
