@@ -66,7 +66,7 @@ func (v verdict) why() unanswered {
 // admitRow applies the rules to a row found for q's local port port (q's
 // own, or the translated tuple's for a NAT answer) through via.
 func (w *Watcher) admitRow(q *query, r *row, via Via, port uint16) (*Process, verdict) {
-	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && r.handsOff.Load() {
+	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && w.handsOffListener(r) {
 		return nil, refusedShared
 	}
 	if via == ViaListener || via == ViaEndpoint {
@@ -173,6 +173,14 @@ func (w *Watcher) admitListenerRecord(q *query, s *Socket) (*Process, verdict, b
 	}
 	p, v := w.admitRow(q, r, ViaListener, q.local.Port())
 	return p, v, true
+}
+
+// handsOffListener reports whether listener r was seen handing its
+// connections to other processes: its row was marked, or its holder was
+// seen accepting a connection that the kernel then showed held by another
+// process (noteHandsOffProc).
+func (w *Watcher) handsOffListener(r *row) bool {
+	return r.handsOff.Load() || w.handsOffProc(procKey{r.p.PID, r.p.StartKey})
 }
 
 // natGate is rule 2 for q's own tuple.
