@@ -23,9 +23,9 @@ func TestCachedHitAllocatesNothing(t *testing.T) {
 	if w.Lookup(TCP, client, server) == nil || w.Lookup(TCP, server, client) == nil {
 		t.Fatal("warm-up lookups found nothing")
 	}
-	deadline := time.Now().Add(time.Hour)
+	start := time.Now()
 	allocs := testing.AllocsPerRun(1000, func() {
-		if p, _ := w.LookupBy(deadline, time.Time{}, TCP, client, server); p == nil {
+		if p, _ := w.LookupBy(start, time.Time{}, TCP, client, server); p == nil {
 			t.Fatal("lookup lost")
 		}
 	})

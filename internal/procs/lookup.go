@@ -28,15 +28,18 @@ func (w *Watcher) LookupAt(at time.Time, t Transport, local, remote netip.AddrPo
 // cost no allocation; a miss may wait for one coalesced, rate-limited
 // rescan, at most RescanTimeout.
 func (w *Watcher) LookupVia(at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
-	return w.LookupBy(time.Now().Add(w.cfg.RescanTimeout), at, t, local, remote)
+	return w.LookupBy(time.Now(), at, t, local, remote)
 }
 
-// LookupBy is LookupVia waiting no later than deadline in all (for the
-// exact lookup, the tracker and a rescan). The two lookups of one event
-// share one deadline, their start plus RescanTimeout, so that an event
-// waits no longer than RescanTimeout whatever each side needs.
-func (w *Watcher) LookupBy(deadline, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
-	q := newQuery(deadline, at, "", t, local, remote)
+// LookupBy is LookupVia for a lookup that started at start (the time the
+// caller read from the clock), waiting no later than start plus
+// RescanTimeout in all (for the exact lookup, the tracker and a rescan).
+// The two lookups of one event share one start, so that an event waits no
+// longer than RescanTimeout whatever each side needs, and the clock is read
+// once per event.
+func (w *Watcher) LookupBy(start, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
+	var q query
+	w.newQuery(&q, start, at, "", t, local, remote)
 	return w.lookup(&q)
 }
 
@@ -52,13 +55,14 @@ func (w *Watcher) LookupInContainer(containerID string, at time.Time, t Transpor
 // its 127.0.0.1 is not taken for the host's. Without an answer there (or
 // for an unknown container) it goes on as LookupVia.
 func (w *Watcher) LookupInContainerVia(containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
-	return w.LookupInContainerBy(time.Now().Add(w.cfg.RescanTimeout), containerID, at, t, local, remote)
+	return w.LookupInContainerBy(time.Now(), containerID, at, t, local, remote)
 }
 
-// LookupInContainerBy is LookupInContainerVia waiting no later than
-// deadline (see LookupBy).
-func (w *Watcher) LookupInContainerBy(deadline time.Time, containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
-	q := newQuery(deadline, at, containerID, t, local, remote)
+// LookupInContainerBy is LookupInContainerVia for a lookup that started at
+// start (see LookupBy).
+func (w *Watcher) LookupInContainerBy(start time.Time, containerID string, at time.Time, t Transport, local, remote netip.AddrPort) (*Process, Via) {
+	var q query
+	w.newQuery(&q, start, at, containerID, t, local, remote)
 	return w.lookup(&q)
 }
 

@@ -177,7 +177,7 @@ const natPerInterval = 256
 // translated address is not known from it). A snapshot without it waits
 // for one rescan, no later than q's deadline. Nothing else answers: the
 // event's own tuple belongs to no socket.
-func (w *Watcher) natAnswer(q *query) outcome {
+func (w *Watcher) natAnswer(q *query) bool {
 	why := unansweredNAT
 	for s, rescanned := q.snap, false; ; rescanned = true {
 		r, ok := s.exact[connKeyOf(q.t, q.natLocal, q.natRemote)]
@@ -187,20 +187,20 @@ func (w *Watcher) natAnswer(q *query) outcome {
 		if ok && r.p != nil {
 			switch p, v := w.admitRow(q, r, ViaNAT, q.natLocal.Port()); v {
 			case admitted:
-				return answer(p, ViaNAT, hitNAT)
+				return q.answer(p, ViaNAT, hitNAT)
 			case refusedShared, refusedStartedAfter:
-				return miss(v.why(), negWrite{})
+				return q.miss(v.why(), negWrite{})
 			}
 			why = unansweredVerifyFailed
 		}
 		if rescanned {
 			break
 		}
-		fresh := w.awaitRescan(s, time.Now(), q.deadline)
+		fresh := w.awaitRescan(s, time.Now(), q.deadline())
 		if fresh == nil {
 			break
 		}
 		s = fresh
 	}
-	return miss(why, negWrite{})
+	return q.miss(why, negWrite{})
 }

@@ -17,32 +17,33 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 		w.stats.notLocal.Add(1)
 		return nil, ViaNone
 	}
-	if o, ok := w.fromContainer(q); ok { // the event's container's namespace
-		return w.finish(q, o)
+	if w.fromContainer(q) { // the event's container's namespace
+		return w.finish(q)
 	}
-	if o, ok := w.fromSnapshot(q); ok { // exact tuple, listener, endpoint
-		return w.finish(q, o)
+	if w.fromSnapshot(q) { // exact tuple, listener, endpoint
+		return w.finish(q)
 	}
-	if o, ok := w.fromLearned(q); ok { // connections the exact lookup found since
-		return w.finish(q, o)
+	if w.fromLearned(q) { // connections the exact lookup found since
+		return w.finish(q)
 	}
-	if w.neg.valid(q.key, q.now, q.snap.gen) { // a miss not worth asking again
+	if w.neg.valid(q.tuple(), q.now, q.snap.gen) { // a miss not worth asking again
 		w.stats.negativeHits.Add(1)
 		return nil, ViaNone
 	}
-	if o, ok := w.fromSources(q); ok { // tracker records, the kernel's exact lookup
-		return w.finish(q, o)
+	if w.fromSources(q) { // tracker records, the kernel's exact lookup
+		return w.finish(q)
 	}
-	if o, ok := w.fromListener(q); ok { // the listener, for a connection no source knows
-		return w.finish(q, o)
+	if w.fromListener(q) { // the listener, for a connection no source knows
+		return w.finish(q)
 	}
-	if o, ok := w.fromConntrack(q); ok { // the socket behind a NAT
-		return w.finish(q, o)
+	if w.fromConntrack(q) { // the socket behind a NAT
+		return w.finish(q)
 	}
-	if o, ok := w.settledMiss(q); ok { // nothing a rescan could add
-		return w.finish(q, o)
+	if w.settledMiss(q) { // nothing a rescan could add
+		return w.finish(q)
 	}
-	return w.finish(q, w.afterRescan(q)) // one coalesced, rate-limited rescan
+	w.afterRescan(q) // one coalesced, rate-limited rescan
+	return w.finish(q)
 }
 
 // finish ends a lookup: it counts the answer or the miss (and its reason),
@@ -50,7 +51,8 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 // rescan when the answer came from a stale snapshot or an owner failed
 // its verification (outside event-driven mode, where the feed and the
 // exact lookup find a socket's new holder).
-func (w *Watcher) finish(q *query, o outcome) (*Process, Via) {
+func (w *Watcher) finish(q *query) (*Process, Via) {
+	o := &q.out
 	if o.p != nil {
 		w.stats.hits.Add(1)
 		switch o.hit {
@@ -71,7 +73,7 @@ func (w *Watcher) finish(q *query, o outcome) (*Process, Via) {
 	if o.neg.ttl > 0 && q.why != unansweredStartedAfter {
 		// A refusal by event time is about this event, not the tuple:
 		// the negative cache, keyed by tuple, does not keep it.
-		w.neg.put(q.key, q.now.Add(o.neg.ttl), o.neg.gen, o.neg.confirmed)
+		w.neg.put(q.tuple(), q.now.Add(o.neg.ttl), o.neg.gen, o.neg.confirmed)
 	}
 	if q.notHeld && !w.eventDriven {
 		w.requestRescan()
@@ -86,7 +88,7 @@ func (w *Watcher) finish(q *query, o outcome) (*Process, Via) {
 func (w *Watcher) firstSnapshot(q *query) *snapshot {
 	snap := w.snap.Load()
 	if snap.gen == 0 {
-		if fresh := w.awaitRescan(snap, q.now, q.deadline); fresh != nil {
+		if fresh := w.awaitRescan(snap, q.now, q.deadline()); fresh != nil {
 			return fresh
 		}
 	}

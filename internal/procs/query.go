@@ -11,13 +11,13 @@ type query struct {
 	t             Transport
 	local, remote netip.AddrPort // unmapped; remote invalid when unknown
 	container     string         // the event's container, "" for none
-	// at is the event's time (zero: now); now is when the lookup began;
-	// deadline bounds every wait of every source (the tracker's catch-up,
-	// the exact lookup, conntrack's rescan, a rescan).
-	at, now, deadline time.Time
+	// at is the event's time (zero: now); now is when the lookup began
+	// (the caller's reading of the clock, shared by an event's two sides).
+	// No source waits past now + rescanTimeout (deadline).
+	at, now       time.Time
+	rescanTimeout time.Duration
 
 	snap *snapshot // the snapshot the lookup reads
-	key  tupleKey  // the negative cache's key
 
 	// res is what the snapshot said of the tuple; why is the rule that
 	// refused an owner found so far (unansweredNone: none did).
@@ -37,21 +37,28 @@ type query struct {
 	// natLocal, natRemote: the translated tuple, when the NAT gate refused
 	// a match for q's own (refusedTranslated).
 	natLocal, natRemote netip.AddrPort
+
+	// out is how the step that ended the lookup ended it (finish).
+	out outcome
 }
 
-// newQuery unmaps the event's endpoints (an IPv4-mapped IPv6 address and
-// its IPv4 form are one endpoint).
-func newQuery(deadline, at time.Time, container string, t Transport, local, remote netip.AddrPort) query {
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+// newQuery is the query of a lookup that started at now; it unmaps the
+// event's endpoints (an IPv4-mapped IPv6 address and its IPv4 form are one
+// endpoint).
+func (w *Watcher) newQuery(q *query, now, at time.Time, container string, t Transport, local, remote netip.AddrPort) {
+	q.t, q.container, q.at, q.now, q.rescanTimeout = t, container, at, now, w.cfg.RescanTimeout
+	q.local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	if remote.IsValid() {
-		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	}
-	return query{
-		t: t, local: local, remote: remote, container: container,
-		at: at, now: time.Now(), deadline: deadline,
-		key: tupleKey{t, local, remote},
+		q.remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	}
 }
+
+// deadline bounds every wait of every source (the tracker's catch-up, the
+// exact lookup, conntrack's rescan, a rescan).
+func (q *query) deadline() time.Time { return q.now.Add(q.rescanTimeout) }
+
+// tuple is the negative cache's key.
+func (q *query) tuple() tupleKey { return tupleKey{q.t, q.local, q.remote} }
 
 // refuse records why an owner found was not given; the last refusal is
 // the one counted if the lookup ends without an answer.
@@ -93,12 +100,14 @@ type negWrite struct {
 	confirmed bool
 }
 
-// answer is an outcome that names p.
-func answer(p *Process, via Via, hit hitSource) outcome {
-	return outcome{p: p, via: via, hit: hit}
+// answer ends the lookup naming p; it returns true (a step's "ended").
+func (q *query) answer(p *Process, via Via, hit hitSource) bool {
+	q.out = outcome{p: p, via: via, hit: hit}
+	return true
 }
 
-// miss is an outcome without an answer, for reason why.
-func miss(why unanswered, neg negWrite) outcome {
-	return outcome{why: why, neg: neg}
+// miss ends the lookup without an answer, for reason why.
+func (q *query) miss(why unanswered, neg negWrite) bool {
+	q.out = outcome{why: why, neg: neg}
+	return true
 }

@@ -8,15 +8,15 @@ package procs
 // kernel's current socket table (live) is verified like a row and kept as
 // a learned row; one from a record of the past is described as its
 // program runs now, or as the record saw it when it has exited.
-func (w *Watcher) fromSources(q *query) (outcome, bool) {
+func (w *Watcher) fromSources(q *query) bool {
 	if !w.hasSources() {
-		return outcome{}, false
+		return false
 	}
 	q.feedCovered = q.t == TCP && q.remote.IsValid() && w.feedCovers(q.snap)
 	sock, minimal, live, ok, noRecord := w.ask(q)
 	q.noRecord = noRecord
 	if !ok || sock.PID <= 0 {
-		return outcome{}, false
+		return false
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -24,24 +24,24 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 		p, v, decided := w.admitListenerRecord(q, &sock)
 		switch {
 		case !decided:
-			return outcome{}, false
+			return false
 		case v != admitted:
 			q.refuse(v)
-			return outcome{}, false
+			return false
 		}
-		return answer(p, recordVia(&sock), hitTracker), true
+		return q.answer(p, recordVia(&sock), hitTracker)
 	}
 	p := w.describe(sock, minimal)
 	if p == nil {
-		return outcome{}, false
+		return false
 	}
 	if !live {
 		p, v := w.admitRecord(q, &sock, p, minimal)
 		if v != admitted {
 			q.refuse(v)
-			return outcome{}, false
+			return false
 		}
-		return answer(p, recordVia(&sock), hitTracker), true
+		return q.answer(p, recordVia(&sock), hitTracker)
 	}
 	var ver uint64
 	if c := w.cfg.Changes; c != nil {
@@ -54,7 +54,7 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 			w.resolve.forget(q.t, q.local, q.remote)
 		}
 		q.refuse(v)
-		return outcome{}, false
+		return false
 	}
 	if q.remote.IsValid() && w.pins != nil {
 		w.learn(&sock, p, q.t, q.local, q.remote, ver)
@@ -62,7 +62,7 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 	if q.t == TCP {
 		w.noteHandsOff(q.snap.markHandsOff(q.local, sock.PID))
 	}
-	return answer(p, ViaResolve, hitResolve), true
+	return q.answer(p, ViaResolve, hitResolve)
 }
 
 // hasSources reports whether there is an owner source to ask.
@@ -85,26 +85,26 @@ func recordVia(s *Socket) Via {
 // tuple.
 func (w *Watcher) ask(q *query) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if w.resolve != nil {
-		return w.resolve.recall(q.t, q.local, q.remote, q.at, q.notHeld, q.deadline)
+		return w.resolve.recall(q.t, q.local, q.remote, q.at, q.notHeld, q.deadline())
 	}
 	if q.notHeld {
 		return Socket{}, nil, false, false, false
 	}
 	var complete bool
-	sock, minimal, ok, complete = recallFeed(w.records, q.t, q.local, q.remote, q.at, q.deadline)
+	sock, minimal, ok, complete = recallFeed(w.records, q.t, q.local, q.remote, q.at, q.deadline())
 	return sock, minimal, false, ok, !ok && complete
 }
 
 // fromConntrack answers a tuple that no socket has and that conntrack
 // shows translated (a NAT's outside tuple) with the translated tuple's
 // socket.
-func (w *Watcher) fromConntrack(q *query) (outcome, bool) {
+func (w *Watcher) fromConntrack(q *query) bool {
 	if w.natGate(q) != refusedTranslated {
-		return outcome{}, false
+		return false
 	}
-	o := w.natAnswer(q)
-	if o.p == nil {
-		o.neg = w.negFor(w.snap.Load().gen, true)
+	w.natAnswer(q)
+	if q.out.p == nil {
+		q.out.neg = w.negFor(w.snap.Load().gen, true)
 	}
-	return o, true
+	return true
 }

@@ -2,39 +2,40 @@ package procs
 
 // The steps of the pipeline that read the watcher's own view: the
 // snapshot (its container namespaces included), the learned rows, and a
-// fresh snapshot after a rescan. Each returns ok with the outcome that
-// ends the lookup, or records in q why it found nothing to give.
+// fresh snapshot after a rescan. Each returns true when it ended the
+// lookup (q.out holds the outcome), or records in q why it found nothing
+// to give.
 
 // fromContainer answers from the event's container's own namespace, so
 // that its 127.0.0.1 is not taken for the host's. A row there that several
 // processes could be meant by ends the lookup without an answer: the
 // host's view cannot tell either.
-func (w *Watcher) fromContainer(q *query) (outcome, bool) {
+func (w *Watcher) fromContainer(q *query) bool {
 	if q.container == "" {
-		return outcome{}, false
+		return false
 	}
 	sub := q.snap.inContainer(q.container)
 	if sub == nil || !q.local.Addr().IsLoopback() && !sub.isLocal(q.local.Addr()) {
-		return outcome{}, false
+		return false
 	}
 	r, res, via := sub.find(q.t, q.local, q.remote)
 	switch res {
 	case foundAmbiguous:
-		return miss(unansweredAmbiguous, negWrite{}), true
+		return q.miss(unansweredAmbiguous, negWrite{})
 	case foundRow:
 		p, v := w.admitRow(q, r, via, q.local.Port())
 		if v == admitted {
-			return answer(p, via, hitSnapshot), true
+			return q.answer(p, via, hitSnapshot)
 		}
 		q.refuse(v)
 	}
-	return outcome{}, false
+	return false
 }
 
 // fromSnapshot answers from the snapshot's row for q: the connected socket
 // of the exact tuple, else the listener of the local endpoint, else (for
 // an unknown peer) the one connected socket at it.
-func (w *Watcher) fromSnapshot(q *query) (outcome, bool) {
+func (w *Watcher) fromSnapshot(q *query) bool {
 	r, res, via := q.snap.find(q.t, q.local, q.remote)
 	q.res = res
 	switch res {
@@ -42,10 +43,10 @@ func (w *Watcher) fromSnapshot(q *query) (outcome, bool) {
 		// The connection's own socket (exact lookup, records) may still
 		// answer.
 		q.why = unansweredAmbiguous
-		return outcome{}, false
+		return false
 	case foundRow:
 	default:
-		return outcome{}, false
+		return false
 	}
 	if via == ViaListener && q.t == TCP && q.remote.IsValid() && w.hasSources() {
 		// A TCP connection is its own socket's: the listener that could
@@ -53,31 +54,31 @@ func (w *Watcher) fromSnapshot(q *query) (outcome, bool) {
 		// connection itself (fromListener). A fork-per-connection server's
 		// parent holds the listener alone; its children serve.
 		q.listener, q.res = r, foundNone
-		return outcome{}, false
+		return false
 	}
 	return w.admitSnapshotRow(q, r, via)
 }
 
 // fromListener answers a TCP connection that no source knows with the
 // listener fromSnapshot held back.
-func (w *Watcher) fromListener(q *query) (outcome, bool) {
+func (w *Watcher) fromListener(q *query) bool {
 	if q.listener == nil {
-		return outcome{}, false
+		return false
 	}
 	return w.admitSnapshotRow(q, q.listener, ViaListener)
 }
 
 // admitSnapshotRow is fromSnapshot's admission of the row r found through
 // via.
-func (w *Watcher) admitSnapshotRow(q *query, r *row, via Via) (outcome, bool) {
+func (w *Watcher) admitSnapshotRow(q *query, r *row, via Via) bool {
 	p, v := w.admitRow(q, r, via, q.local.Port())
 	switch v {
 	case admitted:
-		return answer(p, via, hitSnapshot), true
+		return q.answer(p, via, hitSnapshot)
 	case refusedTranslated:
-		return w.natAnswer(q), true
+		return w.natAnswer(q)
 	case refusedNATUnchecked:
-		return miss(unansweredNATUnchecked, negWrite{}), true
+		return q.miss(unansweredNATUnchecked, negWrite{})
 	case refusedStartedAfter:
 		// The socket's owner started after the event: the socket is not
 		// the event's. A record of an older connection on this tuple (the
@@ -87,24 +88,24 @@ func (w *Watcher) admitSnapshotRow(q *query, r *row, via Via) (outcome, bool) {
 		q.res = foundNone
 	}
 	q.refuse(v)
-	return outcome{}, false
+	return false
 }
 
 // fromLearned answers from a connection the exact lookup found since the
 // snapshot; one whose owner no longer holds it is dropped.
-func (w *Watcher) fromLearned(q *query) (outcome, bool) {
+func (w *Watcher) fromLearned(q *query) bool {
 	if q.res != foundNone || !q.remote.IsValid() {
-		return outcome{}, false
+		return false
 	}
 	k := connKeyOf(q.t, q.local, q.remote)
 	lr := w.learned.get(k)
 	if lr == nil {
-		return outcome{}, false
+		return false
 	}
 	p, v := w.admitRow(q, lr, ViaResolve, q.local.Port())
 	switch v {
 	case admitted:
-		return answer(p, ViaResolve, hitLearned), true
+		return q.answer(p, ViaResolve, hitLearned)
 	case refusedStartedAfter:
 		q.res = foundUnowned
 	default:
@@ -114,31 +115,31 @@ func (w *Watcher) fromLearned(q *query) (outcome, bool) {
 		}
 	}
 	q.refuse(v)
-	return outcome{}, false
+	return false
 }
 
 // settledMiss ends a lookup that a rescan could not help: the feed had no
 // record of the tuple while it missed nothing since the snapshot (no
 // socket with it was opened since), or the snapshot's row for it exists
 // and nobody holds it (TIME_WAIT, orphaned).
-func (w *Watcher) settledMiss(q *query) (outcome, bool) {
+func (w *Watcher) settledMiss(q *query) bool {
 	if q.feedCovered && q.noRecord {
 		w.stats.feedMisses.Add(1)
-		return miss(q.why, negWrite{ttl: w.feedMissTTL(), gen: q.snap.gen, confirmed: true}), true
+		return q.miss(q.why, negWrite{ttl: w.feedMissTTL(), gen: q.snap.gen, confirmed: true})
 	}
 	if q.res == foundUnowned && !q.snap.stale.Load() {
-		return miss(q.why, w.negFor(q.snap.gen, true)), true
+		return q.miss(q.why, w.negFor(q.snap.gen, true))
 	}
-	return outcome{}, false
+	return false
 }
 
 // afterRescan waits for one coalesced, rate-limited rescan (no later than
 // q's deadline) and answers from it; a miss deferred by the rate limit is
 // remembered until the scheduled rescan lands.
-func (w *Watcher) afterRescan(q *query) outcome {
-	fresh := w.awaitRescan(q.snap, q.now, q.deadline)
+func (w *Watcher) afterRescan(q *query) bool {
+	fresh := w.awaitRescan(q.snap, q.now, q.deadline())
 	if fresh == nil {
-		return miss(q.why, w.negFor(q.snap.gen, false))
+		return q.miss(q.why, w.negFor(q.snap.gen, false))
 	}
 	q.snap = fresh
 	if w.isLocal(fresh, q.local.Addr()) {
@@ -149,12 +150,12 @@ func (w *Watcher) afterRescan(q *query) outcome {
 			// the NAT gate's refusal is final now.
 			p, v := w.admitRow(q, r, via, q.local.Port())
 			if v == admitted {
-				return answer(p, via, hitSnapshot)
+				return q.answer(p, via, hitSnapshot)
 			}
 			q.refuse(v)
 		case foundAmbiguous:
 			q.why = unansweredAmbiguous
 		}
 	}
-	return miss(q.why, w.negFor(fresh.gen, true))
+	return q.miss(q.why, w.negFor(fresh.gen, true))
 }

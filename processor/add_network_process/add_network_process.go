@@ -175,13 +175,14 @@ func (p *processor) Run(ev *beat.Event) (*beat.Event, error) {
 	// The event's @timestamp bounds whom it may name: no process that
 	// started after it (zero, as on events built without one: now).
 	at := ev.Timestamp
-	// Both sides share one deadline: an event waits at most rescan_timeout.
-	deadline := time.Now().Add(p.cfg.RescanTimeout)
+	// Both sides share one start, and so one deadline: an event waits at
+	// most rescan_timeout.
+	start := time.Now()
 	if src.present {
-		srcProc, srcVia = p.watcher.LookupInContainerBy(deadline, container, at, t, src.ap, dst.ap)
+		srcProc, srcVia = p.watcher.LookupInContainerBy(start, container, at, t, src.ap, dst.ap)
 	}
 	if dst.present {
-		dstProc, dstVia = p.watcher.LookupInContainerBy(deadline, container, at, t, dst.ap, src.ap)
+		dstProc, dstVia = p.watcher.LookupInContainerBy(start, container, at, t, dst.ap, src.ap)
 	}
 	// packetbeat's rule for process.*: the destination (usually the
 	// server) first. container.id follows the same side.
