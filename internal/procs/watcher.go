@@ -70,8 +70,8 @@ type Config struct {
 	// (a safety net), a failed verification requests no rescan, and a TCP
 	// miss whose tuple the feed has no record of (a complete miss: see
 	// SocketFeed), while the feed has missed nothing since the snapshot, is
-	// answered "unknown" without a rescan and remembered for one
-	// MinRescanInterval.
+	// answered "unknown" once the kernel's exact lookup has not found it
+	// either, without a rescan, and remembered for one MinRescanInterval.
 	// Zero selects the default (5 minutes); a negative value turns the
 	// mode off (rescans as without a feed).
 	SafetyRescanInterval time.Duration
