@@ -10,29 +10,6 @@ import (
 	"time"
 )
 
-// SocketFeed is implemented by a Fallback owner source that records, as it
-// happens, every TCP connect, accept and listen and every socket's first
-// send or receive on the host (the eBPF tracker), so that a TCP tuple it
-// has no record of had no socket opened since it started. (A UDP socket
-// has a record only once it has sent or received: UDP misses still
-// rescan.)
-type SocketFeed interface {
-	OwnerSource
-	// FeedGaps counts what the source may have missed: events the kernel
-	// dropped, records evicted for room, program runs the kernel skipped.
-	// While it does not change, the source's records cover every socket
-	// opened since it was first read.
-	FeedGaps() uint64
-	// RecallComplete is Recall telling, for a miss, whether it is
-	// complete: the source had applied every event the kernel submitted
-	// before the event's time, and it holds no record of the tuple (nor of
-	// its local endpoint) at any time. Only a complete miss shows that no
-	// socket had the tuple.
-	// It waits for the source to catch up no later than deadline (zero:
-	// the source's own bound).
-	RecallComplete(t Transport, local, remote netip.AddrPort, at, deadline time.Time) (sock Socket, proc *Process, ok, complete bool)
-}
-
 // recallFeed asks src, telling whether a miss is complete (src, or the
 // source a guard keeps, is a SocketFeed that had caught up).
 func recallFeed(src OwnerSource, t Transport, local, remote netip.AddrPort, at, deadline time.Time) (Socket, *Process, bool, bool) {

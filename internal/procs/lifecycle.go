@@ -93,10 +93,6 @@ func (gr guardedResolver) Resolve(ctx context.Context, t Transport, local, remot
 
 // ResolveHinted is Resolve searching pid first, where the engine can.
 func (gr guardedResolver) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (Socket, bool, error) {
-	hr, ok := gr.r.(hintedResolver)
-	if !ok {
-		return gr.Resolve(ctx, t, local, remote)
-	}
 	if !gr.g.mu.TryRLock() {
 		return Socket{}, false, nil
 	}
@@ -104,7 +100,7 @@ func (gr guardedResolver) ResolveHinted(ctx context.Context, t Transport, local,
 	if gr.g.closed {
 		return Socket{}, false, nil
 	}
-	return hr.ResolveHinted(ctx, t, local, remote, pid)
+	return gr.r.ResolveHinted(ctx, t, local, remote, pid)
 }
 
 // Close marks the source closed once no Recall uses it, then closes it (if

@@ -8,13 +8,6 @@ import (
 	"time"
 )
 
-// Resolver is implemented by engines that can find the owner of one
-// connection without listing every socket (the Linux engine, through a
-// sock_diag exact lookup and an owner walk for that one inode).
-type Resolver interface {
-	Resolve(ctx context.Context, t Transport, local, remote netip.AddrPort) (s Socket, found bool, err error)
-}
-
 // NewResolveSource returns an OwnerSource for Config.Fallback that answers a
 // snapshot miss for a connection with a known peer by asking the engine for
 // that connection alone, after next (nil for none) has had its turn: a cold
@@ -26,8 +19,8 @@ type Resolver interface {
 // beyond that the miss takes the usual rate-limited rescan path. It
 // returns next when the engine cannot resolve single connections.
 func NewResolveSource(e Engine, next OwnerSource, perInterval int, interval, timeout time.Duration) OwnerSource {
-	r, ok := e.(Resolver)
-	if !ok || perInterval <= 0 || interval <= 0 {
+	r := probeEngine(e).resolver
+	if r == nil || perInterval <= 0 || interval <= 0 {
 		return next
 	}
 	return &resolveSource{r: r, next: next, per: perInterval, interval: interval, timeout: timeout}
@@ -135,12 +128,6 @@ const (
 	liveAbsent                   // no such socket, or one no file refers to (TIME_WAIT)
 )
 
-// hintedResolver is a Resolver that can search a likely owner first (the
-// opener that a record names): the Linux engine.
-type hintedResolver interface {
-	ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, pid int) (Socket, bool, error)
-}
-
 // live asks the engine (or its remembered answers) for one connection;
 // hint is a PID to search first (0: none). The engine's search stops at
 // the lookup's deadline until (zero: none) or after the source's timeout,
@@ -176,8 +163,8 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 	var got Socket
 	var found bool
 	var err error
-	if hr, ok := h.r.(hintedResolver); ok && hint > 0 {
-		got, found, err = hr.ResolveHinted(ctx, t, local, remote, hint)
+	if hint > 0 {
+		got, found, err = h.r.ResolveHinted(ctx, t, local, remote, hint)
 	} else {
 		got, found, err = h.r.Resolve(ctx, t, local, remote)
 	}

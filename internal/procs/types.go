@@ -1,7 +1,6 @@
 package procs
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"strconv"
@@ -158,44 +157,6 @@ type Parent struct {
 // value means unknown.
 type ExecID struct{ Dev, Ino uint64 }
 
-// Engine is the OS-specific part of a Watcher: it lists sockets with their
-// owners and describes processes. The Watcher owns every caching and refresh
-// decision; an engine only reads the system. Tests swap it for a fake.
-type Engine interface {
-	// Sockets appends every TCP and UDP socket of the host to dst and returns
-	// it. The context carries the rescan budget: an engine stops and returns
-	// ctx.Err() when it is done.
-	Sockets(ctx context.Context, dst []Socket) ([]Socket, error)
-	// Process describes the process pid whose identity is startKey. It
-	// returns an error if the PID is gone or now names another process.
-	Process(pid int, startKey uint64) (*Process, error)
-	// LocalAddrs lists the host's interface addresses.
-	LocalAddrs() ([]netip.Addr, error)
-}
-
-// OwnerVerifier is implemented by engines that can re-check, with one
-// system call and no allocation, that a process still holds a socket (the
-// Linux engine: readlinkat through a pinned /proc/<pid> directory). The
-// watcher verifies every answer it gives from a socket table through it,
-// and that the answer's description is of the program the process runs
-// (ExecOf: a process that exec'd since it was described is described again);
-// engines without it (Windows) are answered from their tables as read.
-type OwnerVerifier interface {
-	// PinProcess returns a handle on the process instance pid/startKey
-	// that fails every later check once that instance has exited, even if
-	// the PID is reused; an error if pid no longer names that instance.
-	PinProcess(pid int, startKey uint64) (handle int, err error)
-	// HoldsSocket reports whether the pinned process holds socket inode at
-	// descriptor fd (of thread task when task is not 0).
-	HoldsSocket(handle int, task, fd int32, inode uint64) bool
-	// ExecOf returns the identity of the executable the pinned process
-	// runs now (through thread task's entry when task is not 0), or the
-	// zero ExecID if it cannot be read. One system call, no allocation.
-	ExecOf(handle int, task int32) ExecID
-	// UnpinProcess releases a handle.
-	UnpinProcess(handle int)
-}
-
 // procName is packetbeat's naming rule: /proc/<pid>/comm holds at most 15
 // bytes (TASK_COMM_LEN-1), so a 15-byte-or-longer comm may be truncated and
 // the base name of argv[0] is the better name when there is one.
@@ -215,28 +176,3 @@ func procName(comm string, args []string) string {
 type PartialError struct{ Msg string }
 
 func (e *PartialError) Error() string { return e.Msg }
-
-// OwnerSource is a fallback source of socket owners, asked when the
-// snapshot has no answer: the eBPF connection tracker (owners remembered
-// past the socket's life, so a connection that closed before its event was
-// processed still resolves) and NewResolveSource's live single-connection
-// lookup. at is the event's time (zero for "now"): a source that remembers
-// the past answers with the owner of the socket that had this tuple then.
-// sock carries the owner's PID and StartKey; proc is a minimal description
-// for when the owner has exited (nil if there is none).
-type OwnerSource interface {
-	Recall(t Transport, local, remote netip.AddrPort, at time.Time) (sock Socket, proc *Process, ok bool)
-}
-
-// ChangeClock reads counters that the kernel bumps whenever a socket bound
-// to a local port closes, or a process closes, replaces or re-connects a
-// file descriptor, execs or exits (the eBPF tracker keeps them in memory
-// shared with the kernel). Reading costs no system call. Equal readings
-// before and after prove that nothing of that kind happened in between, so
-// an owner verified before is still the owner: see docs/add_network_process.md,
-// "When an answer is given". Counters may be shared by several ports or
-// PIDs; a collision only costs an extra verification.
-type ChangeClock interface {
-	PortEpoch(t Transport, port uint16) uint32
-	ProcEpoch(pid int) uint32
-}

@@ -314,6 +314,11 @@ type fakeResolver struct {
 	calls atomic.Int32
 }
 
+// ResolveHinted is Resolve: the fake has no search order.
+func (r *fakeResolver) ResolveHinted(ctx context.Context, t Transport, local, remote netip.AddrPort, _ int) (Socket, bool, error) {
+	return r.Resolve(ctx, t, local, remote)
+}
+
 func (r *fakeResolver) Resolve(context.Context, Transport, netip.AddrPort, netip.AddrPort) (Socket, bool, error) {
 	r.calls.Add(1)
 	if r.err != nil {

@@ -211,11 +211,12 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	cfg = cfg.withDefaults()
 	feed := feedOf(cfg.Fallback) // before the guard wraps it
 	guard := guardFallback(&cfg)
-	if c, ok := engine.(interface{ setChangeClock(ChangeClock) }); ok && cfg.Changes != nil {
-		c.setChangeClock(cfg.Changes)
+	caps := probeEngine(engine)
+	if caps.clock != nil && cfg.Changes != nil {
+		caps.clock.setChangeClock(cfg.Changes)
 	}
-	if c, ok := engine.(interface{ setDescribeParents(bool) }); ok {
-		c.setDescribeParents(cfg.DescribeParents)
+	if caps.parents != nil {
+		caps.parents.setDescribeParents(cfg.DescribeParents)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
@@ -247,8 +248,8 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	} else {
 		w.records = cfg.Fallback
 	}
-	if v, ok := engine.(OwnerVerifier); ok {
-		w.pins = newPinSet(v, openFilesLimit())
+	if caps.verifier != nil {
+		w.pins = newPinSet(caps.verifier, openFilesLimit())
 	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)

@@ -125,6 +125,11 @@ type goldenEngine struct {
 	resolve []procs.Socket
 }
 
+// ResolveHinted has no search order to follow: it is Resolve.
+func (g *goldenEngine) ResolveHinted(ctx context.Context, t procs.Transport, local, remote netip.AddrPort, _ int) (procs.Socket, bool, error) {
+	return g.Resolve(ctx, t, local, remote)
+}
+
 func (g *goldenEngine) Resolve(_ context.Context, t procs.Transport, local, remote netip.AddrPort) (procs.Socket, bool, error) {
 	for _, s := range g.resolve {
 		if s.Transport == t && s.Local == local && s.Remote == remote {
