@@ -11,7 +11,7 @@ package procs
 //     a listener endpoint held by sockets of several processes, or a key
 //     that several foreign namespaces share (row.multi) answers nothing;
 //     nor does a TCP listener whose connections another process was seen
-//     holding (row.handsOff: a fork-per-connection server) for an event
+//     holding (handsoff.go: a fork-per-connection server) for an event
 //     that names a peer.
 //  2. NAT. A listener or endpoint match is not given for a tuple that
 //     conntrack shows translated (the translated tuple's socket is asked
@@ -66,7 +66,7 @@ func (v verdict) why() unanswered {
 // admitRow applies the rules to a row found for q's local port port (q's
 // own, or the translated tuple's for a NAT answer) through via.
 func (w *Watcher) admitRow(q *query, r *row, via Via, port uint16) (*Process, verdict) {
-	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && w.handsOffListener(r) {
+	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && w.handsOff.has(procKey{r.p.PID, r.p.StartKey}) {
 		return nil, refusedShared
 	}
 	if via == ViaListener || via == ViaEndpoint {
@@ -129,11 +129,8 @@ func (w *Watcher) admitSocket(q *query, s *Socket, p *Process) (*Process, verdic
 func (w *Watcher) admitRecord(q *query, s *Socket, p, minimal *Process) (*Process, verdict) {
 	if q.t == TCP && q.remote.IsValid() {
 		// The accepter of a fork-per-connection server is not who served
-		// the connection (rule 1, handsOff).
-		if r, res := q.snap.listenerFor(TCP, q.local); res == foundRow && r.handsOff.Load() && r.p.PID == s.PID {
-			return nil, refusedShared
-		}
-		if w.handsOffProc(procKey{s.PID, s.StartKey}) {
+		// the connection (rule 1, handsoff.go).
+		if w.handsOff.has(procKey{s.PID, s.StartKey}) {
 			return nil, refusedShared
 		}
 	}
@@ -173,14 +170,6 @@ func (w *Watcher) admitListenerRecord(q *query, s *Socket) (*Process, verdict, b
 	}
 	p, v := w.admitRow(q, r, ViaListener, q.local.Port())
 	return p, v, true
-}
-
-// handsOffListener reports whether listener r was seen handing its
-// connections to other processes: its row was marked, or its holder was
-// seen accepting a connection that the kernel then showed held by another
-// process (noteHandsOffProc).
-func (w *Watcher) handsOffListener(r *row) bool {
-	return r.handsOff.Load() || w.handsOffProc(procKey{r.p.PID, r.p.StartKey})
 }
 
 // natGate is rule 2 for q's own tuple.

@@ -90,11 +90,6 @@ type row struct {
 	// duplicate). It never answers (find reports foundAmbiguous): which
 	// of them accepted or used a connection is unknown.
 	multi bool
-	// handsOff marks a TCP listener whose connections another process
-	// was seen holding (a fork-per-connection server: sshd, a postmaster,
-	// inetd): its holder accepts, a child serves. Such a listener answers
-	// only events that name no peer.
-	handsOff atomic.Bool
 	// v6only is the socket's IPV6_V6ONLY flag (V6OnlyUnknown for IPv4).
 	v6only V6Only
 	// netns and foreign are the socket's namespace, as in Socket.
@@ -441,19 +436,6 @@ func listenerResult(r *row) (findResult, bool) {
 		return foundRow, true
 	}
 	return foundUnowned, false
-}
-
-// markHandsOff marks the TCP listener that owns local handsOff when the
-// connection at local is held by pid, another process than the listener's
-// holder, and returns its inode (0 when nothing was marked).
-func (s *snapshot) markHandsOff(local netip.AddrPort, pid int) uint64 {
-	if r, res := s.listenerFor(TCP, local); res == foundRow && r.p.PID != pid {
-		if !r.handsOff.Load() {
-			r.handsOff.Store(true)
-		}
-		return r.inode
-	}
-	return 0
 }
 
 func (s *snapshot) isLocal(a netip.Addr) bool {

@@ -231,7 +231,7 @@ func (w *Watcher) rescan(gen uint64) {
 		}
 		snap.add(s, p)
 	}
-	w.carryHandsOff(snap, socks)
+	w.handsOff.rescanned(snap, socks, used)
 	// The process cache holds only owners of current sockets, so it is
 	// bounded by the socket table and a dead PID never lingers.
 	for k := range w.procs {
@@ -275,64 +275,4 @@ func (w *Watcher) process(k procKey, now time.Time) *Process {
 	}
 	w.procs[k] = &cachedProc{p: p, loaded: now}
 	return p
-}
-
-// carryHandsOff marks the new snapshot's listeners that hand their
-// connections off: those whose connections other processes hold now, and
-// those seen doing so before (a fork-per-connection server's children come
-// and go; its listener keeps its inode). Listeners gone are forgotten.
-func (w *Watcher) carryHandsOff(snap *snapshot, socks []Socket) {
-	for i := range socks {
-		if s := &socks[i]; s.Transport == TCP && !s.Listen && s.PID > 0 && !s.Foreign {
-			w.noteHandsOff(snap.markHandsOff(s.Local, s.PID))
-		}
-	}
-	w.handsOffMu.Lock()
-	defer w.handsOffMu.Unlock()
-	live := make(map[uint64]struct{}, len(w.handsOff))
-	for _, r := range snap.listen {
-		if r.inode == 0 {
-			continue
-		}
-		if _, ok := w.handsOff[r.inode]; ok {
-			if !r.handsOff.Load() {
-				r.handsOff.Store(true)
-			}
-			live[r.inode] = struct{}{}
-		}
-	}
-	w.handsOff = live
-}
-
-// noteHandsOff remembers a listener (by inode; 0: none) that hands its
-// connections off.
-func (w *Watcher) noteHandsOff(inode uint64) {
-	if inode == 0 {
-		return
-	}
-	w.handsOffMu.Lock()
-	if w.handsOff == nil || len(w.handsOff) >= 4096 {
-		w.handsOff = map[uint64]struct{}{}
-	}
-	w.handsOff[inode] = struct{}{}
-	w.handsOffMu.Unlock()
-}
-
-// noteHandsOffProc remembers a process that hands sockets it opened or
-// accepted to other processes: its records prove nothing of who used them.
-func (w *Watcher) noteHandsOffProc(k procKey) {
-	w.handsOffMu.Lock()
-	if w.handsOffProcs == nil || len(w.handsOffProcs) >= 4096 {
-		w.handsOffProcs = map[procKey]struct{}{}
-	}
-	w.handsOffProcs[k] = struct{}{}
-	w.handsOffMu.Unlock()
-}
-
-// handsOffProc reports whether process k was seen handing sockets off.
-func (w *Watcher) handsOffProc(k procKey) bool {
-	w.handsOffMu.Lock()
-	_, ok := w.handsOffProcs[k]
-	w.handsOffMu.Unlock()
-	return ok
 }

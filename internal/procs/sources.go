@@ -60,7 +60,7 @@ func (w *Watcher) fromSources(q *query) bool {
 		w.learn(&sock, p, q.t, q.local, q.remote, ver)
 	}
 	if q.t == TCP {
-		w.noteHandsOff(q.snap.markHandsOff(q.local, sock.PID))
+		w.handsOff.served(q.snap, q.local, sock.PID)
 	}
 	return q.answer(p, ViaResolve, hitResolve)
 }

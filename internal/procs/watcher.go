@@ -157,13 +157,10 @@ type Watcher struct {
 
 	stats counters
 
-	// handsOff: inodes of TCP listeners seen handing their connections to
-	// other processes (rescan.go, carryHandsOff).
-	// handsOffProcs: processes whose recorded sockets the kernel showed
+	// handsOff: processes that hand the connections they accept to other
+	// processes (handsoff.go).
 	// held by another process (sources.go).
-	handsOffMu    sync.Mutex
-	handsOff      map[uint64]struct{}
-	handsOffProcs map[procKey]struct{}
+	handsOff handsOffSet
 
 	// fallback guards Config.Fallback's owner source against Close.
 	// resolve is Fallback when it is the kernel's exact lookup (the
@@ -244,7 +241,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	}
 	if rs, ok := cfg.Fallback.(*resolveSource); ok {
 		w.resolve = rs
-		rs.handedOff = w.noteHandsOffProc
+		rs.handedOff = w.handsOff.note
 	} else {
 		w.records = cfg.Fallback
 	}
