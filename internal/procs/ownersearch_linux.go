@@ -152,7 +152,7 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 		s.name = append(strconv.AppendInt(s.name[:0], int64(hint), 10), 0)
 		if pv, known := view[hint]; !known || !slices.Contains(pv.inodes, inode) {
 			hintDone = hint
-			if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
+			if n, res := e.searchProcess(ctx, procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
 				if st, ok := e.startOf(procfd, s); ok {
 					found(hint, st, n)
 				}
@@ -197,7 +197,7 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 			s.unchanged++
 			continue
 		}
-		switch n, res := e.searchProcess(procfd, s, inode, pv, searchProbe, size); res {
+		switch n, res := e.searchProcess(ctx, procfd, s, inode, pv, searchProbe, size); res {
 		case searchFound:
 			if found(p, pv.start, n) {
 				return h, true, nil
@@ -211,7 +211,7 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 			return sockHolder{}, false, err
 		}
 		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
-		if n, res := e.searchProcess(procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
+		if n, res := e.searchProcess(ctx, procfd, s, inode, procView{}, searchAll, -1); res == searchFound {
 			if st, ok := e.startOf(procfd, s); ok && found(p, st, n) {
 				return h, true, nil
 			}
@@ -223,9 +223,12 @@ func (e *linuxEngine) findOwner(ctx context.Context, s *ownerSearch, inode uint6
 		}
 		s.name = append(strconv.AppendInt(s.name[:0], int64(p), 10), 0)
 		pv := view[p]
-		if n, res := e.searchProcess(procfd, s, inode, pv, searchList, -1); res == searchFound && found(p, pv.start, n) {
+		if n, res := e.searchProcess(ctx, procfd, s, inode, pv, searchList, -1); res == searchFound && found(p, pv.start, n) {
 			return h, true, nil
 		}
+	}
+	if err := cut(); err != nil {
+		return sockHolder{}, false, err // the last table was cut short
 	}
 	return h, false, nil
 }
@@ -263,13 +266,14 @@ const (
 	searchFound  searchResult = iota
 	searchMissed              // read, not found
 	searchGone                // the process (that instance) could not be read
+	searchCut                 // the deadline came before the whole table was read
 )
 
 // searchProcess reads the fd table of process s.name for inode as mode
 // says, through a directory descriptor of /proc/<pid> that pins the
 // instance (checked against pv's, except for searchAll); size is the
 // process's descriptor count now.
-func (e *linuxEngine) searchProcess(procfd int, s *ownerSearch, inode uint64, pv procView, mode searchMode, size int64) (int32, searchResult) {
+func (e *linuxEngine) searchProcess(ctx context.Context, procfd int, s *ownerSearch, inode uint64, pv procView, mode searchMode, size int64) (int32, searchResult) {
 	dirfd, err := openatZ(procfd, s.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return 0, searchGone
@@ -299,23 +303,36 @@ func (e *linuxEngine) searchProcess(procfd int, s *ownerSearch, inode uint64, pv
 	// order: one merge tells which descriptors are new.
 	i, j := 0, 0
 	match := int32(-1)
-	_ = eachDirent(fdfd, s.dents, func(name []byte, typ byte) {
-		if match >= 0 || name[0] == '.' || (typ != unix.DT_LNK && typ != unix.DT_UNKNOWN) {
-			return
+	seen, cut := 0, false
+	_ = eachDirentWhile(fdfd, s.dents, func(name []byte, typ byte) bool {
+		if seen++; seen%64 == 0 && ctx.Err() != nil {
+			// A table of tens of thousands of descriptors takes longer
+			// than a lookup may wait: stop at the deadline.
+			cut = true
+			return false
+		}
+		if name[0] == '.' || (typ != unix.DT_LNK && typ != unix.DT_UNKNOWN) {
+			return true
 		}
 		v, ok := parseDecUint(name[:len(name)-1])
 		if !ok || v >= 1<<31 {
-			return
+			return true
 		}
 		n := int32(v)
 		if mode == searchList && pv.lists(n, &i, &j) {
-			return
+			return true
 		}
 		if s.holds(fdfd, name, inode) {
 			match = n
+			return false
 		}
+		return true
 	})
-	if match < 0 {
+	switch {
+	case match >= 0:
+	case cut:
+		return 0, searchCut
+	default:
 		return 0, searchMissed
 	}
 	return match, searchFound

@@ -104,6 +104,11 @@ var errMalformedDirent = errors.New("malformed directory entry")
 // readlinkatZ take it) and d_type. The walk reads raw entries rather than
 // os.File.ReadDir so that listing /proc and every fd/ allocates nothing.
 func eachDirent(fd int, buf []byte, f func(nameZ []byte, typ byte)) error {
+	return eachDirentWhile(fd, buf, func(nameZ []byte, typ byte) bool { f(nameZ, typ); return true })
+}
+
+// eachDirentWhile is eachDirent stopping once f returns false.
+func eachDirentWhile(fd int, buf []byte, f func(nameZ []byte, typ byte) bool) error {
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
@@ -123,8 +128,8 @@ func eachDirent(fd int, buf []byte, f func(nameZ []byte, typ byte)) error {
 			}
 			typ := b[18]
 			b = b[reclen:]
-			if len(name) > 0 {
-				f(name, typ)
+			if len(name) > 0 && !f(name, typ) {
+				return nil
 			}
 		}
 	}
