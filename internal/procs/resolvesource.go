@@ -57,7 +57,7 @@ const resolveCacheSize = 4096
 
 // Recall asks next, then the engine for this one connection.
 func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at time.Time) (Socket, *Process, bool) {
-	s, p, _, ok, _ := h.recall(t, local, remote, at, false, time.Time{})
+	s, p, _, ok, _ := h.recall(t, local, remote, at, false, false, time.Time{})
 	return s, p, ok
 }
 
@@ -72,7 +72,7 @@ func (h *resolveSource) Recall(t Transport, local, remote netip.AddrPort, at tim
 // reports that next, a SocketFeed, was asked and has no record of the
 // tuple although it had caught up with the kernel (no socket with it was
 // opened while it watched).
-func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst bool, until time.Time) (sock Socket, minimal *Process, live, ok, noRecord bool) {
+func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at time.Time, liveFirst, optional bool, until time.Time) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if h.next != nil && !liveFirst {
 		s, p, ok, complete := recallFeed(h.next, t, local, remote, at, until)
 		if ok {
@@ -80,7 +80,7 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 				// Open by next's record: the kernel names its current
 				// holder, which next may not have seen take it over. The
 				// record's owner is searched first.
-				if got, st := h.live(t, local, remote, s.PID, until); st == liveFound {
+				if got, st := h.live(t, local, remote, s.PID, optional, until); st == liveFound {
 					if got.PID != s.PID && h.handedOff != nil {
 						// The opener the record names passed the socket on
 						// (a fork-per-connection server's parent).
@@ -97,7 +97,7 @@ func (h *resolveSource) recall(t Transport, local, remote netip.AddrPort, at tim
 		// lookup is one query.
 		noRecord = complete
 	}
-	got, st := h.live(t, local, remote, 0, until)
+	got, st := h.live(t, local, remote, 0, optional, until)
 	switch {
 	case st == liveFound:
 		return got, nil, true, true, false
@@ -132,7 +132,7 @@ const (
 // hint is a PID to search first (0: none). The engine's search stops at
 // the lookup's deadline until (zero: none) or after the source's timeout,
 // whichever comes first.
-func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int, until time.Time) (Socket, liveState) {
+func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int, optional bool, until time.Time) (Socket, liveState) {
 	if !remote.IsValid() || remote.Port() == 0 || local.Port() == 0 {
 		return Socket{}, liveUnknown
 	}
@@ -144,7 +144,7 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 		return f.s, liveFound
 	}
 	h.mu.Unlock()
-	if !h.take(now) {
+	if !h.take(now, optional) {
 		return Socket{}, liveUnknown
 	}
 	end := until
@@ -196,14 +196,21 @@ func (h *resolveSource) forget(t Transport, local, remote netip.AddrPort) {
 	h.mu.Unlock()
 }
 
-// take spends one of the interval's queries.
-func (h *resolveSource) take(now time.Time) bool {
+// take spends one of the interval's queries. An optional query (one whose
+// event has another answer to fall back on: a listener) takes only from
+// the first half, so that a storm of them leaves the rest to lookups that
+// have none.
+func (h *resolveSource) take(now time.Time, optional bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if now.Sub(h.windowStart) >= h.interval {
 		h.windowStart, h.used = now, 0
 	}
-	if h.used >= h.per {
+	limit := h.per
+	if optional {
+		limit = (h.per + 1) / 2
+	}
+	if h.used >= limit {
 		return false
 	}
 	h.used++

@@ -81,11 +81,12 @@ func recordVia(s *Socket) Via {
 // source) the kernel's current holder of a socket that lives comes first
 // (see resolveSource.recall); after a failed verification (q.notHeld) only
 // the kernel may name a live socket's holder, so records alone are not
-// asked then. noRecord: the feed had caught up and has no record of the
-// tuple.
+// asked then. A lookup with a listener held back (fromSnapshot) has an
+// answer to fall back on: its exact lookup takes from half the budget.
+// noRecord: the feed had caught up and has no record of the tuple.
 func (w *Watcher) ask(q *query) (sock Socket, minimal *Process, live, ok, noRecord bool) {
 	if w.resolve != nil {
-		return w.resolve.recall(q.t, q.local, q.remote, q.at, q.notHeld, q.deadline())
+		return w.resolve.recall(q.t, q.local, q.remote, q.at, q.notHeld, q.listener != nil, q.deadline())
 	}
 	if q.notHeld {
 		return Socket{}, nil, false, false, false
