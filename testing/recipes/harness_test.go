@@ -5,12 +5,14 @@ package recipes
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,12 +180,28 @@ func (s sideCount) String() string {
 type result struct {
 	events   int
 	src, dst sideCount
+	// srcBy is the source side by network.transport.
+	srcBy map[string]*sideCount
 }
 
 // judge counts ev's sides against tr; a wrong PID fails the test.
 func (r *result) judge(t *testing.T, label string, ev beatrun.Event, tr truth) {
 	t.Helper()
 	r.events++
+	if r.srcBy == nil {
+		r.srcBy = map[string]*sideCount{}
+	}
+	tp := ev.Str("network.transport")
+	if r.srcBy[tp] == nil {
+		r.srcBy[tp] = &sideCount{}
+	}
+	before := r.src
+	defer func() {
+		c := r.srcBy[tp]
+		c.right += r.src.right - before.right
+		c.wrong += r.src.wrong - before.wrong
+		c.missing += r.src.missing - before.missing
+	}()
 	for _, s := range []struct {
 		name  string
 		want  int
@@ -231,6 +249,11 @@ func (p pair) collect(t *testing.T, recipe string, n int, match func(beatrun.Eve
 			res[i].judge(t, recipe+", "+label, ev, tr)
 		}
 		t.Logf("%s, %s: %d events; source: %v; destination: %v", recipe, label, res[i].events, res[i].src, res[i].dst)
+		if len(res[i].srcBy) > 1 {
+			for _, tp := range slices.Sorted(maps.Keys(res[i].srcBy)) {
+				t.Logf("    source, %s: %v", tp, *res[i].srcBy[tp])
+			}
+		}
 	}
 	return logTime, readTime
 }
@@ -383,4 +406,39 @@ func byClientEnd(runs clientRuns, served map[netip.AddrPort]realserver.LogLine) 
 		}
 		return truth{src: runs[l.URI].PID, dst: l.PID}, true
 	}
+}
+
+// waitTCP waits until addr accepts connections.
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not accepting connections: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lockedBuf is a strings.Builder safe for a command's stdout and stderr.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
