@@ -42,7 +42,7 @@ func TestRecipeNftablesLog(t *testing.T) {
 	startRsyslogd(t, rsyslogd, dir, kernLog)
 	// A connection of the test's own, to see rsyslogd write the firewall's
 	// lines; its line is left out of the count.
-	probe := probeUntilLogged(t, fmt.Sprintf("127.0.0.1:%d", ngx.Port), kernLog, func(port int) string { return fmt.Sprintf(" SPT=%d ", port) })
+	probe := probeUntilLogged(t, fmt.Sprintf("127.0.0.1:%d", ngx.Port), kernLog)
 
 	logCfg, readCfg := recipeConfigs(t, "nftables", "/var/log/kern.log", kernLog, "['nftnew ']", "['"+prefix+"']")
 	p := startPair(t, logCfg, readCfg)
@@ -114,25 +114,40 @@ kern.* action(type="omfile" file=%q template="RSYSLOG_FileFormat")
 	}
 }
 
-// probeUntilLogged connects to addr until a line holding want(local port)
-// is in file (10 s at most) and returns that local port.
-func probeUntilLogged(t *testing.T, addr, file string, want func(port int) string) int {
+// probeUntilLogged connects to addr once and waits up to 10 s for its line
+// in file (probeUntilLoggedFor); it returns the connection's local port.
+func probeUntilLogged(t *testing.T, addr, file string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	var logged bool
+	port := probeUntilLoggedFor(t, addr, file, 10*time.Second, &logged)
+	if !logged {
+		t.Fatalf("the connection from local port %d to %s is not in %s within 10s", port, addr, file)
+	}
+	return port
+}
+
+// probeUntilLoggedFor connects to addr once and waits up to wait for a line
+// of file to hold " sport=P " or " SPT=P " of its local port P; it sets
+// *logged and returns P.
+func probeUntilLoggedFor(t *testing.T, addr, file string, wait time.Duration, logged *bool) int {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := c.LocalAddr().(*net.TCPAddr).Port
 	c.Close()
+	deadline := time.Now().Add(wait)
 	for {
-		if b, _ := os.ReadFile(file); strings.Contains(string(b), want(port)) {
+		b, _ := os.ReadFile(file)
+		if strings.Contains(string(b), fmt.Sprintf(" SPT=%d ", port)) || strings.Contains(string(b), fmt.Sprintf(" sport=%d ", port)) {
+			*logged = true
 			return port
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the connection from local port %d to %s is not in %s within 10s", port, addr, file)
+			return port
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
