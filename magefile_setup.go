@@ -119,6 +119,16 @@ func setupParts() []setupPart {
 			{"python3", onPath("python3")},
 			{"curl", onPath("curl")},
 		}},
+		{key: "recipes", tests: "the recipe tests in testing/recipes (docs/recipes.md)", root: true, packages: []debPackage{
+			{"nginx-light", onPath("nginx")},
+			{"curl", onPath("curl")},
+			{"wget", onPath("wget")},
+			{"python3", onPath("python3")},
+			{"bsdutils", onPath("logger")},
+			{"nftables", onPath("nft")},
+			{"conntrack", onPath("conntrack")},
+			{"rsyslog", onPath("rsyslogd")},
+		}},
 	}
 }
 

@@ -5,12 +5,9 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
+	"github.com/netprocbeat/netprocbeat/testing/beatrun"
 	"github.com/netprocbeat/netprocbeat/testing/helperproc"
 )
 
@@ -50,48 +47,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	if bin := os.Getenv("NETPROCBEAT_BIN"); bin != "" {
-		// go test runs in the package directory; a relative path is taken
-		// relative to the module root, where it was most likely typed.
-		if !filepath.IsAbs(bin) {
-			bin = filepath.Join(moduleRoot, bin)
-		}
-		if _, err := os.Stat(bin); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: NETPROCBEAT_BIN:", err)
-			return 1
-		}
-		beatBin = bin
-		fmt.Fprintln(os.Stderr, "e2e: using NETPROCBEAT_BIN", beatBin)
-	} else {
-		dir, err := os.MkdirTemp("", "netprocbeat-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "e2e:", err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		beatBin = filepath.Join(dir, "netprocbeat")
-		start := time.Now()
-		cmd := exec.Command("go", "build", "-o", beatBin, "./cmd/netprocbeat")
-		cmd.Dir = moduleRoot
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: go build ./cmd/netprocbeat failed:", err)
-			return 1
-		}
-		fmt.Fprintf(os.Stderr, "e2e: built %s in %v (set NETPROCBEAT_BIN to reuse a prebuilt binary)\n", beatBin, time.Since(start).Round(time.Millisecond))
+	bin, cleanup, err := beatrun.Binary("e2e", moduleRoot)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
+	defer cleanup()
+	beatBin = bin
 	return m.Run()
 }
 
 // findModuleRoot asks the go command for the main module's go.mod.
-func findModuleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside the netprocbeat module (go env GOMOD is %q)", gomod)
-	}
-	return filepath.Dir(gomod), nil
-}
+func findModuleRoot() (string, error) { return beatrun.ModuleRoot() }
