@@ -4,6 +4,8 @@ package procs
 // fallback owner sources (the eBPF tracker's records and the kernel's
 // exact lookup of one connection, resolvesource.go) and conntrack (nat.go).
 
+import "fmt"
+
 // fromSources asks the owner sources for q's tuple. An owner read from the
 // kernel's current socket table (live) is verified like a row and kept as
 // a learned row; one from a record of the past is described as its
@@ -13,10 +15,27 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 		return outcome{}, false
 	}
 	q.feedCovered = q.t == TCP && q.remote.IsValid() && w.feedCovers(q.snap)
+	o, ok, vanished := w.fromSourcesOnce(q)
+	if vanished {
+		// The kernel named a holder that was gone (closed, exited) before
+		// it could be described or verified: a one-shot client that
+		// exits right after writing. Ask once more with the kernel first
+		// (q.notHeld): it no longer has the socket, and the tracker's
+		// record of it, closed by now, may answer.
+		o, ok, _ = w.fromSourcesOnce(q)
+	}
+	return o, ok
+}
+
+// fromSourcesOnce is one round of fromSources; vanished reports that the
+// kernel's current holder could not be described or failed its
+// verification (q.notHeld is set then).
+func (w *Watcher) fromSourcesOnce(q *query) (o outcome, found, vanished bool) {
 	sock, minimal, live, ok, noRecord := w.ask(q)
 	q.noRecord = noRecord
+	debugStep(q, fmt.Sprintf("ask ok=%v live=%v pid=%d listen=%v recorded=%v", ok, live, sock.PID, sock.Listen, sock.Recorded))
 	if !ok || sock.PID <= 0 {
-		return outcome{}, false
+		return outcome{}, false, false
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -24,24 +43,34 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 		p, v, decided := w.admitListenerRecord(q, &sock)
 		switch {
 		case !decided:
-			return outcome{}, false
+			return outcome{}, false, false
 		case v != admitted:
 			q.refuse(v)
-			return outcome{}, false
+			return outcome{}, false, false
 		}
-		return answer(p, recordVia(&sock), hitTracker), true
+		return answer(p, recordVia(&sock), hitTracker), true, false
 	}
 	p := w.describe(sock, minimal)
 	if p == nil {
-		return outcome{}, false
+		debugStep(q, "describe-nil")
+		if live {
+			// The kernel's holder is gone: its remembered answer too.
+			w.resolve.forget(q.t, q.local, q.remote)
+			if !q.notHeld {
+				q.notHeld = true
+				return outcome{}, false, true
+			}
+		}
+		return outcome{}, false, false
 	}
 	if !live {
 		p, v := w.admitRecord(q, &sock, p, minimal)
 		if v != admitted {
+			debugStep(q, fmt.Sprintf("admitRecord refused %d", v))
 			q.refuse(v)
-			return outcome{}, false
+			return outcome{}, false, false
 		}
-		return answer(p, recordVia(&sock), hitTracker), true
+		return answer(p, recordVia(&sock), hitTracker), true, false
 	}
 	var ver uint64
 	if c := w.cfg.Changes; c != nil {
@@ -50,11 +79,13 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 	}
 	p, v := w.admitSocket(q, &sock, p)
 	if v != admitted {
+		retry := false
 		if v == refusedNotHeld {
 			w.resolve.forget(q.t, q.local, q.remote)
+			retry = !q.notHeld
 		}
 		q.refuse(v)
-		return outcome{}, false
+		return outcome{}, false, retry
 	}
 	if q.remote.IsValid() && w.pins != nil {
 		w.learn(&sock, p, q.t, q.local, q.remote, ver)
@@ -62,7 +93,7 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 	if q.t == TCP {
 		w.noteHandsOff(q.snap.markHandsOff(q.local, sock.PID))
 	}
-	return answer(p, ViaResolve, hitResolve), true
+	return answer(p, ViaResolve, hitResolve), true, false
 }
 
 // hasSources reports whether there is an owner source to ask.
