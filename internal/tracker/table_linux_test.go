@@ -481,7 +481,7 @@ func TestTableHistoryAfterClose(t *testing.T) {
 		after    time.Duration // event time after the close
 		complete bool
 		between  func(tr *Tracker, clk *fakeClock) // what happens between the close and the event
-		want     int                              // the PID named, 0 for none
+		want     int                               // the PID named, 0 for none
 	}{
 		{"read 3s after close", 3 * time.Second, true, nil, pid},
 		{"read 25s after close", 25 * time.Second, true, nil, pid},
