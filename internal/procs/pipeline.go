@@ -28,7 +28,6 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 	}
 	if w.neg.valid(q.key, q.now, q.snap.gen) { // a miss not worth asking again
 		w.stats.negativeHits.Add(1)
-		debugStep(q, "neg")
 		return nil, ViaNone
 	}
 	if o, ok := w.fromSources(q); ok { // tracker records, the kernel's exact lookup
@@ -69,7 +68,6 @@ func (w *Watcher) finish(q *query, o outcome) (*Process, Via) {
 		}
 		return o.p, o.via
 	}
-	debugStep(q, "miss")
 	if o.neg.ttl > 0 && q.why != unansweredStartedAfter {
 		// A refusal by event time is about this event, not the tuple:
 		// the negative cache, keyed by tuple, does not keep it.

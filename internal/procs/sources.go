@@ -4,8 +4,6 @@ package procs
 // fallback owner sources (the eBPF tracker's records and the kernel's
 // exact lookup of one connection, resolvesource.go) and conntrack (nat.go).
 
-import "fmt"
-
 // fromSources asks the owner sources for q's tuple. An owner read from the
 // kernel's current socket table (live) is verified like a row and kept as
 // a learned row; one from a record of the past is described as its
@@ -33,7 +31,6 @@ func (w *Watcher) fromSources(q *query) (outcome, bool) {
 func (w *Watcher) fromSourcesOnce(q *query) (o outcome, found, vanished bool) {
 	sock, minimal, live, ok, noRecord := w.ask(q)
 	q.noRecord = noRecord
-	debugStep(q, fmt.Sprintf("ask ok=%v live=%v pid=%d listen=%v recorded=%v", ok, live, sock.PID, sock.Listen, sock.Recorded))
 	if !ok || sock.PID <= 0 {
 		return outcome{}, false, false
 	}
@@ -52,7 +49,6 @@ func (w *Watcher) fromSourcesOnce(q *query) (o outcome, found, vanished bool) {
 	}
 	p := w.describe(sock, minimal)
 	if p == nil {
-		debugStep(q, "describe-nil")
 		if live {
 			// The kernel's holder is gone: its remembered answer too.
 			w.resolve.forget(q.t, q.local, q.remote)
@@ -66,7 +62,6 @@ func (w *Watcher) fromSourcesOnce(q *query) (o outcome, found, vanished bool) {
 	if !live {
 		p, v := w.admitRecord(q, &sock, p, minimal)
 		if v != admitted {
-			debugStep(q, fmt.Sprintf("admitRecord refused %d", v))
 			q.refuse(v)
 			return outcome{}, false, false
 		}

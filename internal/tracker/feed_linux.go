@@ -59,17 +59,11 @@ func (t *Tracker) LookupCompleteBy(deadline time.Time, proto Proto, local, remot
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	dbgStart := time.Now()
-	caught := t.caughtUp(at)
-	complete = caught || t.sync(at, waitFor(deadline))
+	complete = t.caughtUp(at) || t.sync(at, waitFor(deadline))
 	r, ok = t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)
-		t.debugMiss(proto, local, remote, at, dbgStart, caught, complete, ok, r)
 		return Record{}, false, false
-	}
-	if !ok {
-		t.debugMiss(proto, local, remote, at, dbgStart, caught, complete, ok, r)
 	}
 	if !ok && complete {
 		complete = !t.anyRecord(proto, local, remote)
