@@ -80,7 +80,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 			if !end.IsZero() {
 				// The owner was gone before the close. Right after its
 				// exit, the exit closed it (the socket's own close, which
-				// may answer a later-stamped event: CloseSlack); later,
+				// may answer a later-stamped event: quietSince); later,
 				// someone else held it meanwhile (a child, a receiver) and
 				// the kernel still names the old owner: nothing new.
 				last.Closed = end

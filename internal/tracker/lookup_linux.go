@@ -24,7 +24,10 @@ func (t *Tracker) LookupSync(proto Proto, local, remote netip.AddrPort) (Record,
 // within syncTimeout, only an open record may answer (a closed one is
 // counted in Stats.Unsure). It never returns
 //   - a record opened after at + slack, or closed before at - slack (the
-//     event is about a connection not recorded: nothing is returned);
+//     event is about a connection not recorded: nothing is returned),
+//     except the tuple's newest record, closed by its owner, while the
+//     records prove that nobody used the tuple since (quietSince): a beat
+//     stamps an event when it reads it, after a one-shot client closed;
 //   - a closed record when a newer record of the tuple covers at;
 //   - a record whose process started after at + slack.
 func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
