@@ -13,10 +13,26 @@ func (w *Watcher) fromSources(q *query) bool {
 		return false
 	}
 	q.feedCovered = q.t == TCP && q.remote.IsValid() && w.feedCovers(q.snap)
+	ended, vanished := w.fromSourcesOnce(q)
+	if vanished {
+		// The kernel named a holder that was gone (closed, exited) before
+		// it could be described or verified: a one-shot client that
+		// exits right after writing. Ask once more with the kernel first
+		// (q.notHeld): it no longer has the socket, and the tracker's
+		// record of it, closed by now, may answer.
+		ended, _ = w.fromSourcesOnce(q)
+	}
+	return ended
+}
+
+// fromSourcesOnce is one round of fromSources; vanished reports that the
+// kernel's current holder could not be described or failed its
+// verification (q.notHeld is set then).
+func (w *Watcher) fromSourcesOnce(q *query) (ended, vanished bool) {
 	sock, minimal, live, ok, noRecord := w.ask(q)
 	q.noRecord = noRecord
 	if !ok || sock.PID <= 0 {
-		return false
+		return false, false
 	}
 	if !live && sock.Listen {
 		// A record's owner found through a listener (the tracker's) is a
@@ -24,24 +40,32 @@ func (w *Watcher) fromSources(q *query) bool {
 		p, v, decided := w.admitListenerRecord(q, &sock)
 		switch {
 		case !decided:
-			return false
+			return false, false
 		case v != admitted:
 			q.refuse(v)
-			return false
+			return false, false
 		}
-		return q.answer(p, recordVia(&sock), hitTracker)
+		return q.answer(p, recordVia(&sock), hitTracker), false
 	}
 	p := w.describe(sock, minimal)
 	if p == nil {
-		return false
+		if live {
+			// The kernel's holder is gone: its remembered answer too.
+			w.resolve.forget(q.t, q.local, q.remote)
+			if !q.notHeld {
+				q.notHeld = true
+				return false, true
+			}
+		}
+		return false, false
 	}
 	if !live {
 		p, v := w.admitRecord(q, &sock, p, minimal)
 		if v != admitted {
 			q.refuse(v)
-			return false
+			return false, false
 		}
-		return q.answer(p, recordVia(&sock), hitTracker)
+		return q.answer(p, recordVia(&sock), hitTracker), false
 	}
 	var ver uint64
 	if c := w.cfg.Changes; c != nil {
@@ -50,11 +74,13 @@ func (w *Watcher) fromSources(q *query) bool {
 	}
 	p, v := w.admitSocket(q, &sock, p)
 	if v != admitted {
+		retry := false
 		if v == refusedNotHeld {
 			w.resolve.forget(q.t, q.local, q.remote)
+			retry = !q.notHeld
 		}
 		q.refuse(v)
-		return false
+		return false, retry
 	}
 	if q.remote.IsValid() && w.pins != nil {
 		w.learn(&sock, p, q.t, q.local, q.remote, ver)
@@ -62,7 +88,7 @@ func (w *Watcher) fromSources(q *query) bool {
 	if q.t == TCP {
 		w.handsOff.served(q.snap, q.local, sock.PID)
 	}
-	return q.answer(p, ViaResolve, hitResolve)
+	return q.answer(p, ViaResolve, hitResolve), false
 }
 
 // hasSources reports whether there is an owner source to ask.

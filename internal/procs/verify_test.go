@@ -312,6 +312,9 @@ type fakeResolver struct {
 	gone  bool  // the kernel has no such socket
 	err   error // the kernel cannot be asked
 	calls atomic.Int32
+	// goneAfter: after this many queries the kernel has no such socket
+	// (0: never).
+	goneAfter int32
 }
 
 // ResolveHinted is Resolve: the fake has no search order.
@@ -320,9 +323,12 @@ func (r *fakeResolver) ResolveHinted(ctx context.Context, t Transport, local, re
 }
 
 func (r *fakeResolver) Resolve(context.Context, Transport, netip.AddrPort, netip.AddrPort) (Socket, bool, error) {
-	r.calls.Add(1)
+	n := r.calls.Add(1)
 	if r.err != nil {
 		return Socket{}, false, r.err
+	}
+	if r.goneAfter > 0 && n > r.goneAfter {
+		return Socket{}, false, nil
 	}
 	return r.sock, !r.gone, nil
 }
@@ -596,6 +602,41 @@ func TestOpenRecordAsksTheLiveSocketFirst(t *testing.T) {
 			}
 			if got != c.want {
 				t.Errorf("PID %d, want %d (%+v)", got, c.want, w.Stats())
+			}
+		})
+	}
+}
+
+// TestVanishedLiveHolderFallsBackToRecord: a one-shot client's record is
+// still open when its line is looked up, so the kernel is asked first and
+// names the client; the client closes and exits before it is described or
+// verified. The lookup asks again, the kernel first: the socket is gone
+// now, and the record names the client. (Before, the side stayed empty.)
+func TestVanishedLiveHolderFallsBackToRecord(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		exited bool // gone before described (else: closed before verified)
+	}{{"closed before verified", false}, {"exited before described", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newVerifyingEngine()
+			if c.exited {
+				v.table(nil, procPeer)
+			} else {
+				v.table(nil, procOld, procPeer) // 300 runs, but no longer holds inode 2
+			}
+			rec := Socket{Transport: TCP, Local: client, Remote: server, PID: 300, StartKey: 3, Recorded: true}
+			r := &fakeResolver{verifyingEngine: v, goneAfter: 1,
+				sock: Socket{Transport: TCP, Local: client, Remote: server, Inode: 2, FD: 7, PID: 300, StartKey: 3}}
+			w := newVerifyingWatcher(t, v, Config{Fallback: NewResolveSource(r, fakeSource{sock: rec, proc: procOld}, 100, time.Second, time.Second), MinRescanInterval: time.Hour})
+			got := 0
+			if p := w.Lookup(TCP, client, server); p != nil {
+				got = p.PID
+			}
+			if got != 300 {
+				t.Errorf("PID %d, want 300 from the record (%+v; %d kernel queries)", got, w.Stats(), r.calls.Load())
+			}
+			if n := r.calls.Load(); n != 2 {
+				t.Errorf("%d kernel queries, want 2 (the second shows the socket gone)", n)
 			}
 		})
 	}

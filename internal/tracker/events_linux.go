@@ -80,7 +80,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 			if !end.IsZero() {
 				// The owner was gone before the close. Right after its
 				// exit, the exit closed it (the socket's own close, which
-				// may answer a later-stamped event: CloseSlack); later,
+				// may answer a later-stamped event: quietSince); later,
 				// someone else held it meanwhile (a child, a receiver) and
 				// the kernel still names the old owner: nothing new.
 				last.Closed = end
@@ -122,9 +122,14 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		if ev.Sport == 0 {
 			return // a connect that failed before it had a port
 		}
-		// Its opening was not seen (a lost event): it was open at most
-		// since its owner started.
+		// Its opening was not seen (a lost event, or a connect() that
+		// failed before it was announced): it was open at most since its
+		// owner started, and not while another socket had the tuple (the
+		// kernel gives a 4-tuple to one socket at a time).
 		r.Opened = r.Start
+		if n := len(h); n > 0 && h[n-1].sk != r.sk && h[n-1].Closed.After(r.Opened) {
+			r.Opened = h[n-1].Closed
+		}
 	}
 	t.pushLocked(k, r, now)
 }

@@ -59,7 +59,7 @@ func (t *Tracker) LookupCompleteBy(deadline time.Time, proto Proto, local, remot
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	complete = t.caughtUp(at) || t.sync(waitFor(deadline))
+	complete = t.caughtUp(at) || t.sync(at, waitFor(deadline))
 	r, ok = t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)

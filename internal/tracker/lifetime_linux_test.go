@@ -208,3 +208,83 @@ func TestOwnerExitRealKernel(t *testing.T) {
 		t.Fatalf("the sleep holding the socket ended early: %v", err)
 	}
 }
+
+// TestFailedConnectRealKernel: a refused connect() used its tuple, so the
+// tracker records it. From a port the process bound itself, the kernel
+// keeps the port until the close; from an ephemeral port it releases the
+// port before the close, whose event then takes it from the socket's
+// inet_sport. In both cases a connection closed before on the tuple no
+// longer answers for an event stamped after the attempt.
+func TestFailedConnectRealKernel(t *testing.T) {
+	tr := newTracker(t, Options{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	server := ln.Addr().(*net.TCPAddr).AddrPort()
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := probe.Addr().(*net.TCPAddr).AddrPort()
+	probe.Close()
+
+	run := func(wantOK bool, args ...string) int {
+		cmd := helperproc.Command(args[0], args[1:]...)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		stdin.Close()
+		err = cmd.Wait()
+		if ok := strings.HasPrefix(line, "ready ") && err == nil; ok != wantOK {
+			t.Fatalf("%v: said %q, %v; want success %v", args, line, err, wantOK)
+		}
+		return cmd.Process.Pid
+	}
+	a := run(true, "dial-from", local.String(), server.String())
+	time.Sleep(200 * time.Millisecond)
+	if r, ok := tr.LookupAt(TCP, local, server, time.Now()); !ok || r.PID != a {
+		t.Fatalf("after A's connection: %+v %v, want pid %d", r, ok, a)
+	}
+	ln.Close()
+
+	t.Run("bound port", func(t *testing.T) {
+		b := run(false, "dial-from", local.String(), server.String())
+		time.Sleep(300 * time.Millisecond)
+		if r, ok := tr.LookupAt(TCP, local, server, time.Now()); ok && r.PID == a {
+			t.Errorf("event after B's (pid %d) refused attempt named A (pid %d): %+v", b, a, r)
+		}
+	})
+	t.Run("ephemeral port", func(t *testing.T) {
+		b := run(false, "dial", "tcp4", server.String())
+		tr.LookupAt(TCP, local, server, time.Now()) // catch up with the reader
+		tr.mu.RLock()
+		defer tr.mu.RUnlock()
+		for k, h := range tr.table {
+			for _, r := range h {
+				if k.remote == server && r.PID == b && k.local.Port() != 0 {
+					return
+				}
+			}
+		}
+		t.Errorf("no record of pid %d's refused connect to %s", b, server)
+	})
+}

@@ -24,7 +24,10 @@ func (t *Tracker) LookupSync(proto Proto, local, remote netip.AddrPort) (Record,
 // within syncTimeout, only an open record may answer (a closed one is
 // counted in Stats.Unsure). It never returns
 //   - a record opened after at + slack, or closed before at - slack (the
-//     event is about a connection not recorded: nothing is returned);
+//     event is about a connection not recorded: nothing is returned),
+//     except the tuple's newest record, closed by its owner, while the
+//     records prove that nobody used the tuple since (quietSince): a beat
+//     stamps an event when it reads it, after a one-shot client closed;
 //   - a closed record when a newer record of the tuple covers at;
 //   - a record whose process started after at + slack.
 func (t *Tracker) LookupAt(proto Proto, local, remote netip.AddrPort, at time.Time) (Record, bool) {
@@ -43,7 +46,7 @@ func (t *Tracker) LookupBy(deadline time.Time, proto Proto, local, remote netip.
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	complete := t.caughtUp(at) || t.sync(waitFor(deadline))
+	complete := t.caughtUp(at) || t.sync(at, waitFor(deadline))
 	r, ok := t.lookupAt(proto, local, remote, at, complete)
 	if ok && !complete && !r.Closed.IsZero() {
 		t.unsure.Add(1)
@@ -52,9 +55,14 @@ func (t *Tracker) LookupBy(deadline time.Time, proto Proto, local, remote netip.
 	return r, ok
 }
 
-// syncTimeout bounds how long a lookup waits for the reader when its caller
-// gives no deadline.
-const syncTimeout = 20 * time.Millisecond
+// syncTimeout bounds how long a lookup waits for the reader. The reader
+// catches up within a millisecond on an idle machine; on one whose cores
+// are busy with other work it may not run for tens of milliseconds (a
+// one-shot client test beside two CPU-bound processes saw waits of 20 to
+// 150 ms). A lookup the tracker cannot answer goes on to a rescan, which
+// costs an event far longer, so the wait is generous; the caller's
+// deadline still bounds it.
+const syncTimeout = 250 * time.Millisecond
 
 // waitFor is how long a lookup with deadline may wait for the reader: until
 // the deadline, never longer than syncTimeout; nothing once it has passed.
@@ -79,20 +87,23 @@ func (t *Tracker) caughtUp(at time.Time) bool {
 }
 
 // sync makes the reader consume the events already in the ring and waits
-// until it has applied everything submitted before the call, at most
-// timeout. It reports whether it got there.
-func (t *Tracker) sync(timeout time.Duration) bool {
-	start := time.Now()
+// until it has applied everything submitted before at (at most the call's
+// time), at most timeout. It reports whether it got there. A reader pass
+// that began after at suffices, even one that began before the call.
+func (t *Tracker) sync(at time.Time, timeout time.Duration) bool {
+	if now := time.Now(); at.After(now) {
+		at = now
+	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		if t.caughtUp(start) {
+		if t.caughtUp(at) {
 			return true
 		}
 		t.drainMu.Lock()
 		ch := t.drained
 		t.drainMu.Unlock()
-		if t.drainedAt.Load() > start.UnixNano() {
+		if t.drainedAt.Load() > at.UnixNano() {
 			return true
 		}
 		if err := t.rd.Flush(); err != nil {

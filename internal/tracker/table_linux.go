@@ -20,16 +20,6 @@ const historyLen = 4
 // read time) than the kernel's.
 const EventTimeSlack = 100 * time.Millisecond
 
-// CloseSlack is how long after a connection's close an event stamped later
-// may still be credited to it: a beat stamps an event when it reads it,
-// which for a one-shot client is after the client closed. It applies only
-// to the newest record of a tuple, only when the table holds every event
-// submitted before the event's time (so a newer connection on the tuple
-// cannot be missing), and only when no record of another owner shares the
-// tuple's history (so an older connection's late event is not credited to
-// the newer one).
-const CloseSlack = time.Second
-
 // exitCloseWindow: a TCP socket whose close follows its owner's exit by at
 // most this was closed by the exit (a one-shot client that exits right
 // after writing); a later close was someone else's who held it meanwhile.
@@ -77,6 +67,11 @@ func (t *Tracker) expireLoop() {
 			return
 		case <-tick.C:
 			t.refreshBootWall()
+			// A gap is dated by the first reading that shows it: read
+			// the counter every tick, so that one dates it closely.
+			t.gapMu.Lock()
+			t.readGapsLocked()
+			t.gapMu.Unlock()
 			t.mu.Lock()
 			t.applyExitsLocked()
 			t.expireLocked(t.now())
@@ -197,8 +192,10 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Rec
 		if !r.Closed.IsZero() && at.After(r.Closed.Add(EventTimeSlack)) {
 			// Closed before the event, and every older record earlier
 			// still: the event's connection is not recorded, unless the
-			// event was stamped after its data arrived (CloseSlack).
-			if r.sockClosed && complete && i == len(h)-1 && !at.After(r.Closed.Add(CloseSlack)) && t.soleOwner(k, h, r, now) {
+			// event was stamped after its data arrived (a beat stamps an
+			// event when it reads it) and the records prove that nobody
+			// used the tuple since the close (quietSince).
+			if r.sockClosed && complete && i == len(h)-1 && t.soleOwner(k, h, r, now) && t.quietSince(k, r.Closed, at, now) {
 				return *r, true
 			}
 			return Record{}, false
@@ -215,6 +212,79 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Rec
 		return *r, true
 	}
 	return Record{}, false
+}
+
+// quietSince tells whether the records prove that no socket used tuple k
+// (or its local endpoint) between since, the close of its newest record,
+// and at, the event's time; the caller has shown that the table holds
+// every event submitted before at. Every TCP connect and accept of the
+// tuple and every listen on its port would have left a record there, in
+// whichever namespace, kept at least as long as the closed record itself
+// (they closed later, or are open): so there must be none that was open at
+// any time in [since, at] other than k's own history — no connection of
+// the tuple in another namespace, no listener on the local endpoint — and
+// no event may have been lost, skipped or evicted since (gapFreeSince).
+// The caller holds t.mu.
+func (t *Tracker) quietSince(k key, since, at, now time.Time) bool {
+	usedIn := func(kk key) bool {
+		for i := range t.table[kk] {
+			o := &t.table[kk][i]
+			if !t.expiredAt(kk, o, now) && !o.Opened.After(at.Add(EventTimeSlack)) && (o.Closed.IsZero() || !o.Closed.Before(since)) {
+				return true
+			}
+		}
+		return false
+	}
+	ends := []netip.AddrPort{k.local, netip.AddrPortFrom(netip.IPv6Unspecified(), k.local.Port())}
+	if k.local.Addr().Is4() {
+		ends = append(ends, netip.AddrPortFrom(netip.IPv4Unspecified(), k.local.Port()))
+	}
+	for ns := range t.nsRefs {
+		if ns != k.netns && usedIn(key{k.proto, ns, k.local, k.remote}) {
+			return false
+		}
+		for _, e := range ends {
+			if usedIn(key{proto: k.proto, netns: ns, local: e}) {
+				return false
+			}
+		}
+	}
+	return t.gapFreeSince(since, at)
+}
+
+// gapFreeSince tells whether the feed's gap counter (Gaps: events dropped,
+// socket-state program runs skipped, records evicted) cannot have moved
+// between since and at. A change is only seen when the counter is read:
+// gapAt is the reading that first showed the current value, so every gap
+// counted happened before it. Reading the counter costs two system calls,
+// so a reading taken after at is reused.
+func (t *Tracker) gapFreeSince(since, at time.Time) bool {
+	t.gapMu.Lock()
+	defer t.gapMu.Unlock()
+	if t.gapReadAt.IsZero() || t.gapReadAt.Before(at) {
+		t.readGapsLocked()
+	}
+	return t.gapAt.Before(since)
+}
+
+// readGapsLocked reads the gap counter now; the caller holds gapMu.
+func (t *Tracker) readGapsLocked() {
+	now := t.now()
+	if g := t.gapsNow(); g != t.gapVal || t.gapReadAt.IsZero() {
+		if g != t.gapVal {
+			t.gapAt = now
+		}
+		t.gapVal = g
+	}
+	t.gapReadAt = now
+}
+
+// gapsNow is Gaps, or for a table without a kernel (tests) its evictions.
+func (t *Tracker) gapsNow() uint64 {
+	if t.objs.Stats == nil {
+		return t.evicted.Load()
+	}
+	return t.Gaps()
 }
 
 // soleOwner tells whether every unexpired record of history h has r's owner.

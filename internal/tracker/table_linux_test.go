@@ -260,9 +260,10 @@ func TestTableReusedTupleLifetimes(t *testing.T) {
 	duringA := t0.Add(500 * time.Millisecond)
 
 	// B connects 5 s later; its event reaches the lookup before its
-	// connect event reaches the table.
+	// connect event reaches the table (still in the ring: the lookup
+	// cannot show the table complete up to the event).
 	clk.t = t0.Add(6 * time.Second)
-	if got, ok := tr.LookupAt(TCP, l, r, clk.t); ok {
+	if got, ok := tr.lookupAt(TCP, l, r, clk.t, false); ok {
 		t.Fatalf("event after A's close answered with %+v before B's record exists", got)
 	}
 	if got, ok := tr.Lookup(TCP, l, r); ok {
@@ -396,8 +397,8 @@ func TestTableOwnerExit(t *testing.T) {
 
 // TestTableStampedAfterClose: a one-shot client's event is stamped when
 // the beat reads it, after the client closed. The newest record of the
-// tuple answers within CloseSlack of its close when the table is complete
-// and the tuple had no other owner; not otherwise.
+// tuple answers when the table is complete and the tuple had no other
+// owner in the records kept; not otherwise.
 func TestTableStampedAfterClose(t *testing.T) {
 	l, r := ap("127.0.0.1:45001"), ap("127.0.0.1:8080")
 	oneShot := func(tr *Tracker, clk *fakeClock, pid uint32, start uint64) time.Time {
@@ -417,7 +418,7 @@ func TestTableStampedAfterClose(t *testing.T) {
 		{"read 500ms after close, same earlier owner", 100, 500 * time.Millisecond, true, true},
 		{"read 500ms after close, table not complete", 0, 500 * time.Millisecond, false, false},
 		{"read 500ms after close, earlier connection of another owner", 99, 500 * time.Millisecond, true, false},
-		{"read 2s after close", 0, 2 * time.Second, true, false},
+		{"read 2s after close", 0, 2 * time.Second, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tr, clk := newTable(Options{})
@@ -462,5 +463,121 @@ func TestTableCloseAfterExit(t *testing.T) {
 				t.Errorf("event 300 ms after the exit: %+v %v, want answer %v", got, ok, c.want)
 			}
 		})
+	}
+}
+
+// TestTableHistoryAfterClose: a beat stamps an event when it reads it,
+// seconds after a one-shot client closed. The client's record answers for
+// as long as the table keeps it, when the records prove that nobody used
+// the tuple between the close and the event: the table is complete up to
+// the event, nothing was lost meanwhile, no newer connection on the tuple
+// (in any namespace) and no listener on its local endpoint. Otherwise
+// nothing.
+func TestTableHistoryAfterClose(t *testing.T) {
+	l, r := ap("127.0.0.1:45003"), ap("127.0.0.1:8080")
+	const pid, start = 100, 100_000_000
+	for _, c := range []struct {
+		name     string
+		after    time.Duration // event time after the close
+		complete bool
+		between  func(tr *Tracker, clk *fakeClock) // what happens between the close and the event
+		want     int                               // the PID named, 0 for none
+	}{
+		{"read 3s after close", 3 * time.Second, true, nil, pid},
+		{"read 25s after close", 25 * time.Second, true, nil, pid},
+		{"read after the retention", 31 * time.Second, true, nil, 0},
+		{"read 3s after close, table not complete", 3 * time.Second, false, nil, 0},
+		{"tuple reused by another process", 3 * time.Second, true, func(tr *Tracker, clk *fakeClock) {
+			feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 200, 200_000_000, "other"))
+			clk.t = clk.t.Add(10 * time.Millisecond)
+			feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 200, 200_000_000, "other"))
+		}, 0},
+		{"tuple in use in another namespace", 3 * time.Second, true, func(tr *Tracker, clk *fakeClock) {
+			ev := mkEvent(evConnect, TCP, l.String(), r.String(), 300, 300_000_000, "container")
+			ev.Netns = 4026532999
+			feed(tr, ev)
+		}, 300}, // the one recorded owner at the event's time
+		{"local endpoint listened on", 3 * time.Second, true, func(tr *Tracker, clk *fakeClock) {
+			feed(tr, mkEvent(evListen, TCP, "0.0.0.0:45003", "0.0.0.0:0", 400, 400_000_000, "server"))
+		}, 400}, // a listener answer, as for any unrecorded connection to it
+		{"local endpoint listened on, listener closed again", 3 * time.Second, true, func(tr *Tracker, clk *fakeClock) {
+			feed(tr, mkEvent(evListen, TCP, "0.0.0.0:45003", "0.0.0.0:0", 400, 400_000_000, "server"))
+			clk.t = clk.t.Add(100 * time.Millisecond)
+			feed(tr, mkEvent(evClose, TCP, "0.0.0.0:45003", "0.0.0.0:0", 400, 400_000_000, "server"))
+		}, 0},
+		{"events lost after the close", 3 * time.Second, true, func(tr *Tracker, clk *fakeClock) {
+			tr.evicted.Add(1) // any gap: a dropped event, a skipped program run, an eviction
+		}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, clk := newTable(Options{Retention: 30 * time.Second})
+			tr.ownNS = 0
+			feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), pid, start, "curl"))
+			clk.t = clk.t.Add(5 * time.Millisecond)
+			feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), pid, start, "curl"))
+			closed := clk.t
+			clk.t = clk.t.Add(time.Second)
+			if c.between != nil {
+				c.between(tr, clk)
+			}
+			at := closed.Add(c.after)
+			clk.t = at.Add(50 * time.Millisecond) // the lookup runs just after the read
+			got, ok := tr.lookupAt(TCP, l, r, at, c.complete)
+			if ok != (c.want != 0) || ok && got.PID != c.want {
+				t.Errorf("got %+v %v, want pid %d (0: no answer)", got, ok, c.want)
+			}
+		})
+	}
+}
+
+// TestTableHistoryGapBeforeClose: a gap counted before the record's close
+// (and seen by a check before it) does not stop the record answering a
+// later-stamped event; one first seen after the close does.
+func TestTableHistoryGapBeforeClose(t *testing.T) {
+	l, r := ap("127.0.0.1:45004"), ap("127.0.0.1:8080")
+	tr, clk := newTable(Options{})
+	tr.evicted.Add(3) // an old gap
+	tr.gapFreeSince(clk.t, clk.t)
+	clk.t = clk.t.Add(time.Second)
+	feed(tr, mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1, "curl"))
+	clk.t = clk.t.Add(5 * time.Millisecond)
+	feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 100, 1, "curl"))
+	at := clk.t.Add(3 * time.Second)
+	clk.t = at
+	if got, ok := tr.lookupAt(TCP, l, r, at, true); !ok || got.PID != 100 {
+		t.Errorf("gap before the close: %+v %v, want pid 100", got, ok)
+	}
+	tr.evicted.Add(1)
+	if got, ok := tr.lookupAt(TCP, l, r, at.Add(time.Second), true); ok {
+		t.Errorf("gap seen after the close: %+v, want no answer", got)
+	}
+}
+
+// TestTableFailedConnectAfterClose: a connect() on a tuple after its last
+// connection closed, refused before it was announced, is recorded by its
+// close alone. It is no owner for the earlier connection's events, and the
+// earlier connection's record no longer answers for events after it.
+func TestTableFailedConnectAfterClose(t *testing.T) {
+	l, r := ap("127.0.0.1:45005"), ap("127.0.0.1:8080")
+	tr, clk := newTable(Options{})
+	t0 := clk.t
+	conn := mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1, "curl")
+	conn.Sk = 1
+	feed(tr, conn)
+	clk.t = t0.Add(time.Second)
+	cl := mkEvent(evClose, TCP, l.String(), r.String(), 100, 1, "curl")
+	cl.Sk = 1
+	feed(tr, cl)
+	clk.t = t0.Add(2 * time.Second)
+	refused := mkEvent(evClose, TCP, l.String(), r.String(), 200, 2, "other")
+	refused.Sk = 2
+	feed(tr, refused)
+	if got, ok := tr.lookupAt(TCP, l, r, t0.Add(500*time.Millisecond), true); !ok || got.PID != 100 {
+		t.Errorf("event of the first connection: %+v %v, want pid 100", got, ok)
+	}
+	at := t0.Add(4 * time.Second)
+	clk.t = at
+	if got, ok := tr.lookupAt(TCP, l, r, at, true); ok {
+		t.Errorf("event stamped after the refused attempt: %+v, want no answer", got)
 	}
 }

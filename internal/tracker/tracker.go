@@ -136,7 +136,7 @@ type Record struct {
 	sk uint64 // kernel socket address: tells a new socket from an update
 	// sockClosed: Closed is the socket's own close by the record's owner,
 	// not the end of a tenure (an exit, a hand-over); only such a record
-	// may answer an event stamped after it (CloseSlack).
+	// may answer an event stamped after it (quietSince).
 	sockClosed bool
 }
 

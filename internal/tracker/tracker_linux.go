@@ -107,6 +107,14 @@ type Tracker struct {
 	// reader applies an event it has taken from the ring.
 	drainedAt atomic.Int64
 	handling  atomic.Bool
+
+	// The gap counter's last reading (gapFreeSince): its value, when it
+	// was read, and the reading that first showed that value (every gap
+	// counted happened before gapAt; zero while none was ever seen).
+	gapMu     sync.Mutex
+	gapVal    uint64
+	gapReadAt time.Time
+	gapAt     time.Time
 }
 
 // New loads the BPF programs, attaches them and starts reading their

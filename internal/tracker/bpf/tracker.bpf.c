@@ -29,8 +29,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
 
+#define EINPROGRESS 115
+
 // Event types, mirrored by the Go side.
-#define EV_CONNECT 1     // active open reached ESTABLISHED: owner = connecting task
+#define EV_CONNECT 1     // active open reached ESTABLISHED, or a non-blocking connect() returned with its SYN sent: owner = connecting task
 #define EV_ACCEPT 2      // accept()/accept4() returned the connection: owner = accepting task
 #define EV_SEND_RECV 3   // a UDP datagram sent or received in process context
 #define EV_CLOSE 4       // TCP socket closed (holder's FIN, or CLOSE)
@@ -109,8 +111,9 @@ struct {
 	__type(value, struct owner);
 } accepted SEC(".maps");
 
-// UDP sockets being connected, by thread (pid_tgid): sys_enter_connect
-// notes the socket, sys_exit_connect announces it once the kernel bound it.
+// Sockets being connected, by thread (pid_tgid): sys_enter_connect notes
+// the socket, sys_exit_connect announces it once the kernel bound it (UDP)
+// or sent its SYN (a non-blocking TCP connect).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -441,6 +444,14 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		__u16 port = sk->__sk_common.skc_num;
 		if (port == 0 && p)
 			port = p->sport;
+		if (port == 0 && p && oldstate == TCP_SYN_SENT) {
+			// A connect() that failed (refused, timed out) before its
+			// port was announced: inet_put_port cleared skc_num, but
+			// the port stays in inet_sport. The attempt used the tuple,
+			// so it is announced with it.
+			port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+			p->sport = port;
+		}
 		if (port != 0)
 			bump_port(port);
 		if (!p)
@@ -538,7 +549,7 @@ SEC("tracepoint/syscalls/sys_enter_connect")
 int sys_enter_connect(struct sys_enter_ctx *ctx)
 {
 	struct sock *sk = fd_sock(ctx->args[0]);
-	if (!sk || !inet_proto(sk, IPPROTO_UDP))
+	if (!sk || (!inet_proto(sk, IPPROTO_UDP) && !inet_proto(sk, IPPROTO_TCP)))
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 v = (__u64)sk;
@@ -557,6 +568,25 @@ int sys_exit_connect(struct sys_exit_ctx *ctx)
 		return 0;
 	struct sock *sk = (struct sock *)*v;
 	bpf_map_delete_elem(&connecting, &id);
+	if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
+		// A non-blocking connect() returns with its SYN sent and its
+		// source port chosen, and reaches ESTABLISHED later or never:
+		// announce the attempt now, so that a pending or failed attempt
+		// on a tuple has a record (its close carries the port then). A
+		// blocking one returns after ESTABLISHED announced it.
+		// The owner is the calling task, as inet_sock_set_state saw it
+		// at SYN_SENT (socket storage is not available to syscall
+		// tracepoints).
+		if (ctx->ret != -EINPROGRESS || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+			return 0;
+		struct owner o = {};
+		current_owner(&o);
+		o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		if (o.sport == 0)
+			return 0;
+		emit(sk, &o, EV_CONNECT, IPPROTO_TCP);
+		return 0;
+	}
 	if (ctx->ret != 0)
 		return 0;
 	struct owner o = {};

@@ -109,6 +109,11 @@ struct sock {
 	u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
+struct inet_sock {
+	struct sock sk;
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
 typedef struct {
 	int counter;
 } atomic_t;
