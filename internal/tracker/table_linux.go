@@ -195,7 +195,7 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Rec
 			// event was stamped after its data arrived (a beat stamps an
 			// event when it reads it) and the records prove that nobody
 			// used the tuple since the close (quietSince).
-			if r.sockClosed && complete && i == len(h)-1 && t.soleOwner(k, h, r, now) && t.quietSince(k, r.Closed, at, now) {
+			if r.sockClosed && complete && i == len(h)-1 && t.soleOwner(k, h, r, now) && t.quietSince(k, r, at, now) {
 				return *r, true
 			}
 			return Record{}, false
@@ -215,17 +215,24 @@ func (t *Tracker) pick(k key, h []Record, at, now time.Time, complete bool) (Rec
 }
 
 // quietSince tells whether the records prove that no socket used tuple k
-// (or its local endpoint) between since, the close of its newest record,
-// and at, the event's time; the caller has shown that the table holds
-// every event submitted before at. Every TCP connect and accept of the
-// tuple and every listen on its port would have left a record there, in
-// whichever namespace, kept at least as long as the closed record itself
-// (they closed later, or are open): so there must be none that was open at
-// any time in [since, at] other than k's own history — no connection of
-// the tuple in another namespace, no listener on the local endpoint — and
-// no event may have been lost, skipped or evicted since (gapFreeSince).
-// The caller holds t.mu.
-func (t *Tracker) quietSince(k key, since, at, now time.Time) bool {
+// between since, the close of its newest record, and at, the event's time;
+// the caller has shown that the table holds every event submitted before
+// at and that k's closed record r is its newest (since is r.Closed). Every
+// TCP connect of the tuple and every accept() that returned it would have
+// left a record on k (in whichever namespace), and a local peer's connect
+// to an accepted tuple a record on the mirrored tuple, kept at least as
+// long as the closed record itself: so there must be no connection of the
+// tuple in another namespace open in [since, at], for an accepted r none
+// of the mirrored tuple opened after since, and no event
+// may have been lost, skipped or evicted since (gapFreeSince). A listener
+// on the local endpoint opened after since means the port changed hands:
+// nothing is proven. One open before (the server that accepted r) accepts
+// through accept(), which records, unless the host accepts through
+// io_uring, which leaves no record: once an io_uring accept was seen, any
+// listener open in [since, at] leaves nothing proven. The caller holds
+// t.mu.
+func (t *Tracker) quietSince(k key, r *Record, at, now time.Time) bool {
+	since := r.Closed
 	usedIn := func(kk key) bool {
 		for i := range t.table[kk] {
 			o := &t.table[kk][i]
@@ -235,6 +242,15 @@ func (t *Tracker) quietSince(k key, since, at, now time.Time) bool {
 		}
 		return false
 	}
+	openedAfter := func(kk key) bool {
+		for i := range t.table[kk] {
+			if o := &t.table[kk][i]; !t.expiredAt(kk, o, now) && o.Opened.After(since) {
+				return true
+			}
+		}
+		return false
+	}
+	uring := t.uringAccepts()
 	ends := []netip.AddrPort{k.local, netip.AddrPortFrom(netip.IPv6Unspecified(), k.local.Port())}
 	if k.local.Addr().Is4() {
 		ends = append(ends, netip.AddrPortFrom(netip.IPv4Unspecified(), k.local.Port()))
@@ -243,13 +259,35 @@ func (t *Tracker) quietSince(k key, since, at, now time.Time) bool {
 		if ns != k.netns && usedIn(key{k.proto, ns, k.local, k.remote}) {
 			return false
 		}
+		if r.Source == SourceAccept && openedAfter(key{k.proto, ns, k.remote, k.local}) {
+			return false
+		}
 		for _, e := range ends {
-			if usedIn(key{proto: k.proto, netns: ns, local: e}) {
+			le := key{proto: k.proto, netns: ns, local: e}
+			if uring && usedIn(le) || openedAfter(le) {
 				return false
 			}
 		}
 	}
 	return t.gapFreeSince(since, at)
+}
+
+// uringAccepts reports whether an accept through io_uring has been seen
+// since the tracker started (sticky: read from the kernel until it is).
+func (t *Tracker) uringAccepts() bool {
+	if t.uringAccepted.Load() {
+		return true
+	}
+	if t.objs.UringAccepts == nil {
+		return false // a table without a kernel (tests)
+	}
+	var n uint64
+	if err := t.objs.UringAccepts.Lookup(uint32(0), &n); err != nil || n > 0 {
+		// Unreadable: assume the worst.
+		t.uringAccepted.Store(true)
+		return true
+	}
+	return false
 }
 
 // gapFreeSince tells whether the feed's gap counter (Gaps: events dropped,

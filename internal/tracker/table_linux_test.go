@@ -523,7 +523,7 @@ func TestTableHistoryAfterClose(t *testing.T) {
 			at := closed.Add(c.after)
 			clk.t = at.Add(50 * time.Millisecond) // the lookup runs just after the read
 			got, ok := tr.lookupAt(TCP, l, r, at, c.complete)
-			if ok != (c.want != 0) || ok && got.PID != c.want {
+			if ok != (c.want != 0) || ok && got.PID != int(c.want) {
 				t.Errorf("got %+v %v, want pid %d (0: no answer)", got, ok, c.want)
 			}
 		})
@@ -579,5 +579,56 @@ func TestTableFailedConnectAfterClose(t *testing.T) {
 	clk.t = at
 	if got, ok := tr.lookupAt(TCP, l, r, at, true); ok {
 		t.Errorf("event stamped after the refused attempt: %+v, want no answer", got)
+	}
+}
+
+// TestTableHistoryAcceptedBehindListener: a pre-forked server's worker
+// accepted a connection on a listener the master opened long before; the
+// access-log line is read seconds after the close. Connections the server
+// accepts leave accept records, so the open listener hides nothing and the
+// worker is named; not when the host accepts through io_uring (no record),
+// nor when a local peer connected from the tuple again after the close.
+func TestTableHistoryAcceptedBehindListener(t *testing.T) {
+	l, r := ap("127.0.0.1:8080"), ap("127.0.0.1:45010")
+	for _, c := range []struct {
+		name    string
+		between func(tr *Tracker)
+		want    uint32
+	}{
+		{"listener open since before", nil, 201},
+		{"an io_uring accept was seen", func(tr *Tracker) { tr.uringAccepted.Store(true) }, 0},
+		{"the local peer connected from the tuple again", func(tr *Tracker) {
+			feed(tr, mkEvent(evConnect, TCP, r.String(), l.String(), 300, 300_000_000, "curl"))
+		}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, clk := newTable(Options{Retention: 30 * time.Second})
+			tr.ownNS = 0
+			feed(tr, mkEvent(evListen, TCP, "0.0.0.0:8080", "0.0.0.0:0", 200, 200_000_000, "nginx"))
+			clk.t = clk.t.Add(time.Second)
+			feed(tr, mkEvent(evAccept, TCP, l.String(), r.String(), 201, 201_000_000, "nginx"))
+			clk.t = clk.t.Add(5 * time.Millisecond)
+			feed(tr, mkEvent(evClose, TCP, l.String(), r.String(), 201, 201_000_000, "nginx"))
+			closed := clk.t
+			clk.t = clk.t.Add(time.Second)
+			if c.between != nil {
+				c.between(tr)
+			}
+			at := closed.Add(3 * time.Second)
+			clk.t = at.Add(50 * time.Millisecond)
+			got, ok := tr.lookupAt(TCP, l, r, at, true)
+			if c.want == 0 {
+				// Not the worker's record: at most the listener's own
+				// record (a listener answer, which the watcher gives only
+				// for a listener one process holds).
+				if ok && got.Source != SourceListener {
+					t.Errorf("got %+v, want no record of the connection", got)
+				}
+				return
+			}
+			if !ok || got.PID != int(c.want) {
+				t.Errorf("got %+v %v, want pid %d", got, ok, c.want)
+			}
+		})
 	}
 }

@@ -121,14 +121,15 @@ type trackerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerMapSpecs struct {
-	Accepted   *ebpf.MapSpec `ebpf:"accepted"`
-	Connecting *ebpf.MapSpec `ebpf:"connecting"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Exiting    *ebpf.MapSpec `ebpf:"exiting"`
-	PidEpoch   *ebpf.MapSpec `ebpf:"pid_epoch"`
-	PortEpoch  *ebpf.MapSpec `ebpf:"port_epoch"`
-	Socks      *ebpf.MapSpec `ebpf:"socks"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	Accepted     *ebpf.MapSpec `ebpf:"accepted"`
+	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Exiting      *ebpf.MapSpec `ebpf:"exiting"`
+	PidEpoch     *ebpf.MapSpec `ebpf:"pid_epoch"`
+	PortEpoch    *ebpf.MapSpec `ebpf:"port_epoch"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	UringAccepts *ebpf.MapSpec `ebpf:"uring_accepts"`
 }
 
 // trackerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -158,14 +159,15 @@ func (o *trackerObjects) Close() error {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerMaps struct {
-	Accepted   *ebpf.Map `ebpf:"accepted"`
-	Connecting *ebpf.Map `ebpf:"connecting"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Exiting    *ebpf.Map `ebpf:"exiting"`
-	PidEpoch   *ebpf.Map `ebpf:"pid_epoch"`
-	PortEpoch  *ebpf.Map `ebpf:"port_epoch"`
-	Socks      *ebpf.Map `ebpf:"socks"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	Accepted     *ebpf.Map `ebpf:"accepted"`
+	Connecting   *ebpf.Map `ebpf:"connecting"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Exiting      *ebpf.Map `ebpf:"exiting"`
+	PidEpoch     *ebpf.Map `ebpf:"pid_epoch"`
+	PortEpoch    *ebpf.Map `ebpf:"port_epoch"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	UringAccepts *ebpf.Map `ebpf:"uring_accepts"`
 }
 
 func (m *trackerMaps) Close() error {
@@ -178,6 +180,7 @@ func (m *trackerMaps) Close() error {
 		m.PortEpoch,
 		m.Socks,
 		m.Stats,
+		m.UringAccepts,
 	)
 }
 

@@ -111,7 +111,11 @@ type Tracker struct {
 	// The gap counter's last reading (gapFreeSince): its value, when it
 	// was read, and the reading that first showed that value (every gap
 	// counted happened before gapAt; zero while none was ever seen).
-	gapMu     sync.Mutex
+	// uringAccepted is set once an accept through io_uring was seen
+	// (the BPF program's uring_accepts count): such accepts leave no
+	// record, so an open listener may then hide a tuple's reuse.
+	uringAccepted atomic.Bool
+	gapMu         sync.Mutex
 	gapVal    uint64
 	gapReadAt time.Time
 	gapAt     time.Time

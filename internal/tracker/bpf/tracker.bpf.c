@@ -51,8 +51,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // it only once this much is pending; it also polls (see Go's pollInterval).
 #define WAKEUP_BYTES (64 * 1024)
 
-// io_uring opcode that closes a descriptor (uapi, stable).
+// io_uring opcodes that close a descriptor and accept a connection (uapi,
+// stable).
 #define IORING_OP_CLOSE 19
+#define IORING_OP_ACCEPT 13
 
 struct owner {
 	__u64 start_ns; // group leader's start_boottime
@@ -678,11 +680,29 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, void *bpr
 // no completion event): the submitter's counter proves nothing from then
 // on. The submitter (or its SQPOLL thread) is a thread of the process
 // whose descriptor table the close acts on.
+//
+// An accept through io_uring makes a connection no accept() return
+// records: user space counts them (uring_accepts) and then keeps treating
+// an open listener as a possible unrecorded user of a closed tuple.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} uring_accepts SEC(".maps");
+
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 {
-	if (BPF_CORE_READ(req, opcode) == IORING_OP_CLOSE)
+	__u8 op = BPF_CORE_READ(req, opcode);
+	if (op == IORING_OP_CLOSE) {
 		mark_unusable(bpf_get_current_pid_tgid() >> 32);
+	} else if (op == IORING_OP_ACCEPT) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&uring_accepts, &zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
 	return 0;
 }
 
