@@ -52,6 +52,12 @@ type Options struct {
 	// MaxEntries caps the user-space table; past it the entries seen least
 	// recently are evicted. Default 65536.
 	MaxEntries int
+	// ProgramStats turns on the kernel's run-time statistics of BPF
+	// programs (BPF_ENABLE_STATS) while the tracker runs, for
+	// Stats.Programs and Stats.CPUShare. They cost two clock reads per
+	// program run of every BPF program on the host, so they are off by
+	// default.
+	ProgramStats bool
 }
 
 func (o Options) withDefaults() Options {

@@ -171,8 +171,10 @@ func New(opts Options) (*Tracker, error) {
 	if t.epochs, err = t.attachEpochs(); err != nil {
 		t.epochsErr = fmt.Errorf("tracker: change counters unavailable: %w", privilegeHint(err))
 	}
-	if st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
-		t.runStats = st
+	if opts.ProgramStats {
+		if st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
+			t.runStats = st
+		}
 	}
 	t.loaded = time.Now()
 

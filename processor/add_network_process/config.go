@@ -49,6 +49,9 @@ type config struct {
 	// Tracker selects the eBPF connection tracker: auto, ebpf or procfs.
 	Tracker          string        `config:"tracker"`
 	TrackerRetention time.Duration `config:"tracker_retention"`
+	// TrackerProgramStats turns on the kernel's BPF run-time statistics
+	// while the tracker runs, for the tracker.programs.* metrics.
+	TrackerProgramStats bool `config:"tracker_program_stats"`
 
 	// NATLookup reads the kernel's conntrack table to attribute events
 	// whose tuple was translated (procs.Config.NATLookup).

@@ -38,13 +38,17 @@ func fallbackFor(cfg config, log *logp.Logger) (string, func() (procs.OwnerSourc
 		return "", nil
 	}
 	mode := cfg.Tracker
-	return mode, func() (procs.OwnerSource, error) {
+	kind := mode
+	if cfg.TrackerProgramStats {
+		kind += ",program_stats"
+	}
+	return kind, func() (procs.OwnerSource, error) {
 		var err error
 		if !isProcfs(filepath.Join(cfg.HostPath, "proc")) {
 			err = fmt.Errorf("host_path %q does not hold this kernel's procfs, so eBPF records (host PIDs) could not be matched to it", cfg.HostPath)
 		} else {
 			var tr *tracker.Tracker
-			tr, err = tracker.New(tracker.Options{Retention: cfg.TrackerRetention})
+			tr, err = tracker.New(tracker.Options{Retention: cfg.TrackerRetention, ProgramStats: cfg.TrackerProgramStats})
 			if err == nil {
 				log.Infof("eBPF connection tracker loaded: connections that close before their event is processed still resolve for %v", cfg.TrackerRetention)
 				if e := tr.EpochsErr(); e != nil {

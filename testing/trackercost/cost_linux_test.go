@@ -183,7 +183,9 @@ func envInt(name string, def int) int {
 //
 // NETPROCBEAT_TRACKERCOST_BLOCKS (default 8 pairs), _STREAM (messages per
 // block, default 1000000), _CONNECT (connections, 20000), _UDP (datagrams,
-// 500000).
+// 500000), _PROGRAM_STATS=1 (the tracker with the kernel's BPF run-time
+// statistics on, which prints each program's runs; they cost time
+// themselves).
 func TestTrackerCost(t *testing.T) {
 	if os.Getenv("NETPROCBEAT_TRACKERCOST") == "" {
 		t.Skip("opt-in: set NETPROCBEAT_TRACKERCOST=1")
@@ -205,7 +207,7 @@ func TestTrackerCost(t *testing.T) {
 			var tr *tracker.Tracker
 			if on {
 				var err error
-				if tr, err = tracker.New(tracker.Options{}); err != nil {
+				if tr, err = tracker.New(tracker.Options{ProgramStats: os.Getenv("NETPROCBEAT_TRACKERCOST_PROGRAM_STATS") == "1"}); err != nil {
 					t.Skipf("the tracker does not load here: %v", err)
 				}
 				time.Sleep(100 * time.Millisecond)
