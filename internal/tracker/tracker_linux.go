@@ -116,9 +116,9 @@ type Tracker struct {
 	// record, so an open listener may then hide a tuple's reuse.
 	uringAccepted atomic.Bool
 	gapMu         sync.Mutex
-	gapVal    uint64
-	gapReadAt time.Time
-	gapAt     time.Time
+	gapVal        uint64
+	gapReadAt     time.Time
+	gapAt         time.Time
 }
 
 // New loads the BPF programs, attaches them and starts reading their
