@@ -43,8 +43,9 @@ type trackerOwner struct {
 	Sport      uint16
 	Source     uint8
 	Closed     uint8
+	Pending    uint8
 	Comm       [16]int8
-	_          [4]byte
+	_          [3]byte
 }
 
 type trackerPidSlot struct {
@@ -103,7 +104,6 @@ type trackerProgramSpecs struct {
 	SchedProcessFree  *ebpf.ProgramSpec `ebpf:"sched_process_free"`
 	SockRecvLength    *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
 	SockSendLength    *ebpf.ProgramSpec `ebpf:"sock_send_length"`
-	SysEnterConnect   *ebpf.ProgramSpec `ebpf:"sys_enter_connect"`
 	SysExitAccept     *ebpf.ProgramSpec `ebpf:"sys_exit_accept"`
 	SysExitAccept4    *ebpf.ProgramSpec `ebpf:"sys_exit_accept4"`
 	SysExitClose      *ebpf.ProgramSpec `ebpf:"sys_exit_close"`
@@ -121,8 +121,7 @@ type trackerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerMapSpecs struct {
-	Accepted     *ebpf.MapSpec `ebpf:"accepted"`
-	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
+	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Exiting      *ebpf.MapSpec `ebpf:"exiting"`
 	PidEpoch     *ebpf.MapSpec `ebpf:"pid_epoch"`
@@ -159,8 +158,7 @@ func (o *trackerObjects) Close() error {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerMaps struct {
-	Accepted     *ebpf.Map `ebpf:"accepted"`
-	Connecting   *ebpf.Map `ebpf:"connecting"`
+	Conns        *ebpf.Map `ebpf:"conns"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Exiting      *ebpf.Map `ebpf:"exiting"`
 	PidEpoch     *ebpf.Map `ebpf:"pid_epoch"`
@@ -172,8 +170,7 @@ type trackerMaps struct {
 
 func (m *trackerMaps) Close() error {
 	return _TrackerClose(
-		m.Accepted,
-		m.Connecting,
+		m.Conns,
 		m.Events,
 		m.Exiting,
 		m.PidEpoch,
@@ -203,7 +200,6 @@ type trackerPrograms struct {
 	SchedProcessFree  *ebpf.Program `ebpf:"sched_process_free"`
 	SockRecvLength    *ebpf.Program `ebpf:"sock_recv_length"`
 	SockSendLength    *ebpf.Program `ebpf:"sock_send_length"`
-	SysEnterConnect   *ebpf.Program `ebpf:"sys_enter_connect"`
 	SysExitAccept     *ebpf.Program `ebpf:"sys_exit_accept"`
 	SysExitAccept4    *ebpf.Program `ebpf:"sys_exit_accept4"`
 	SysExitClose      *ebpf.Program `ebpf:"sys_exit_close"`
@@ -227,7 +223,6 @@ func (p *trackerPrograms) Close() error {
 		p.SchedProcessFree,
 		p.SockRecvLength,
 		p.SockSendLength,
-		p.SysEnterConnect,
 		p.SysExitAccept,
 		p.SysExitAccept4,
 		p.SysExitClose,

@@ -213,7 +213,6 @@ func (t *Tracker) attachSockets() error {
 	for _, p := range []attached{
 		{"sys_exit_accept4", t.objs.SysExitAccept4},
 		{"sys_exit_accept", t.objs.SysExitAccept},
-		{"sys_enter_connect", t.objs.SysEnterConnect},
 		{"sys_exit_connect", t.objs.SysExitConnect},
 	} {
 		if err := t.attachSyscall(p.name, p.prog); err != nil {

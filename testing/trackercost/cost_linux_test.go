@@ -8,11 +8,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netprocbeat/netprocbeat/internal/tracker"
 )
@@ -21,10 +24,35 @@ import (
 // of N operations and exit.
 const roleEnv = "NETPROCBEAT_TRACKERCOST_ROLE"
 
+// pinEnv names the CPU the workload runs on; empty, it runs on all.
+const pinEnv = roleEnv + "_CPU"
+
 func init() {
 	role := os.Getenv(roleEnv)
 	if role == "" {
 		return
+	}
+	if cpu := os.Getenv(pinEnv); cpu != "" {
+		// Pin every thread of the workload to one CPU: set the main
+		// thread's affinity and exec again, so that all threads the Go
+		// runtime starts inherit it.
+		n, err := strconv.Atoi(cpu)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: not a CPU number\n", pinEnv, cpu)
+			os.Exit(1)
+		}
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(n)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			fmt.Fprintf(os.Stderr, "pinning the workload to CPU %d: %v\n", n, err)
+			os.Exit(1)
+		}
+		os.Unsetenv(pinEnv)
+		exe, _ := os.Executable()
+		err = syscall.Exec(exe, os.Args, os.Environ())
+		fmt.Fprintf(os.Stderr, "re-executing %s pinned: %v\n", exe, err)
+		os.Exit(1)
 	}
 	n, _ := strconv.Atoi(os.Getenv(roleEnv + "_N"))
 	if err := workloads[role](n); err != nil {
@@ -156,10 +184,13 @@ var workloads = map[string]func(n int) error{
 
 // runChild runs workload role with n operations in a child process and
 // returns the child's CPU time (user + system).
-func runChild(t *testing.T, role string, n int) time.Duration {
+func runChild(t *testing.T, role string, n, cpu int) time.Duration {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"="+role, roleEnv+"_N="+strconv.Itoa(n))
+	if cpu >= 0 {
+		cmd.Env = append(cmd.Env, pinEnv+"="+strconv.Itoa(cpu))
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("workload %s: %v", role, err)
@@ -191,6 +222,15 @@ func TestTrackerCost(t *testing.T) {
 		t.Skip("opt-in: set NETPROCBEAT_TRACKERCOST=1")
 	}
 	blocks := envInt("NETPROCBEAT_TRACKERCOST_BLOCKS", 8)
+	// The workload runs on one CPU (the last) unless
+	// NETPROCBEAT_TRACKERCOST_SPREAD=1: spread over CPUs, its two sides
+	// wake each other across CPUs, which on a small VM costs more than
+	// the work itself and varies from block to block by more than the
+	// tracker's cost.
+	pin := runtime.NumCPU() - 1
+	if os.Getenv("NETPROCBEAT_TRACKERCOST_SPREAD") == "1" {
+		pin = -1
+	}
 	for _, w := range []struct {
 		role, unit string
 		n          int
@@ -212,7 +252,7 @@ func TestTrackerCost(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			cpu := runChild(t, w.role, w.n)
+			cpu := runChild(t, w.role, w.n, pin)
 			if on {
 				st := tr.Stats()
 				progs = st.Programs

@@ -64,6 +64,7 @@ struct owner {
 	__u16 sport;    // local port once known: it is cleared before CLOSE
 	__u8 source;
 	__u8 closed;    // this owner's close was announced (FIN or CLOSE)
+	__u8 pending;   // an active open not from connect(): announce at ESTABLISHED
 	char comm[16];
 };
 
@@ -90,10 +91,12 @@ struct event {
 // Keep struct event in the object's BTF for bpf2go -type event.
 const struct event *unused_event __attribute__((unused));
 
-// The owner of each tracked socket, stored in the socket itself: a lookup
-// is a pointer load, the record is freed with the socket, and a recycled
-// struct sock starts empty. Not cloned into accepted sockets (no
-// BPF_F_CLONE): an accepted connection is recorded when accept() returns it.
+// The owner of each UDP socket and TCP listener, stored in the socket
+// itself: a lookup is a pointer load, the record is freed with the socket,
+// and a recycled struct sock starts empty. Not cloned into accepted sockets
+// (no BPF_F_CLONE). TCP connections are kept in conns instead: storage is
+// allocated per socket, which costs more than a connection's other hooks
+// together.
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -101,27 +104,20 @@ struct {
 	__type(value, struct owner);
 } socks SEC(".maps");
 
-// Accepted TCP connections' owners, by struct sock address. The syscall
-// tracepoint that sees accept() return cannot use socket storage (a
-// helper of BTF-typed programs only); inet_sock_set_state finds the owner
-// here at the holder's FIN and removes it when the socket reaches CLOSE.
+// TCP connections' owners, by struct sock address: a client's from its
+// connect(), a server's from the accept() that returned it, kept for the
+// holder's FIN and CLOSE and removed at CLOSE. The syscall tracepoints that
+// see connect() and accept() return cannot use socket storage (a helper of
+// BTF-typed programs only), and a hash entry costs a fraction of a storage
+// allocation. A socket's new life (SYN_SENT, or SYN_RECV for a passive open)
+// removes what an earlier socket at the same address may have left (an
+// insert that lost a race with its own CLOSE).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct owner);
-} accepted SEC(".maps");
-
-// Sockets being connected, by thread (pid_tgid): sys_enter_connect notes
-// the socket, sys_exit_connect announces it once the kernel bound it (UDP)
-// or sent its SYN (a non-blocking TCP connect).
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u64);
-} connecting SEC(".maps");
+} conns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -213,8 +209,8 @@ static __always_inline void mark_unusable(__u32 tgid)
 	}
 }
 
-// Counters: 0 = ring buffer full (events dropped); 1 = accepted map full
-// (an accepted connection's close not announced).
+// Counters: 0 = ring buffer full (events dropped); 1 = conns map full
+// (a connection's close not announced).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4);
@@ -258,15 +254,17 @@ static __always_inline struct owner *sk_owner_new(const struct sock *sk)
 	return bpf_sk_storage_get(&socks, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 }
 
+// current_owner fills o with the current process: its tgid, its leader's
+// start time and name. The task is a BTF pointer: its fields are plain
+// loads, not helper calls.
 static __always_inline void current_owner(struct owner *o)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
 
 	o->pid = bpf_get_current_pid_tgid() >> 32;
-	o->start_ns = BPF_CORE_READ(leader, start_boottime);
+	o->start_ns = leader->start_boottime;
 	o->source = SRC_TASK;
-	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), &leader->comm);
+	__builtin_memcpy(o->comm, leader->comm, sizeof(o->comm));
 }
 
 static __always_inline __u64 wakeup_flags(void)
@@ -321,17 +319,61 @@ static __always_inline bool emit(const struct sock *sk, const struct owner *o, _
 	return true;
 }
 
+// emit_btf is emit for a socket the program got as a BTF pointer (the
+// tp_btf programs): its fields are plain loads instead of helper calls,
+// which is most of an announcement's cost.
+static __always_inline bool emit_btf(const struct sock *sk, const struct owner *o, __u8 type, __u8 proto)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(0);
+		return false;
+	}
+	__u16 family = sk->__sk_common.skc_family;
+
+	e->sk = (__u64)sk;
+	e->start_ns = o->start_ns;
+	e->ts_ns = bpf_ktime_get_boot_ns(); // the clock of start_ns
+	e->pid = o->pid;
+	e->netns = sk->__sk_common.skc_net.net->ns.inum;
+	e->type = type;
+	e->proto = proto;
+	e->source = o->source;
+	e->state = sk->__sk_common.skc_state;
+	e->family = family;
+	e->sport = sk->__sk_common.skc_num;
+	if (e->sport == 0)
+		e->sport = o->sport; // TCP_CLOSE: inet_put_port already ran
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->pad = 0;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	if (family == AF_INET6) {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	} else {
+		__builtin_memset(e->saddr, 0, 16);
+		__builtin_memset(e->daddr, 0, 16);
+		__u32 a = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(e->saddr, &a, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	}
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return true;
+}
+
 // fd_sock returns the socket behind the current task's descriptor fd, or
 // NULL if it is not a socket (its file is not its socket's file).
 static __always_inline struct sock *fd_sock(long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	// The task and its descriptor table are BTF pointers (plain loads);
+	// the slot, file and socket are read with helpers.
+	struct fdtable *fdt = bpf_get_current_task_btf()->files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = 0;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
@@ -351,13 +393,17 @@ static __always_inline bool inet_proto(const struct sock *sk, __u16 want)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	// Most transitions (SYN_RECV, FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, a
-	// passive open's ESTABLISHED, ...) are of no interest: leave before
-	// touching the socket.
+	// Most transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, a passive open's
+	// ESTABLISHED, ...) are of no interest: leave before touching the
+	// socket.
 	switch (newstate) {
 	case TCP_ESTABLISHED:
 		if (oldstate != TCP_SYN_SENT)
 			return 0; // passive open: recorded when accept() returns it
+		break;
+	case TCP_SYN_RECV:
+		if (oldstate != TCP_LISTEN)
+			return 0; // not a new socket (a simultaneous open)
 		break;
 	case TCP_SYN_SENT:
 	case TCP_CLOSE:
@@ -374,18 +420,28 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
+	__u64 k = (__u64)sk;
 	struct owner o = {};
 	struct owner *p;
 
 	switch (newstate) {
+	case TCP_SYN_RECV:
+		// A passive open's new socket (softirq): forget a record an
+		// earlier socket at this address left behind.
+		bpf_map_delete_elem(&conns, &k);
+		return 0;
 	case TCP_SYN_SENT:
-		// connect(): process context of the connecting task. The source
-		// port is not chosen yet; the tuple is completed at ESTABLISHED.
-		p = sk_owner_new(sk);
-		if (!p)
-			return 0;
+		// An active open, in the connecting task's context, and a new
+		// life of the socket (replacing what an earlier one at this
+		// address may have left). The source port is not chosen yet:
+		// keep the owner until the tuple is complete, which is at
+		// ESTABLISHED or at connect()'s return, whichever comes first
+		// (a non-blocking connect returns first; TCP Fast Open's sendmsg
+		// and io_uring's connect have no connect() return).
 		current_owner(&o);
-		__builtin_memcpy(p, &o, sizeof(o));
+		o.pending = 1;
+		if (bpf_map_update_elem(&conns, &k, &o, BPF_ANY) != 0)
+			count(1);
 		return 0;
 	case TCP_LISTEN:
 		// listen(): process context.
@@ -394,15 +450,16 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		p = sk_owner_new(sk);
 		if (p)
 			__builtin_memcpy(p, &o, sizeof(o));
-		emit(sk, &o, EV_LISTEN, IPPROTO_TCP);
+		emit_btf(sk, &o, EV_LISTEN, IPPROTO_TCP);
 		return 0;
 	case TCP_ESTABLISHED:
-		// Active open (softirq, or the connecting task).
-		p = sk_owner(sk);
-		if (!p)
-			return 0; // connect() predates the tracker
+		// The active open's tuple is complete (see SYN_SENT).
+		p = bpf_map_lookup_elem(&conns, &k);
+		if (!p || !p->pending)
+			return 0;
+		p->pending = 0;
 		p->sport = sk->__sk_common.skc_num;
-		emit(sk, p, EV_CONNECT, IPPROTO_TCP);
+		emit_btf(sk, p, EV_CONNECT, IPPROTO_TCP);
 		return 0;
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK: {
@@ -414,12 +471,8 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		// close; TCP_CLOSE later removes the record.
 		if (oldstate != TCP_ESTABLISHED && oldstate != TCP_SYN_RECV && newstate == TCP_FIN_WAIT1)
 			return 0;
-		p = sk_owner(sk);
-		if (!p) {
-			__u64 k = (__u64)sk;
-			p = bpf_map_lookup_elem(&accepted, &k);
-		}
-		if (!p)
+		p = bpf_map_lookup_elem(&conns, &k);
+		if (!p || p->pending)
 			return 0;
 		__u16 port = sk->__sk_common.skc_num;
 		if (port != 0)
@@ -427,41 +480,43 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		// Once announced, the owner's later CLOSE says nothing new: it
 		// is not announced again unless the owner changes in between
 		// (a new accept or connect of the socket).
-		if (emit(sk, p, EV_CLOSE, IPPROTO_TCP))
+		if (emit_btf(sk, p, EV_CLOSE, IPPROTO_TCP))
 			p->closed = 1;
 		return 0;
 	}
 	case TCP_CLOSE: {
-		p = sk_owner(sk);
-		__u64 k = (__u64)sk;
-		struct owner acc;
-		if (!p && oldstate != TCP_LISTEN && oldstate != TCP_SYN_SENT) {
-			struct owner *a = bpf_map_lookup_elem(&accepted, &k);
-			if (a) {
-				__builtin_memcpy(&acc, a, sizeof(acc));
-				bpf_map_delete_elem(&accepted, &k);
-				p = &acc;
+		struct owner c = {};
+		bool conn = false;
+		p = 0;
+		if (oldstate == TCP_LISTEN) {
+			p = sk_owner(sk);
+		} else {
+			struct owner *q = bpf_map_lookup_elem(&conns, &k);
+			if (q) {
+				__builtin_memcpy(&c, q, sizeof(c));
+				bpf_map_delete_elem(&conns, &k);
+				conn = !c.pending;
 			}
 		}
 		__u16 port = sk->__sk_common.skc_num;
+		if (port == 0 && conn)
+			port = c.sport;
 		if (port == 0 && p)
 			port = p->sport;
-		if (port == 0 && p && oldstate == TCP_SYN_SENT) {
-			// A connect() that failed (refused, timed out) before its
-			// port was announced: inet_put_port cleared skc_num, but
-			// the port stays in inet_sport. The attempt used the tuple,
-			// so it is announced with it.
+		if (port == 0 && oldstate == TCP_SYN_SENT)
+			// An attempt that failed (refused, timed out):
+			// inet_put_port cleared skc_num, but the port stays in
+			// inet_sport. sys_exit_connect announces the attempt.
 			port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-			p->sport = port;
-		}
 		if (port != 0)
 			bump_port(port);
-		if (!p)
+		if (conn && !c.closed)
+			emit_btf(sk, &c, EV_CLOSE, IPPROTO_TCP);
+		if (!p || p->closed)
 			return 0;
-		if (!p->closed)
-			emit(sk, p, EV_CLOSE, IPPROTO_TCP);
-		// The record stays with the socket (freed with it), marked closed;
-		// a new connect() or listen() on it replaces the owner.
+		// The listener's record stays with the socket (freed with
+		// it), marked closed.
+		emit_btf(sk, p, EV_CLOSE, IPPROTO_TCP);
 		p->closed = 1;
 		return 0;
 	}
@@ -481,7 +536,7 @@ static __always_inline int on_accept(long fd)
 	current_owner(&o);
 	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u64 k = (__u64)sk;
-	if (bpf_map_update_elem(&accepted, &k, &o, BPF_ANY) != 0)
+	if (bpf_map_update_elem(&conns, &k, &o, BPF_ANY) != 0)
 		count(1); // its close will not be announced
 	emit(sk, &o, EV_ACCEPT, IPPROTO_TCP);
 	return 0;
@@ -542,56 +597,72 @@ static __always_inline int udp_use(void *store, const struct sock *sk, __u8 type
 	return 0;
 }
 
-// connect() of a UDP socket: the kernel binds the socket (autobind) and
-// sets its peer during the call, so it is announced at the call's return,
-// with the calling task as its owner. Nothing per datagram is needed for it
-// afterwards (sends on a connected socket carry no address, so the cgroup
-// hooks below do not run for them).
-SEC("tracepoint/syscalls/sys_enter_connect")
-int sys_enter_connect(struct sys_enter_ctx *ctx)
+// syscall_arg0 is the first argument of the current task's system call,
+// read at its exit from the registers saved at its entry: an exit hook
+// needs no entry hook (which would put every system call on the host on
+// the slow path of syscall entry).
+static __always_inline long syscall_arg0(void)
 {
-	struct sock *sk = fd_sock(ctx->args[0]);
-	if (!sk || (!inet_proto(sk, IPPROTO_UDP) && !inet_proto(sk, IPPROTO_TCP)))
-		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 v = (__u64)sk;
-	bpf_map_update_elem(&connecting, &id, &v, BPF_ANY);
-	return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (bpf_core_field_exists(((struct pt_regs___arm64 *)0)->orig_x0))
+		return BPF_CORE_READ((struct pt_regs___arm64 *)regs, orig_x0);
+	if (bpf_core_field_exists(((struct pt_regs___x86 *)0)->di))
+		return BPF_CORE_READ((struct pt_regs___x86 *)regs, di);
+	return -1; // another architecture: connect() is not announced
 }
 
+// connect() returned, in the connecting task.
+//
+// TCP: its SYN is out and its source port chosen, so the tuple is complete
+// whether the connection is established (a blocking connect), pending (a
+// non-blocking one, EINPROGRESS) or failed (refused, timed out: CLOSE, the
+// port still in inet_sport). A pending or failed attempt used the tuple,
+// so it is announced too, once: ESTABLISHED may have announced it already.
+//
+// UDP: the kernel bound the socket (autobind) and set its peer during the
+// call, so it is announced here, with the calling task as its owner.
+// Nothing per datagram is needed for it afterwards (sends on a connected
+// socket carry no address, so the cgroup hooks below do not run for them).
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_connect(struct sys_exit_ctx *ctx)
 {
 	// A connect can replace a socket's peer (a UDP reconnect).
 	bump_current();
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *v = bpf_map_lookup_elem(&connecting, &id);
-	if (!v)
+	struct sock *sk = fd_sock(syscall_arg0());
+	if (!sk)
 		return 0;
-	struct sock *sk = (struct sock *)*v;
-	bpf_map_delete_elem(&connecting, &id);
-	if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
-		// A non-blocking connect() returns with its SYN sent and its
-		// source port chosen, and reaches ESTABLISHED later or never:
-		// announce the attempt now, so that a pending or failed attempt
-		// on a tuple has a record (its close carries the port then). A
-		// blocking one returns after ESTABLISHED announced it.
-		// The owner is the calling task, as inet_sock_set_state saw it
-		// at SYN_SENT (socket storage is not available to syscall
-		// tracepoints).
-		if (ctx->ret != -EINPROGRESS || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
+	struct owner o = {};
+	if (proto == IPPROTO_TCP) {
+		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		__u64 k = (__u64)sk;
+		if (state == TCP_SYN_SENT || state == TCP_ESTABLISHED) {
+			struct owner *p = bpf_map_lookup_elem(&conns, &k);
+			if (p && !p->pending)
+				return 0; // announced at ESTABLISHED
+			current_owner(&o);
+			o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+			if (o.sport == 0)
+				return 0;
+			if (bpf_map_update_elem(&conns, &k, &o, BPF_ANY) != 0)
+				count(1); // its close will not be announced
+			emit(sk, &o, EV_CONNECT, IPPROTO_TCP);
 			return 0;
-		struct owner o = {};
+		}
+		if (state != TCP_CLOSE || BPF_CORE_READ(sk, __sk_common.skc_dport) == 0)
+			return 0; // no SYN went out: no tuple was used
 		current_owner(&o);
-		o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		o.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 		if (o.sport == 0)
 			return 0;
-		emit(sk, &o, EV_CONNECT, IPPROTO_TCP);
+		emit(sk, &o, EV_CLOSE, IPPROTO_TCP);
 		return 0;
 	}
-	if (ctx->ret != 0)
+	if (proto != IPPROTO_UDP || ctx->ret != 0)
 		return 0;
-	struct owner o = {};
 	current_owner(&o);
 	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	emit(sk, &o, EV_UDP_CONNECT, IPPROTO_UDP);

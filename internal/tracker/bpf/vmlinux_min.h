@@ -147,6 +147,19 @@ struct io_kiocb {
 } __attribute__((preserve_access_index));
 
 struct nsproxy;
+struct pt_regs;
+
+/* A system call's first argument as saved at its entry, which its exit
+ * still finds there (the return value goes elsewhere): x86-64 keeps it in
+ * di, arm64 in orig_x0 (x0 takes the return value). CO-RE picks the field
+ * the running kernel has. */
+struct pt_regs___x86 {
+	unsigned long di;
+} __attribute__((preserve_access_index));
+
+struct pt_regs___arm64 {
+	u64 orig_x0;
+} __attribute__((preserve_access_index));
 
 struct task_struct {
 	pid_t pid;
