@@ -111,9 +111,9 @@ type trackerProgramSpecs struct {
 	SysExitConnect    *ebpf.ProgramSpec `ebpf:"sys_exit_connect"`
 	SysExitDup2       *ebpf.ProgramSpec `ebpf:"sys_exit_dup2"`
 	SysExitDup3       *ebpf.ProgramSpec `ebpf:"sys_exit_dup3"`
-	Udp4Recvmsg       *ebpf.ProgramSpec `ebpf:"udp4_recvmsg"`
+	Udp4PostBind      *ebpf.ProgramSpec `ebpf:"udp4_post_bind"`
 	Udp4Sendmsg       *ebpf.ProgramSpec `ebpf:"udp4_sendmsg"`
-	Udp6Recvmsg       *ebpf.ProgramSpec `ebpf:"udp6_recvmsg"`
+	Udp6PostBind      *ebpf.ProgramSpec `ebpf:"udp6_post_bind"`
 	Udp6Sendmsg       *ebpf.ProgramSpec `ebpf:"udp6_sendmsg"`
 }
 
@@ -207,9 +207,9 @@ type trackerPrograms struct {
 	SysExitConnect    *ebpf.Program `ebpf:"sys_exit_connect"`
 	SysExitDup2       *ebpf.Program `ebpf:"sys_exit_dup2"`
 	SysExitDup3       *ebpf.Program `ebpf:"sys_exit_dup3"`
-	Udp4Recvmsg       *ebpf.Program `ebpf:"udp4_recvmsg"`
+	Udp4PostBind      *ebpf.Program `ebpf:"udp4_post_bind"`
 	Udp4Sendmsg       *ebpf.Program `ebpf:"udp4_sendmsg"`
-	Udp6Recvmsg       *ebpf.Program `ebpf:"udp6_recvmsg"`
+	Udp6PostBind      *ebpf.Program `ebpf:"udp6_post_bind"`
 	Udp6Sendmsg       *ebpf.Program `ebpf:"udp6_sendmsg"`
 }
 
@@ -230,9 +230,9 @@ func (p *trackerPrograms) Close() error {
 		p.SysExitConnect,
 		p.SysExitDup2,
 		p.SysExitDup3,
-		p.Udp4Recvmsg,
+		p.Udp4PostBind,
 		p.Udp4Sendmsg,
-		p.Udp6Recvmsg,
+		p.Udp6PostBind,
 		p.Udp6Sendmsg,
 	)
 }

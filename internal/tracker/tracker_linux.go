@@ -273,8 +273,8 @@ func (t *Tracker) attachUDPCgroup() error {
 	}{
 		{"cgroup/sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, t.objs.Udp4Sendmsg},
 		{"cgroup/sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, t.objs.Udp6Sendmsg},
-		{"cgroup/recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, t.objs.Udp4Recvmsg},
-		{"cgroup/recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, t.objs.Udp6Recvmsg},
+		{"cgroup/post_bind4", ebpf.AttachCGroupInet4PostBind, t.objs.Udp4PostBind},
+		{"cgroup/post_bind6", ebpf.AttachCGroupInet6PostBind, t.objs.Udp6PostBind},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: p.at, Program: p.prog})
 		if err != nil {

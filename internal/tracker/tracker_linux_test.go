@@ -4,6 +4,7 @@ package tracker
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/netprocbeat/netprocbeat/internal/procs"
 	"github.com/netprocbeat/netprocbeat/testing/helperproc"
@@ -45,11 +48,26 @@ func spawn(t testing.TB, mode, addr string) int {
 	return cmd.Process.Pid
 }
 
+// skipOrFail skips a test the machine cannot run (not root, no kernel
+// BTF) and fails it when the tracker does not load where it should: a
+// program the verifier rejects is a defect, not a missing feature.
+func skipOrFail(t testing.TB, err error) {
+	t.Helper()
+	var ve *ebpf.VerifierError
+	if _, statErr := os.Stat(btfPath); os.Geteuid() != 0 || statErr != nil {
+		t.Skipf("eBPF tracker unavailable here (needs root and BTF): %v", err)
+	}
+	if errors.As(err, &ve) {
+		t.Fatalf("the verifier rejected a program: %+v", ve)
+	}
+	t.Fatalf("the tracker does not load as root with BTF: %v", err)
+}
+
 func newTracker(t testing.TB, opts Options) *Tracker {
 	t.Helper()
 	tr, err := New(opts)
 	if err != nil {
-		t.Skipf("eBPF tracker unavailable here (needs root, BTF and tp_btf): %v", err)
+		skipOrFail(t, err)
 	}
 	t.Cleanup(func() {
 		if err := tr.Close(); err != nil {
@@ -346,7 +364,7 @@ func TestCloseIsIdempotentAndStopsGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	tr, err := New(Options{})
 	if err != nil {
-		t.Skipf("eBPF tracker unavailable here: %v", err)
+		skipOrFail(t, err)
 	}
 	done := make(chan struct{})
 	go func() {

@@ -567,13 +567,13 @@ int sys_exit_accept(struct sys_exit_ctx *ctx) { return on_accept(ctx->ret); }
 //
 // store is the socket as the storage helper takes it (the program's own
 // typed pointer), sk the same socket as an address to read from.
-static __always_inline int udp_use(void *store, const struct sock *sk, __u8 type)
+static __always_inline int udp_use(void *store, const struct sock *sk, __u32 sig, __u8 type)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 sig = sk_sig(sk);
 	struct owner *p = bpf_sk_storage_get(&socks, store, 0, 0);
-	if (p && p->pid == pid && p->sig == sig) {
+	__u64 now = bpf_ktime_get_ns();
+	if (p && p->pid == pid && (p->sig == sig || p->sig == 0)) {
+		p->sig = sig; // 0: recorded at bind, the tuple not summarised
 		if (now - p->last_emit_ns <= REFRESH_NS)
 			return 0;
 		p->last_emit_ns = now;
@@ -669,35 +669,70 @@ int sys_exit_connect(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-// Unconnected UDP: the cgroup hooks run, in the sender's or receiver's
-// context, only for UDP datagrams that carry an address (sendto/sendmsg
-// with one, recvfrom/recvmsg asking for one), never for TCP. sendmsg runs
-// after the kernel bound the socket. They must return 1 (allow).
-static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx)
+// bsk_sig summarises the tuple like sk_sig, from the sendmsg hooks' view
+// of the socket, whose fields are plain loads. Each field is loaded on its
+// own from a constant offset, without a branch (whose loads the compiler
+// would merge through a moved pointer, which the verifier refuses); the
+// IPv6 fields of an IPv4 socket do not change over its life either.
+#define CTX_U32(b, f) (*(volatile __u32 *)&(b)->f)
+static __always_inline __u32 bsk_sig(const struct bpf_sock *b)
+{
+	return CTX_U32(b, src_port) ^ (CTX_U32(b, dst_port) << 16) ^
+	       CTX_U32(b, dst_ip4) ^ (CTX_U32(b, src_ip4) << 1) ^
+	       CTX_U32(b, dst_ip6[0]) ^ CTX_U32(b, dst_ip6[1]) ^ CTX_U32(b, dst_ip6[2]) ^
+	       CTX_U32(b, dst_ip6[3]) ^ (CTX_U32(b, src_ip6[3]) << 2);
+}
+
+// kernel_sock is the address of the struct sock behind a cgroup hook's
+// socket, to read with helpers (the context's pointer may not be offset).
+static __always_inline const struct sock *kernel_sock(const void *b)
+{
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &b);
+	return (const struct sock *)addr;
+}
+
+// Unconnected UDP. sendmsg runs, in the sender's context, only for UDP
+// datagrams that carry an address (sendto/sendmsg with one), never for
+// TCP, after the kernel bound the socket: it records a socket its first
+// datagram bound (autobind), and a process that sends on a socket another
+// one recorded. A recorded socket costs it one storage lookup and a
+// compare per datagram. Hooks must return 1 (allow).
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *bsk = ctx->sk;
 	if (!bsk)
 		return 1;
-	// The context's socket pointer may not be offset; read the struct
-	// sock through a plain copy of its address.
-	void *tmp = bsk;
-	__u64 addr = 0;
-	bpf_probe_read_kernel(&addr, sizeof(addr), &tmp);
-	udp_use(bsk, (const struct sock *)addr, EV_SEND_RECV);
+	udp_use(bsk, kernel_sock(bsk), bsk_sig(bsk), EV_SEND_RECV);
 	return 1;
 }
 
 SEC("cgroup/sendmsg4")
-int udp4_sendmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+int udp4_sendmsg(struct bpf_sock_addr *ctx) { return on_sendmsg(ctx); }
 
 SEC("cgroup/sendmsg6")
-int udp6_sendmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+int udp6_sendmsg(struct bpf_sock_addr *ctx) { return on_sendmsg(ctx); }
 
-SEC("cgroup/recvmsg4")
-int udp4_recvmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+// bind() of a UDP socket, in the binding task (post_bind runs once the
+// port is taken): a receiver is recorded when it binds, not per datagram
+// it receives. An unbound socket cannot receive, and the kernel binds one
+// implicitly only for its first send (sendmsg above) or connect
+// (sys_exit_connect).
+static __always_inline int on_post_bind(struct bpf_sock *ctx)
+{
+	if (CTX_U32(ctx, protocol) != IPPROTO_UDP)
+		return 1;
+	// The bind hooks may not read the peer's fields: the tuple is
+	// summarised at the socket's first datagram (sig 0 until then).
+	udp_use(ctx, kernel_sock(ctx), 0, EV_SEND_RECV);
+	return 1;
+}
 
-SEC("cgroup/recvmsg6")
-int udp6_recvmsg(struct bpf_sock_addr *ctx) { return on_sock_addr(ctx); }
+SEC("cgroup/post_bind4")
+int udp4_post_bind(struct bpf_sock *ctx) { return on_post_bind(ctx); }
+
+SEC("cgroup/post_bind6")
+int udp6_post_bind(struct bpf_sock *ctx) { return on_post_bind(ctx); }
 
 // Where the cgroup hooks cannot be attached to the root cgroup (no cgroup2,
 // or a cgroup namespace), UDP falls back to the send and receive
@@ -709,7 +744,7 @@ static __always_inline int on_io(struct sock *sk)
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	return udp_use(sk, sk, EV_SEND_RECV);
+	return udp_use(sk, sk, sk_sig(sk), EV_SEND_RECV);
 }
 
 SEC("tp_btf/sock_send_length")
