@@ -6,10 +6,11 @@
 // Client TCP connections are attributed to the task that called connect()
 // (inet_sock_set_state), accepted ones to the task whose accept()/accept4()
 // returned them (their syscall-exit tracepoints), connected UDP sockets to
-// the task that connected them, and unconnected UDP sockets to the task
-// that sends or receives a datagram with an address (cgroup sendmsg/recvmsg
-// hooks on the root cgroup, or the send/receive tracepoints where those
-// cannot attach). Nothing runs per TCP message. Records carry their
+// the task that connected them, bound UDP sockets to the task that bound
+// them, and unconnected UDP senders to the task that sends a datagram with
+// an address (cgroup post_bind and sendmsg hooks on the root cgroup, or the
+// send/receive tracepoints where those cannot attach). Nothing runs per TCP
+// message or per UDP datagram received. Records carry their
 // lifetime by the kernel's clock, and a lookup names the owner at an
 // event's time (LookupAt). Change counters (Epochs), bumped by syscall,
 // sched and io_uring tracepoints, tell without a system call whether a

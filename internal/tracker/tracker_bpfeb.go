@@ -44,8 +44,9 @@ type trackerOwner struct {
 	Source     uint8
 	Closed     uint8
 	Pending    uint8
+	Bound      uint8
 	Comm       [16]int8
-	_          [3]byte
+	_          [2]byte
 }
 
 type trackerPidSlot struct {

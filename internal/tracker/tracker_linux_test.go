@@ -335,6 +335,60 @@ func testUDP(t *testing.T, mode string, source Source) {
 	}
 }
 
+// A bound UDP socket is recorded at bind() as a listener (it names the
+// binder only while the binder holds it, since whoever it was handed to
+// receives unseen), and as used once the binder sends from it. Nothing is
+// recorded per datagram received.
+func TestUDPBoundReceiver(t *testing.T) {
+	tr := newTracker(t, Options{})
+	if tr.UDPMode() != udpCgroup {
+		t.Skipf("UDP recorded by %s, not at bind", tr.UDPMode())
+	}
+	rx, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	local := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	peer := netip.MustParseAddrPort("127.0.0.1:9")
+	r, ok := waitLookup(tr, UDP, local, peer, time.Time{}, func(r Record) bool { return r.PID == os.Getpid() })
+	if !ok || r.PID != os.Getpid() || r.Source != SourceListen {
+		t.Fatalf("after bind: got %+v ok=%v, want pid %d source listen", r, ok, os.Getpid())
+	}
+
+	// A datagram received changes nothing.
+	tx, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if _, err := tx.WriteTo([]byte("x"), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 8)
+	if _, _, err := rx.ReadFrom(buf); err != nil {
+		t.Fatal(err)
+	}
+	events := tr.Stats().Events
+	time.Sleep(50 * time.Millisecond)
+	if r, ok := tr.LookupAt(UDP, local, peer, time.Time{}); !ok || r.Source != SourceListen {
+		t.Errorf("after a datagram received: got %+v ok=%v, want the bind record (source listen)", r, ok)
+	}
+
+	// The binder's first datagram sent makes it a use.
+	if _, err := rx.WriteTo([]byte("y"), tx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	r, ok = waitLookup(tr, UDP, local, peer, time.Time{}, func(r Record) bool { return r.Source == SourceIO })
+	if !ok || r.PID != os.Getpid() || r.Source != SourceIO {
+		t.Errorf("after the binder sent: got %+v ok=%v, want pid %d source io", r, ok, os.Getpid())
+	}
+	if tr.Stats().Events == events {
+		t.Errorf("no event for the binder's first datagram sent")
+	}
+}
+
 // A connected UDP socket is recorded when connect returns; an unconnected
 // one at its first datagram.
 func TestUDPConnectedSender(t *testing.T)   { testUDP(t, "udp", SourceConnect) }

@@ -36,7 +36,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EV_ACCEPT 2      // accept()/accept4() returned the connection: owner = accepting task
 #define EV_SEND_RECV 3   // a UDP datagram sent or received in process context
 #define EV_CLOSE 4       // TCP socket closed (holder's FIN, or CLOSE)
-#define EV_LISTEN 5      // TCP listener created
+#define EV_LISTEN 5      // TCP listener created, or UDP socket bound
 #define EV_EXIT 6        // the last thread of a process exited (no socket)
 #define EV_UDP_CONNECT 7 // connect() of a UDP socket returned: owner = connecting task
 
@@ -65,6 +65,7 @@ struct owner {
 	__u8 source;
 	__u8 closed;    // this owner's close was announced (FIN or CLOSE)
 	__u8 pending;   // an active open not from connect(): announce at ESTABLISHED
+	__u8 bound;     // a UDP socket recorded at bind(), not used since
 	char comm[16];
 };
 
@@ -572,8 +573,7 @@ static __always_inline int udp_use(void *store, const struct sock *sk, __u32 sig
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	struct owner *p = bpf_sk_storage_get(&socks, store, 0, 0);
 	__u64 now = bpf_ktime_get_ns();
-	if (p && p->pid == pid && (p->sig == sig || p->sig == 0)) {
-		p->sig = sig; // 0: recorded at bind, the tuple not summarised
+	if (p && p->pid == pid && p->sig == sig && !p->bound) {
 		if (now - p->last_emit_ns <= REFRESH_NS)
 			return 0;
 		p->last_emit_ns = now;
@@ -717,14 +717,26 @@ int udp6_sendmsg(struct bpf_sock_addr *ctx) { return on_sendmsg(ctx); }
 // port is taken): a receiver is recorded when it binds, not per datagram
 // it receives. An unbound socket cannot receive, and the kernel binds one
 // implicitly only for its first send (sendmsg above) or connect
-// (sys_exit_connect).
+// (sys_exit_connect). The record is a listener's (EV_LISTEN): it names the
+// binder for the port only while the binder holds the socket, since a
+// process it handed the socket to receives unseen. The binder's own first
+// datagram sent makes it a use (sendmsg).
 static __always_inline int on_post_bind(struct bpf_sock *ctx)
 {
 	if (CTX_U32(ctx, protocol) != IPPROTO_UDP)
 		return 1;
-	// The bind hooks may not read the peer's fields: the tuple is
-	// summarised at the socket's first datagram (sig 0 until then).
-	udp_use(ctx, kernel_sock(ctx), 0, EV_SEND_RECV);
+	const struct sock *sk = kernel_sock(ctx);
+	struct owner o = {};
+	o.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (o.sport == 0)
+		return 1;
+	current_owner(&o);
+	o.last_emit_ns = bpf_ktime_get_ns();
+	o.bound = 1;
+	struct owner *p = bpf_sk_storage_get(&socks, ctx, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (p)
+		__builtin_memcpy(p, &o, sizeof(o));
+	emit(sk, &o, EV_LISTEN, IPPROTO_UDP);
 	return 1;
 }
 
