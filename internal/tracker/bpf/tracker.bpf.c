@@ -110,9 +110,9 @@ struct {
 // holder's FIN and CLOSE and removed at CLOSE. The syscall tracepoints that
 // see connect() and accept() return cannot use socket storage (a helper of
 // BTF-typed programs only), and a hash entry costs a fraction of a storage
-// allocation. A socket's new life (SYN_SENT, or SYN_RECV for a passive open)
-// removes what an earlier socket at the same address may have left (an
-// insert that lost a race with its own CLOSE).
+// allocation. A socket's new life replaces (SYN_SENT) or removes (a passive
+// open's SYN_RECV) what an earlier socket at the same address may have left
+// (an insert that lost a race with its own CLOSE).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
