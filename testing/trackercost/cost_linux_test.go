@@ -216,7 +216,7 @@ func envInt(name string, def int) int {
 // block, default 1000000), _CONNECT (connections, 20000), _UDP (datagrams,
 // 500000), _PROGRAM_STATS=1 (the tracker with the kernel's BPF run-time
 // statistics on, which prints each program's runs; they cost time
-// themselves).
+// themselves), _SPREAD=1 (the workload on all CPUs instead of the last one).
 func TestTrackerCost(t *testing.T) {
 	if os.Getenv("NETPROCBEAT_TRACKERCOST") == "" {
 		t.Skip("opt-in: set NETPROCBEAT_TRACKERCOST=1")
