@@ -543,13 +543,9 @@ static __always_inline int on_accept(long fd)
 	return 0;
 }
 
-// Classic syscall tracepoint records: the common header, the syscall
-// number, then the arguments (enter) or the return value (exit).
-struct sys_enter_ctx {
-	__u64 common;
-	long nr;
-	unsigned long args[6];
-};
+// The classic syscall-exit tracepoint record: the common header, the
+// syscall number, then the return value. (No entry tracepoint is attached:
+// an exit reads the arguments it needs with syscall_arg0.)
 struct sys_exit_ctx {
 	__u64 common;
 	long nr;
