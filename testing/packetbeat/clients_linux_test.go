@@ -100,14 +100,17 @@ func keepAlive(ip string, port, n int) (clientConn, error) {
 type job func() (clientConn, error)
 
 // runClients runs the jobs, parallel at a time, and returns the
-// connections they made, keyed by the client's endpoint.
-func runClients(jobs []job, parallel int) (map[endpoint]clientConn, []error) {
+// connections they made, keyed by the client's endpoint, and the client
+// endpoints two connections used (the kernel reuses ephemeral ports; those
+// are kept with pid -1: which connection an event is about cannot be told).
+func runClients(jobs []job, parallel int) (map[endpoint]clientConn, []string, []error) {
 	var (
-		mu    sync.Mutex
-		conns = map[endpoint]clientConn{}
-		errs  []error
-		wg    sync.WaitGroup
-		next  = make(chan job)
+		mu     sync.Mutex
+		conns  = map[endpoint]clientConn{}
+		reused []string
+		errs   []error
+		wg     sync.WaitGroup
+		next   = make(chan job)
 	)
 	for i := 0; i < parallel; i++ {
 		wg.Add(1)
@@ -122,7 +125,7 @@ func runClients(jobs []job, parallel int) (map[endpoint]clientConn, []error) {
 					// The same client port twice in one run: which
 					// connection an event is about cannot be told, so
 					// neither is counted.
-					errs = append(errs, fmt.Errorf("client endpoint %v used by pid %d and pid %d", c.local, old.pid, c.pid))
+					reused = append(reused, fmt.Sprintf("client endpoint %v used by pid %d and pid %d", c.local, old.pid, c.pid))
 					old.pid = -1
 					conns[c.local] = old
 				} else {
@@ -137,7 +140,7 @@ func runClients(jobs []job, parallel int) (map[endpoint]clientConn, []error) {
 	}
 	close(next)
 	wg.Wait()
-	return conns, errs
+	return conns, reused, errs
 }
 
 // tcpAnswers says whether something accepts on 127.0.0.1:port.

@@ -119,9 +119,12 @@ func TestPacketbeatProcsVersusAddNetworkProcess(t *testing.T) {
 	}
 	rand.Shuffle(len(jobs), func(i, j int) { jobs[i], jobs[j] = jobs[j], jobs[i] })
 	start := time.Now()
-	conns, errs := runClients(jobs, parallelClients)
+	conns, reused, errs := runClients(jobs, parallelClients)
 	for _, err := range errs {
 		t.Errorf("client: %v", err)
+	}
+	for _, r := range reused {
+		t.Logf("%s: not counted", r)
 	}
 	// A client port a warm-up request used too: which connection an event
 	// is about cannot be told, so neither is counted.
