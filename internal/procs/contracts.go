@@ -117,12 +117,19 @@ type changeClockUser interface{ setChangeClock(ChangeClock) }
 // parent with it (Process.Parent).
 type parentDescriber interface{ setDescribeParents(bool) }
 
+// hostNamespacer is implemented by engines that know the host's network
+// namespace (the Linux engine: PID 1's, as of the last rescan; 0 before
+// it), so that a source's socket that carries only its namespace (a
+// tracker record) can be told the host's or another's.
+type hostNamespacer interface{ hostNetNS() uint64 }
+
 // engineCaps is what an engine can do beyond Engine.
 type engineCaps struct {
 	verifier OwnerVerifier   // nil: answers are given from its tables as read (Windows)
 	resolver Resolver        // nil: no single-connection lookup
 	clock    changeClockUser // nil: the walk does not use a change clock
 	parents  parentDescriber // nil: parents are not described
+	hostNS   hostNamespacer  // nil: one namespace (Windows, fakes)
 }
 
 // probeEngine finds e's optional capabilities.
@@ -132,5 +139,6 @@ func probeEngine(e Engine) engineCaps {
 	c.resolver, _ = e.(Resolver)
 	c.clock, _ = e.(changeClockUser)
 	c.parents, _ = e.(parentDescriber)
+	c.hostNS, _ = e.(hostNamespacer)
 	return c
 }

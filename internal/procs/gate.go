@@ -12,7 +12,9 @@ package procs
 //     that several foreign namespaces share (row.multi) answers nothing;
 //     nor does a TCP listener whose connections another process was seen
 //     holding (handsoff.go: a fork-per-connection server) for an event
-//     that names a peer.
+//     that names a peer; nor does a socket of another network namespace
+//     on a loopback address, unless the event's container placed the
+//     event in that namespace (otherLoopback).
 //  2. NAT. A listener or endpoint match is not given for a tuple that
 //     conntrack shows translated (the translated tuple's socket is asked
 //     instead), nor when conntrack could not be asked.
@@ -38,18 +40,19 @@ const EventTimeSlack = 100 * time.Millisecond
 type verdict uint8
 
 const (
-	admitted            verdict = iota
-	refusedShared               // rule 1
-	refusedTranslated           // rule 2: ask the socket of q.natLocal ↔ q.natRemote
-	refusedNATUnchecked         // rule 2: conntrack could not be asked
-	refusedStartedAfter         // rule 3
-	refusedNotHeld              // rule 4 (or its description could not be read)
+	admitted             verdict = iota
+	refusedShared                // rule 1
+	refusedOtherLoopback         // rule 1: another namespace's loopback
+	refusedTranslated            // rule 2: ask the socket of q.natLocal ↔ q.natRemote
+	refusedNATUnchecked          // rule 2: conntrack could not be asked
+	refusedStartedAfter          // rule 3
+	refusedNotHeld               // rule 4 (or its description could not be read)
 )
 
 // why is the reason a refusal is counted under.
 func (v verdict) why() unanswered {
 	switch v {
-	case refusedShared:
+	case refusedShared, refusedOtherLoopback:
 		return unansweredAmbiguous
 	case refusedTranslated:
 		return unansweredNAT
@@ -66,6 +69,9 @@ func (v verdict) why() unanswered {
 // admitRow applies the rules to a row found for q's local port port (q's
 // own, or the translated tuple's for a NAT answer) through via.
 func (w *Watcher) admitRow(q *query, r *row, via Via, port uint16) (*Process, verdict) {
+	if q.otherLoopback(r.netns, r.foreign) {
+		return nil, refusedOtherLoopback
+	}
 	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && w.handsOff.has(procKey{r.p.PID, r.p.StartKey}) {
 		return nil, refusedShared
 	}
@@ -98,6 +104,9 @@ func (w *Watcher) admitSocket(q *query, s *Socket, p *Process) (*Process, verdic
 	if s.Shared {
 		return nil, refusedShared
 	}
+	if q.otherLoopback(s.NetNS, w.foreignNS(s)) {
+		return nil, refusedOtherLoopback
+	}
 	if startedAfter(p, q.at) {
 		return nil, refusedStartedAfter
 	}
@@ -127,6 +136,9 @@ func (w *Watcher) admitSocket(q *query, s *Socket, p *Process) (*Process, verdic
 // a listener is a listener answer and is given only as the snapshot's own
 // would be (admitListenerRecord).
 func (w *Watcher) admitRecord(q *query, s *Socket, p, minimal *Process) (*Process, verdict) {
+	if q.otherLoopback(s.NetNS, w.foreignNS(s)) {
+		return nil, refusedOtherLoopback
+	}
 	if q.t == TCP && q.remote.IsValid() {
 		// The accepter of a fork-per-connection server is not who served
 		// the connection (rule 1, handsoff.go).
@@ -170,6 +182,26 @@ func (w *Watcher) admitListenerRecord(q *query, s *Socket) (*Process, verdict, b
 	}
 	p, v := w.admitRow(q, r, ViaListener, q.local.Port())
 	return p, v, true
+}
+
+// otherLoopback is rule 1 for namespaces: every network namespace has its
+// own loopback, so an event the lookup did not place in a namespace (no
+// container context) is taken for the host's, and a loopback socket of
+// another namespace is not its socket. A namespace the watcher has not
+// read yet may hold the same endpoint; which one was meant is unknown.
+func (q *query) otherLoopback(netns uint64, foreign bool) bool {
+	return foreign && q.local.Addr().IsLoopback() && (q.netns == 0 || q.netns != netns)
+}
+
+// foreignNS tells whether s is in a namespace other than the host's: as
+// its source says, or from its namespace when the source gave only that
+// (the tracker's records).
+func (w *Watcher) foreignNS(s *Socket) bool {
+	if s.Foreign || s.NetNS == 0 || w.hostNS == nil {
+		return s.Foreign
+	}
+	host := w.hostNS.hostNetNS()
+	return host != 0 && s.NetNS != host
 }
 
 // natGate is rule 2 for q's own tuple.

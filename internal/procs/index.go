@@ -223,6 +223,14 @@ func (s *snapshot) add(sock *Socket, p *Process) {
 		if p != nil && p.ContainerID != "" {
 			s.containers[p.ContainerID] = sock.NetNS
 		}
+		if sock.Local.Addr().Unmap().IsLoopback() {
+			// Every namespace has its own loopback: the host's view does
+			// not list another namespace's, which only an event placed in
+			// that namespace (its container) may be answered from. Listed,
+			// it would also hide a host wildcard socket that does own the
+			// endpoint for the host.
+			return
+		}
 	}
 	s.indexSocket(sock, r)
 }
@@ -313,15 +321,16 @@ func sameNamespace(a, b *row) bool {
 	return a.foreign == b.foreign && a.netns == b.netns
 }
 
-// inContainer returns the index of the container's namespace, or nil.
-func (s *snapshot) inContainer(id string) *snapshot {
+// inContainer returns the index of the container's namespace and the
+// namespace, or nil.
+func (s *snapshot) inContainer(id string) (*snapshot, uint64) {
 	if s.containers == nil || id == "" {
-		return nil
+		return nil, 0
 	}
 	if ns, ok := s.containers[id]; ok {
-		return s.byNS[ns]
+		return s.byNS[ns], ns
 	}
-	return nil
+	return nil, 0
 }
 
 // findResult qualifies a snapshot row found for a lookup.

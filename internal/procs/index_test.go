@@ -129,23 +129,29 @@ func TestSnapshotFindPrecedence(t *testing.T) {
 			[]row{conn("10.0.0.1:85", "10.0.0.9:4001", pr(46)), conn("10.0.0.1:85", "10.0.0.9:4001", pr(47))},
 			"10.0.0.1:85", "10.0.0.9:4001", 0, true, 0, true},
 		{"the host's socket over a foreign namespace's",
-			[]row{listen("127.0.0.1:86", foreign(61, 7)), listen("127.0.0.1:86", pr(60))},
-			"127.0.0.1:86", "127.0.0.1:4000", 60, true, 1, false},
+			[]row{listen("10.0.0.1:86", foreign(61, 7)), listen("10.0.0.1:86", pr(60))},
+			"10.0.0.1:86", "10.0.0.9:4000", 60, true, 1, false},
 		{"the host's socket even when the foreign PID is lower",
-			[]row{listen("127.0.0.1:87", pr(70)), listen("127.0.0.1:87", foreign(2, 7))},
-			"127.0.0.1:87", "127.0.0.1:4000", 70, true, 1, false},
+			[]row{listen("10.0.0.1:87", pr(70)), listen("10.0.0.1:87", foreign(2, 7))},
+			"10.0.0.1:87", "10.0.0.9:4000", 70, true, 1, false},
 		{"a foreign namespace alone answers",
 			[]row{listen("172.17.0.2:88", foreign(80, 7))},
 			"172.17.0.2:88", "172.17.0.1:4000", 80, true, 0, false},
 		{"two foreign namespaces without the host's: nothing, counted ambiguous",
-			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7))},
-			"127.0.0.1:89", "127.0.0.1:4000", 0, true, 1, true},
+			[]row{listen("10.0.0.1:89", foreign(91, 8)), listen("10.0.0.1:89", foreign(90, 7))},
+			"10.0.0.1:89", "10.0.0.9:4000", 0, true, 1, true},
 		{"three foreign namespaces, then the host's: the host's",
-			[]row{listen("127.0.0.1:89", foreign(91, 8)), listen("127.0.0.1:89", foreign(90, 7)), listen("127.0.0.1:89", foreign(92, 9)), listen("127.0.0.1:89", pr(93))},
-			"127.0.0.1:89", "127.0.0.1:4000", 93, true, 3, false},
+			[]row{listen("10.0.0.1:89", foreign(91, 8)), listen("10.0.0.1:89", foreign(90, 7)), listen("10.0.0.1:89", foreign(92, 9)), listen("10.0.0.1:89", pr(93))},
+			"10.0.0.1:89", "10.0.0.9:4000", 93, true, 3, false},
 		{"a connection tuple in two foreign namespaces answers nothing",
-			[]row{conn("127.0.0.1:89", "127.0.0.1:4002", foreign(91, 8)), conn("127.0.0.1:89", "127.0.0.1:4002", foreign(90, 7))},
-			"127.0.0.1:89", "127.0.0.1:4002", 0, true, 1, true},
+			[]row{conn("10.0.0.1:89", "10.0.0.9:4002", foreign(91, 8)), conn("10.0.0.1:89", "10.0.0.9:4002", foreign(90, 7))},
+			"10.0.0.1:89", "10.0.0.9:4002", 0, true, 1, true},
+		{"another namespace's loopback is not the host's",
+			[]row{listen("127.0.0.1:90", foreign(94, 7)), conn("127.0.0.1:90", "127.0.0.1:4003", foreign(94, 7))},
+			"127.0.0.1:90", "127.0.0.1:4003", 0, false, 0, false},
+		{"the host's wildcard over another namespace's loopback listener",
+			[]row{listen("127.0.0.1:91", foreign(96, 7)), listen("0.0.0.0:91", pr(95))},
+			"127.0.0.1:91", "127.0.0.1:4000", 95, true, 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -194,14 +200,17 @@ func TestSnapshotInContainer(t *testing.T) {
 	if r, _, _ := s.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != host {
 		t.Errorf("host lookup = %+v, want the host's process", r)
 	}
-	sub := s.inContainer("abc")
+	sub, _ := s.inContainer("abc")
 	if sub == nil {
 		t.Fatal("no index for container abc")
 	}
 	if r, _, _ := sub.find(TCP, lo, netip.AddrPort{}); r == nil || r.p != ctr {
 		t.Errorf("container lookup = %+v, want the container's process", r)
 	}
-	if s.inContainer("other") != nil || s.inContainer("") != nil {
+	if o, _ := s.inContainer("other"); o != nil {
+		t.Error("an unknown container has an index")
+	}
+	if e, _ := s.inContainer(""); e != nil {
 		t.Error("an unknown container has an index")
 	}
 }

@@ -74,6 +74,9 @@ func parseNSLink(b []byte) uint64 {
 	return v
 }
 
+// hostNetNS is the host's namespace as of the last rescan (0 before it).
+func (e *linuxEngine) hostNetNS() uint64 { return e.ns.hostAt.Load() }
+
 // appendNamespaces marks dst[ownStart:] (the reader's own tables) with its
 // namespace and appends the sockets of every other namespace. It returns
 // the number of malformed rows skipped.

@@ -11,6 +11,9 @@ type query struct {
 	t             Transport
 	local, remote netip.AddrPort // unmapped; remote invalid when unknown
 	container     string         // the event's container, "" for none
+	// netns is the network namespace of the event's container, once the
+	// snapshot has placed it (0: not placed; the event is the host's).
+	netns uint64
 	// at is the event's time (zero: now); now is when the lookup began
 	// (the caller's reading of the clock, shared by an event's two sides).
 	// No source waits past now + rescanTimeout (deadline).

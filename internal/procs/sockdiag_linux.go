@@ -72,6 +72,9 @@ func (e *linuxEngine) ResolveHinted(ctx context.Context, t Transport, local, rem
 		return s, false, nil
 	}
 	s = one[0]
+	// The caller's namespace, which the netlink socket reads.
+	s.NetNS = e.ns.ownAt.Load()
+	s.Foreign = s.NetNS != e.ns.hostAt.Load()
 	if s.Inode != 0 {
 		h, shared, err := e.findOwner(ctx, sr, s.Inode, pid)
 		if err != nil {

@@ -14,8 +14,12 @@ func (w *Watcher) fromContainer(q *query) bool {
 	if q.container == "" {
 		return false
 	}
-	sub := q.snap.inContainer(q.container)
-	if sub == nil || !q.local.Addr().IsLoopback() && !sub.isLocal(q.local.Addr()) {
+	sub, ns := q.snap.inContainer(q.container)
+	if sub == nil {
+		return false
+	}
+	q.netns = ns
+	if !q.local.Addr().IsLoopback() && !sub.isLocal(q.local.Addr()) {
 		return false
 	}
 	r, res, via := sub.find(q.t, q.local, q.remote)
@@ -108,6 +112,8 @@ func (w *Watcher) fromLearned(q *query) bool {
 		return q.answer(p, ViaResolve, hitLearned)
 	case refusedStartedAfter:
 		q.res = foundUnowned
+	case refusedOtherLoopback:
+		// Another namespace's: kept for events placed in it.
 	default:
 		w.learned.drop(k, lr)
 		if w.resolve != nil {
@@ -142,6 +148,10 @@ func (w *Watcher) afterRescan(q *query) bool {
 		return q.miss(q.why, w.negFor(q.snap.gen, false))
 	}
 	q.snap = fresh
+	if q.netns == 0 && w.fromContainer(q) {
+		// The event's container, placed by this rescan.
+		return true
+	}
 	if w.isLocal(fresh, q.local.Addr()) {
 		r, res, via := fresh.find(q.t, q.local, q.remote)
 		switch res {

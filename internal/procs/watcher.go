@@ -144,6 +144,9 @@ type Watcher struct {
 	// nat translates tuples through conntrack (nil: NATLookup off).
 	nat *natSource
 
+	// hostNS names the host's network namespace (nil: the engine knows of
+	// one namespace only).
+	hostNS hostNamespacer
 	// pins verifies owners (nil when the engine cannot: see OwnerVerifier).
 	pins *pinSet
 
@@ -248,6 +251,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	if caps.verifier != nil {
 		w.pins = newPinSet(caps.verifier, openFilesLimit())
 	}
+	w.hostNS = caps.hostNS
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
 	w.snap.Store(empty)

@@ -72,6 +72,7 @@ func TestNetworkNamespaces(t *testing.T) {
 
 	pidA, a := startInNetns(t, ns, "192.0.2.77:0")
 	pidB, _ := startInNetns(t, ns, "127.0.0.1:"+strconv.Itoa(shared))
+	pidC, c := startInNetns(t, ns, "127.0.0.1:0") // a port only the namespace has
 
 	// Make B look like a Docker container: its cgroup path ends in a
 	// 64-hex ID, which is all container.id detection reads.
@@ -105,8 +106,14 @@ func TestNetworkNamespaces(t *testing.T) {
 	if got := getInt(t, ev, "destination.process.pid"); got != os.Getpid() {
 		t.Errorf("127.0.0.1:%d bound in both namespaces resolved to PID %d, want the host's (this test, %d)", shared, got, os.Getpid())
 	}
-	if st := p.(*processor).watcher.Stats(); st.Ambiguous < 1 || st.Namespaces < 1 {
-		t.Errorf("stats: ambiguous=%d namespaces=%d, want ≥ 1 each", st.Ambiguous, st.Namespaces)
+	// Every namespace has its own 127.0.0.1: without the event's container
+	// the event is the host's, and the host has no socket on C's port.
+	ev, _ = p.Run(event("127.0.0.1", 40003, c.ip, c.port, "tcp"))
+	if v, err := ev.GetValue("destination.process.pid"); err == nil {
+		t.Errorf("127.0.0.1:%d, bound only in netns %s (by PID %d), resolved without container context to PID %v, want none", c.port, ns, pidC, v)
+	}
+	if st := p.(*processor).watcher.Stats(); st.Namespaces < 1 {
+		t.Errorf("stats: namespaces=%d, want ≥ 1", st.Namespaces)
 	}
 
 	if !inContainer {
@@ -121,6 +128,14 @@ func TestNetworkNamespaces(t *testing.T) {
 	}
 	if got, _ := ev.GetValue("container.id"); got != cid {
 		t.Errorf("container.id = %v, want %s", got, cid)
+	}
+	// B's container places the event in the namespace, where C's loopback
+	// port is C's.
+	ev = event("127.0.0.1", 40004, c.ip, c.port, "tcp")
+	ev.Fields["container"] = map[string]any{"id": cid}
+	ev, _ = p.Run(ev)
+	if got := getInt(t, ev, "destination.process.pid"); got != pidC {
+		t.Errorf("with container.id of B, 127.0.0.1:%d resolved to PID %d, want C %d (its namespace's)", c.port, got, pidC)
 	}
 }
 

@@ -150,6 +150,7 @@ func recordSocket(r tracker.Record, t procs.Transport, local, remote netip.AddrP
 		Listen:    r.Source == tracker.SourceListen || r.Source == tracker.SourceListener,
 		PID:       r.PID,
 		StartKey:  r.StartTicks,
+		NetNS:     uint64(r.NetNS),
 		Recorded:  r.Closed.IsZero(),
 	}
 }
