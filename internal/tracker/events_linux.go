@@ -88,10 +88,13 @@ func (t *Tracker) handle(ev *trackerEvent) {
 				return
 			}
 		}
-		if last.sk == r.sk && !last.Closed.IsZero() && ev.Type == evClose {
+		if last.sk == r.sk && !last.Closed.IsZero() && !last.sockClosed && ev.Type == evClose {
 			// The close of a socket whose owner's tenure already ended
 			// (the socket changed hands unseen): nothing new about who
-			// held it.
+			// held it. Once the socket itself closed (sockClosed), a
+			// close at its address is another socket's (the kernel reuses
+			// a freed socket's memory: a connect() refused before it was
+			// announced), recorded below.
 			return
 		}
 		if last.sk == r.sk && last.Closed.IsZero() {
@@ -127,7 +130,7 @@ func (t *Tracker) handle(ev *trackerEvent) {
 		// owner started, and not while another socket had the tuple (the
 		// kernel gives a 4-tuple to one socket at a time).
 		r.Opened = r.Start
-		if n := len(h); n > 0 && h[n-1].sk != r.sk && h[n-1].Closed.After(r.Opened) {
+		if n := len(h); n > 0 && h[n-1].Closed.After(r.Opened) {
 			r.Opened = h[n-1].Closed
 		}
 	}

@@ -556,29 +556,39 @@ func TestTableHistoryGapBeforeClose(t *testing.T) {
 // TestTableFailedConnectAfterClose: a connect() on a tuple after its last
 // connection closed, refused before it was announced, is recorded by its
 // close alone. It is no owner for the earlier connection's events, and the
-// earlier connection's record no longer answers for events after it.
+// earlier connection's record no longer answers for events after it. The
+// new socket may sit at the freed one's address (the kernel reuses the
+// memory): its close is still the other process's use of the tuple.
 func TestTableFailedConnectAfterClose(t *testing.T) {
-	l, r := ap("127.0.0.1:45005"), ap("127.0.0.1:8080")
-	tr, clk := newTable(Options{})
-	t0 := clk.t
-	conn := mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1, "curl")
-	conn.Sk = 1
-	feed(tr, conn)
-	clk.t = t0.Add(time.Second)
-	cl := mkEvent(evClose, TCP, l.String(), r.String(), 100, 1, "curl")
-	cl.Sk = 1
-	feed(tr, cl)
-	clk.t = t0.Add(2 * time.Second)
-	refused := mkEvent(evClose, TCP, l.String(), r.String(), 200, 2, "other")
-	refused.Sk = 2
-	feed(tr, refused)
-	if got, ok := tr.lookupAt(TCP, l, r, t0.Add(500*time.Millisecond), true); !ok || got.PID != 100 {
-		t.Errorf("event of the first connection: %+v %v, want pid 100", got, ok)
-	}
-	at := t0.Add(4 * time.Second)
-	clk.t = at
-	if got, ok := tr.lookupAt(TCP, l, r, at, true); ok {
-		t.Errorf("event stamped after the refused attempt: %+v, want no answer", got)
+	for _, c := range []struct {
+		name  string
+		sk    uint64 // the refused socket's address
+		start uint64 // its process's start (boot time ns)
+	}{{"another socket address", 2, 2}, {"the freed socket's address", 1, 2}, {"a process started after the close", 1, uint64(3600*time.Second + 1500*time.Millisecond)}} {
+		t.Run(c.name, func(t *testing.T) {
+			l, r := ap("127.0.0.1:45005"), ap("127.0.0.1:8080")
+			tr, clk := newTable(Options{})
+			t0 := clk.t
+			conn := mkEvent(evConnect, TCP, l.String(), r.String(), 100, 1, "curl")
+			conn.Sk = 1
+			feed(tr, conn)
+			clk.t = t0.Add(time.Second)
+			cl := mkEvent(evClose, TCP, l.String(), r.String(), 100, 1, "curl")
+			cl.Sk = 1
+			feed(tr, cl)
+			clk.t = t0.Add(2 * time.Second)
+			refused := mkEvent(evClose, TCP, l.String(), r.String(), 200, c.start, "other")
+			refused.Sk = c.sk
+			feed(tr, refused)
+			if got, ok := tr.lookupAt(TCP, l, r, t0.Add(500*time.Millisecond), true); !ok || got.PID != 100 {
+				t.Errorf("event of the first connection: %+v %v, want pid 100", got, ok)
+			}
+			at := t0.Add(4 * time.Second)
+			clk.t = at
+			if got, ok := tr.lookupAt(TCP, l, r, at, true); ok {
+				t.Errorf("event stamped after the refused attempt: %+v, want no answer", got)
+			}
+		})
 	}
 }
 
