@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -216,7 +217,8 @@ func envInt(name string, def int) int {
 // block, default 1000000), _CONNECT (connections, 20000), _UDP (datagrams,
 // 500000), _PROGRAM_STATS=1 (the tracker with the kernel's BPF run-time
 // statistics on, which prints each program's runs; they cost time
-// themselves), _SPREAD=1 (the workload on all CPUs instead of the last one).
+// themselves), _SPREAD=1 (the workload on all CPUs instead of the last one),
+// _ONLY (the workloads to run, comma-separated: stream,connect,udp).
 func TestTrackerCost(t *testing.T) {
 	if os.Getenv("NETPROCBEAT_TRACKERCOST") == "" {
 		t.Skip("opt-in: set NETPROCBEAT_TRACKERCOST=1")
@@ -239,6 +241,9 @@ func TestTrackerCost(t *testing.T) {
 		{"connect", "connection", envInt("NETPROCBEAT_TRACKERCOST_CONNECT", 20000)},
 		{"udp", "datagram", envInt("NETPROCBEAT_TRACKERCOST_UDP", 500000)},
 	} {
+		if only := os.Getenv("NETPROCBEAT_TRACKERCOST_ONLY"); only != "" && !slices.Contains(strings.Split(only, ","), w.role) {
+			continue
+		}
 		var deltas, rel []float64
 		var offSum, onSum time.Duration
 		var progs []tracker.ProgramStats
