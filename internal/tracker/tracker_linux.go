@@ -31,9 +31,9 @@ const (
 )
 
 // pollInterval bounds how long an event waits in the ring buffer while
-// events flow: the BPF program wakes the reader only when 64 KiB are
-// pending, so that a burst of connections costs one wakeup rather than one
-// per event. After a poll that found nothing the reader waits twice as
+// events flow: the BPF program does not wake the reader (a wakeup costs
+// the writing process more than its record), except as a safety net once
+// 1 MiB (a quarter of the ring) is pending. After a poll that found nothing the reader waits twice as
 // long, up to idlePollInterval (an idle beat spent most of its CPU on 100
 // polls a second); the first event brings it back to pollInterval. A
 // LookupAt does not wait for the poll: when the ring holds events it

@@ -47,9 +47,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // this often so the user-space table can age out idle ones.
 #define REFRESH_NS (10ULL * 1000 * 1000 * 1000)
 
-// Waking the reader for every event costs more than the event itself: wake
-// it only once this much is pending; it also polls (see Go's pollInterval).
-#define WAKEUP_BYTES (64 * 1024)
+// The reader polls the ring (Go's pollInterval: every 10 ms while records
+// come), so the programs need not wake it: a wakeup is an interrupt on the
+// writing CPU and a cross-CPU wakeup of the reader, paid by whichever
+// process wrote the record. As a safety net for a burst after the reader
+// slowed its polling, every WAKEUP_CHECK_EVERY-th record of a CPU asks how
+// much is pending, and wakes the reader once a quarter of the ring is.
+#define WAKEUP_BYTES (1024 * 1024)
+#define WAKEUP_CHECK_EVERY 64
 
 // io_uring opcodes that close a descriptor and accept a connection (uapi,
 // stable).
@@ -211,7 +216,7 @@ static __always_inline void mark_unusable(__u32 tgid)
 }
 
 // Counters: 0 = ring buffer full (events dropped); 1 = conns map full
-// (a connection's close not announced).
+// (a connection's close not announced); 2 = records written (wakeup_flags).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4);
@@ -270,6 +275,10 @@ static __always_inline void current_owner(struct owner *o)
 
 static __always_inline __u64 wakeup_flags(void)
 {
+	__u32 idx = 2;
+	__u64 *n = bpf_map_lookup_elem(&stats, &idx);
+	if (!n || (++*n & (WAKEUP_CHECK_EVERY - 1)) != 0)
+		return BPF_RB_NO_WAKEUP;
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
