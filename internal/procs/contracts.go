@@ -74,6 +74,25 @@ type ChangeClock interface {
 	ProcEpoch(pid int) uint32
 }
 
+// ForkClock is implemented by a ChangeClock that also counts forks (the
+// eBPF tracker's). A walk of descriptor tables finds a socket shared when
+// another process holds it too, but a verification only asks whether the
+// named process still holds it: a fork after the walk gives the child the
+// socket unseen. ForkSeq is read before a walk; a LastFork(pid) newer than
+// it means pid forked since, and the walk's answer for pid proves nothing
+// about sharing any more. PIDs equal modulo a table size may share a
+// reading: a collision costs a walk.
+type ForkClock interface {
+	ForkSeq() uint32
+	LastFork(pid int) uint32
+}
+
+// probeForks finds whether c counts forks too.
+func probeForks(c ChangeClock) ForkClock {
+	f, _ := c.(ForkClock)
+	return f
+}
+
 // Resolver is implemented by engines that can find the owner of one
 // connection without listing every socket (the Linux engine, through a
 // sock_diag exact lookup and an owner walk for that one inode).

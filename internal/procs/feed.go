@@ -111,7 +111,7 @@ func (l *learnedRows) len() int {
 // learn keeps a verified live answer as a row; ver is the ChangeClock
 // reading taken before the verification (0 without a clock).
 func (w *Watcher) learn(s *Socket, p *Process, t Transport, local, remote netip.AddrPort, ver uint64) {
-	r := &row{p: p, inode: s.Inode, fd: s.FD, task: s.Task, v6only: s.V6Only, netns: s.NetNS, foreign: s.Foreign}
+	r := &row{p: p, inode: s.Inode, fd: s.FD, task: s.Task, v6only: s.V6Only, netns: s.NetNS, foreign: s.Foreign, forkSeq: s.forkSeq}
 	if w.cfg.Changes != nil {
 		r.ver.Store(ver)
 		r.state.Store(rowVerified)

@@ -14,7 +14,9 @@ package procs
 //     holding (handsoff.go: a fork-per-connection server) for an event
 //     that names a peer; nor does a socket of another network namespace
 //     on a loopback address, unless the event's container placed the
-//     event in that namespace (otherLoopback).
+//     event in that namespace (otherLoopback); nor, with a fork clock, a
+//     socket whose owner forked since the walk that found it alone
+//     (forkedSince: the child may hold it too).
 //  2. NAT. A listener or endpoint match is not given for a tuple that
 //     conntrack shows translated (the translated tuple's socket is asked
 //     instead), nor when conntrack could not be asked.
@@ -43,6 +45,7 @@ const (
 	admitted             verdict = iota
 	refusedShared                // rule 1
 	refusedOtherLoopback         // rule 1: another namespace's loopback
+	refusedForked                // rule 1: the owner forked since its walk
 	refusedTranslated            // rule 2: ask the socket of q.natLocal ↔ q.natRemote
 	refusedNATUnchecked          // rule 2: conntrack could not be asked
 	refusedStartedAfter          // rule 3
@@ -52,7 +55,7 @@ const (
 // why is the reason a refusal is counted under.
 func (v verdict) why() unanswered {
 	switch v {
-	case refusedShared, refusedOtherLoopback:
+	case refusedShared, refusedOtherLoopback, refusedForked:
 		return unansweredAmbiguous
 	case refusedTranslated:
 		return unansweredNAT
@@ -71,6 +74,9 @@ func (v verdict) why() unanswered {
 func (w *Watcher) admitRow(q *query, r *row, via Via, port uint16) (*Process, verdict) {
 	if q.otherLoopback(r.netns, r.foreign) {
 		return nil, refusedOtherLoopback
+	}
+	if w.forkedSince(r.p.PID, r.forkSeq) {
+		return nil, refusedForked
 	}
 	if r.multi || via == ViaListener && q.t == TCP && q.remote.IsValid() && w.handsOff.has(procKey{r.p.PID, r.p.StartKey}) {
 		return nil, refusedShared
@@ -106,6 +112,9 @@ func (w *Watcher) admitSocket(q *query, s *Socket, p *Process) (*Process, verdic
 	}
 	if q.otherLoopback(s.NetNS, w.foreignNS(s)) {
 		return nil, refusedOtherLoopback
+	}
+	if w.forkedSince(s.PID, s.forkSeq) {
+		return nil, refusedForked
 	}
 	if startedAfter(p, q.at) {
 		return nil, refusedStartedAfter
@@ -202,6 +211,25 @@ func (w *Watcher) foreignNS(s *Socket) bool {
 	}
 	host := w.hostNS.hostNetNS()
 	return host != 0 && s.NetNS != host
+}
+
+// forkSeq reads the fork clock (0 without one), before a walk.
+func (w *Watcher) forkSeq() uint32 {
+	if w.forks == nil {
+		return 0
+	}
+	return w.forks.ForkSeq()
+}
+
+// forkedSince is rule 1 for forks: pid forked a new process after the walk
+// that read the fork clock as seq, so its child may hold the socket the
+// walk found pid alone holding. Without a fork clock nothing is known
+// (docs/add_network_process.md, "Limits").
+func (w *Watcher) forkedSince(pid int, seq uint32) bool {
+	if w.forks == nil {
+		return false
+	}
+	return int32(w.forks.LastFork(pid)-seq) > 0
 }
 
 // natGate is rule 2 for q's own tuple.

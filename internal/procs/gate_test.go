@@ -2,6 +2,7 @@ package procs
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +58,75 @@ func TestGateOtherNamespaceLoopback(t *testing.T) {
 			}
 			if got != c.want {
 				t.Errorf("record of %v in namespace %d, event container %q: PID %d, want %d (%+v)", c.local, c.netns, c.container, got, c.want, w.Stats())
+			}
+		})
+	}
+}
+
+// forkClock is fakeClock counting forks too (ForkClock).
+type forkClock struct {
+	fakeClock
+	seq  atomic.Uint32
+	last [65536]atomic.Uint32
+}
+
+func (c *forkClock) ForkSeq() uint32         { return c.seq.Load() }
+func (c *forkClock) LastFork(pid int) uint32 { return c.last[uint16(pid)].Load() }
+
+// fork is pid forking a new process now.
+func (c *forkClock) fork(pid int) { c.last[uint16(pid)].Store(c.seq.Add(1)) }
+
+// TestGateForkedOwner: an owner that forked since the walk that found it
+// alone is not named: the child may hold the socket too, and verifying the
+// parent cannot tell. A rescan (requested by the refusal) walks again; a
+// fork before the walk, which the walk saw, refuses nothing. A fork of
+// another process refuses nothing either.
+func TestGateForkedOwner(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		local, remote netip.AddrPort
+	}{
+		{"listener", server, remote1},
+		{"connection", client, server},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newVerifyingEngine()
+			v.table([]Socket{
+				{Transport: TCP, Local: server, Listen: true, Inode: 1, PID: 300, StartKey: 3},
+				{Transport: TCP, Local: client, Remote: server, Inode: 2, PID: 300, StartKey: 3},
+			}, procOld)
+			clock := &forkClock{}
+			clock.fork(300) // before the first walk: seen by it
+			w := newVerifyingWatcher(t, v, Config{Changes: clock, MinRescanInterval: time.Millisecond, NegativeTTL: time.Nanosecond})
+			look := func() int {
+				if p := w.Lookup(TCP, c.local, c.remote); p != nil {
+					return p.PID
+				}
+				return 0
+			}
+			if got := look(); got != 300 {
+				t.Fatalf("before the fork: PID %d, want 300 (%+v)", got, w.Stats())
+			}
+			clock.fork(500)
+			if got := look(); got != 300 {
+				t.Fatalf("after another process forked: PID %d, want 300", got)
+			}
+			amb := w.Stats().UnansweredAmbiguous
+			clock.fork(300)
+			if got := look(); got != 0 {
+				t.Fatalf("after the owner forked: PID %d, want none", got)
+			}
+			if n := w.Stats().UnansweredAmbiguous - amb; n != 1 {
+				t.Errorf("refusals counted as ambiguous: %d, want 1", n)
+			}
+			// The engine's table still shows the owner alone: once a
+			// rescan walked after the fork, it is named again.
+			deadline := time.Now().Add(5 * time.Second)
+			for look() != 300 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the owner not named again after the fork (%+v)", w.Stats())
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}

@@ -95,6 +95,9 @@ type row struct {
 	// netns and foreign are the socket's namespace, as in Socket.
 	netns   uint64
 	foreign bool
+	// forkSeq is the fork clock's reading before the walk that found the
+	// row's holders (Socket.forkSeq).
+	forkSeq uint32
 	// cur, when set, replaces p as the owner's description: a verification
 	// found that the process (same PID and start) had exec'd another
 	// program since p was read.
@@ -145,6 +148,10 @@ var nsAmbiguousRow = &row{p: &Process{PID: -1, Foreign: true, NetNS: ^uint64(0)}
 // orphaned), which answers a lookup without asking for another rescan.
 type snapshot struct {
 	gen uint64
+	// forkSeq is the fork clock's reading before the rescan's walk: its
+	// rows' holders are proven alone only for owners that have not forked
+	// since (ForkClock).
+	forkSeq uint32
 	// exact: connected sockets by local+remote, so the worker holding an
 	// accepted connection wins over whoever listens.
 	exact map[connKey]*row
@@ -209,6 +216,7 @@ func (s *snapshot) add(sock *Socket, p *Process) {
 	r.p, r.inode, r.fd, r.task, r.v6only = p, sock.Inode, sock.FD, sock.Task, sock.V6Only
 	r.multi = sock.Shared && p != nil
 	r.netns, r.foreign = sock.NetNS, sock.Foreign
+	r.forkSeq = s.forkSeq
 	if sock.Foreign {
 		if s.byNS == nil {
 			s.byNS = map[uint64]*snapshot{}

@@ -48,9 +48,10 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 
 // finish ends a lookup: it counts the answer or the miss (and its reason),
 // keeps a miss in the negative cache as the outcome says, and asks for a
-// rescan when the answer came from a stale snapshot or an owner failed
-// its verification (outside event-driven mode, where the feed and the
-// exact lookup find a socket's new holder).
+// rescan when the answer came from a stale snapshot, an owner failed its
+// verification (outside event-driven mode, where the feed and the exact
+// lookup find a socket's new holder), or an owner forked since the walk
+// that found it (its snapshot rows answer nothing until a rescan).
 func (w *Watcher) finish(q *query) (*Process, Via) {
 	o := &q.out
 	if o.p != nil {
@@ -65,7 +66,7 @@ func (w *Watcher) finish(q *query) (*Process, Via) {
 		case hitNAT:
 			w.stats.natHits.Add(1)
 		}
-		if q.snap.stale.Load() || q.notHeld && !w.eventDriven {
+		if q.snap.stale.Load() || q.forked || q.notHeld && !w.eventDriven {
 			w.requestRescan()
 		}
 		return o.p, o.via
@@ -75,7 +76,7 @@ func (w *Watcher) finish(q *query) (*Process, Via) {
 		// the negative cache, keyed by tuple, does not keep it.
 		w.neg.put(q.tuple(), q.now.Add(o.neg.ttl), o.neg.gen, o.neg.confirmed)
 	}
-	if q.notHeld && !w.eventDriven {
+	if q.forked || q.notHeld && !w.eventDriven {
 		w.requestRescan()
 	}
 	w.unanswered(o.why)

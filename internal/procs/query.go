@@ -34,6 +34,9 @@ type query struct {
 	// up (feedCovered: while it missed nothing since the snapshot), so no
 	// socket with it was opened since the snapshot.
 	noRecord, feedCovered bool
+	// forked: an owner was refused because it forked since its walk; the
+	// snapshot's rows of it stay refused until a rescan.
+	forked bool
 	// listener: the snapshot's listener for a TCP connection, held back
 	// until the sources that know the connection itself have been asked.
 	listener *row
@@ -67,8 +70,13 @@ func (q *query) tuple() tupleKey { return tupleKey{q.t, q.local, q.remote} }
 // the one counted if the lookup ends without an answer.
 func (q *query) refuse(v verdict) {
 	q.why = v.why()
-	if v == refusedNotHeld {
+	switch v {
+	case refusedNotHeld:
 		q.notHeld = true
+	case refusedForked:
+		// While the socket lives only a new walk (the kernel's exact
+		// lookup, a rescan) tells who holds it now.
+		q.notHeld, q.forked = true, true
 	}
 }
 

@@ -187,6 +187,7 @@ func (w *Watcher) rescan(gen uint64) {
 	// Read before the tables: a gap from here on makes the snapshot's
 	// feed coverage void (feedCovers).
 	gaps, fed := w.feedGaps()
+	forkSeq := w.forkSeq()
 	socks, err := w.engine.Sockets(ctx, w.sockBuf[:0])
 	w.sockBuf = socks
 	var partial *PartialError
@@ -217,7 +218,7 @@ func (w *Watcher) rescan(gen uint64) {
 	w.recalledMu.Unlock()
 
 	snap := newSnapshot(gen, len(socks))
-	snap.gaps, snap.fed = gaps, fed
+	snap.gaps, snap.fed, snap.forkSeq = gaps, fed, forkSeq
 	used := make(map[procKey]struct{}, len(w.procs))
 	for i := range socks {
 		s := &socks[i]

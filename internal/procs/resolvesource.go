@@ -32,9 +32,11 @@ type resolveSource struct {
 	// handedOff, if set, is told of a record's opener that the kernel
 	// shows no longer the (only) holder of its socket.
 	handedOff func(procKey)
-	per       int
-	interval  time.Duration
-	timeout   time.Duration
+	// forkSeq reads the watcher's fork clock (0 without one) before a walk.
+	forkSeq  func() uint32
+	per      int
+	interval time.Duration
+	timeout  time.Duration
 
 	mu          sync.Mutex
 	windowStart time.Time
@@ -163,6 +165,10 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 	var got Socket
 	var found bool
 	var err error
+	var seq uint32
+	if h.forkSeq != nil {
+		seq = h.forkSeq()
+	}
 	if hint > 0 {
 		got, found, err = h.r.ResolveHinted(ctx, t, local, remote, hint)
 	} else {
@@ -175,7 +181,9 @@ func (h *resolveSource) live(t Transport, local, remote netip.AddrPort, hint int
 		return Socket{}, liveAbsent
 	case got.PID <= 0:
 		return Socket{}, liveUnknown
-	case got.Shared:
+	}
+	got.forkSeq = seq
+	if got.Shared {
 		// Not remembered: a fork's parent may close its copy at once, and
 		// the next event's lookup should find the one holder left.
 		return got, liveFound

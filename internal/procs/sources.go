@@ -75,7 +75,9 @@ func (w *Watcher) fromSourcesOnce(q *query) (ended, vanished bool) {
 	p, v := w.admitSocket(q, &sock, p)
 	if v != admitted {
 		retry := false
-		if v == refusedNotHeld {
+		if v == refusedNotHeld || v == refusedForked {
+			// Remembered, or found by a walk the owner has forked since:
+			// walk again.
 			w.resolve.forget(q.t, q.local, q.remote)
 			retry = !q.notHeld
 		}

@@ -80,6 +80,10 @@ type Socket struct {
 	// been passed on), so the watcher asks the kernel for the current
 	// holder first.
 	Recorded bool
+
+	// forkSeq is the fork clock's reading (ForkClock) before the walk that
+	// found this socket's holders; 0 without a fork clock.
+	forkSeq uint32
 }
 
 // V6Only is an IPv6 socket's IPV6_V6ONLY flag as far as it is known.

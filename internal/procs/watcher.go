@@ -144,6 +144,8 @@ type Watcher struct {
 	// nat translates tuples through conntrack (nil: NATLookup off).
 	nat *natSource
 
+	// forks is the change clock's fork count, nil without one.
+	forks ForkClock
 	// hostNS names the host's network namespace (nil: the engine knows of
 	// one namespace only).
 	hostNS hostNamespacer
@@ -245,6 +247,7 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 	if rs, ok := cfg.Fallback.(*resolveSource); ok {
 		w.resolve = rs
 		rs.handedOff = w.handsOff.note
+		rs.forkSeq = w.forkSeq
 	} else {
 		w.records = cfg.Fallback
 	}
@@ -252,6 +255,9 @@ func New(engine Engine, cfg Config, log *logp.Logger) *Watcher {
 		w.pins = newPinSet(caps.verifier, openFilesLimit())
 	}
 	w.hostNS = caps.hostNS
+	if cfg.Changes != nil {
+		w.forks = probeForks(cfg.Changes)
+	}
 	empty := newSnapshot(0, 0)
 	empty.stale.Store(true)
 	w.snap.Store(empty)

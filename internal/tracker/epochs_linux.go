@@ -24,9 +24,13 @@ const (
 	pidEpochEntries  = 65536
 )
 
-// slot is the stride of an array map's values in uint32s: the kernel
-// rounds the value size up to 8 bytes.
-const slot = 2
+// Strides of the array maps' values in uint32s: the kernel rounds a
+// value's size up to 8 bytes. port_epoch and fork_clock hold one uint32,
+// pid_epoch four (epoch, unusable, last_fork, pad).
+const (
+	slot    = 2
+	pidSlot = 4
+)
 
 // tracefsPath is where classic tracepoints are listed; cilium/ebpf reads a
 // tracepoint's ID there (or under /sys/kernel/debug/tracing).
@@ -42,6 +46,11 @@ const tracefsPath = "/sys/kernel/tracing"
 //   - PID(pid) moves when that process (or one whose PID is equal modulo
 //     65536) calls close, close_range, dup2, dup3 or connect, execs, or when
 //     one of its threads exits.
+//   - ForkSeq() counts forks of new processes; LastFork(pid) is its reading
+//     at that process's (or one with a PID equal modulo 65536) latest fork.
+//     A LastFork newer than a ForkSeq read before a walk of descriptor
+//     tables means the process forked after the walk: its child may hold
+//     any socket the walk found the parent alone holding.
 //
 // Not covered: descriptors closed by io_uring (IORING_OP_CLOSE), and
 // descriptor tables shared between processes (clone CLONE_FILES without
@@ -51,10 +60,10 @@ const tracefsPath = "/sys/kernel/tracing"
 type Epochs struct {
 	// Read-only shared mappings of the BPF maps. An array map's elements
 	// are 8-byte aligned: counter i is the first uint32 of slot i.
-	port, pid []uint32
-	maps      [][]byte // what to unmap once unreachable
-	closed    *atomic.Bool
-	tick      atomic.Uint32
+	port, pid, fork []uint32
+	maps            [][]byte // what to unmap once unreachable
+	closed          *atomic.Bool
+	tick            atomic.Uint32
 }
 
 // Port returns the counter of local port port of transport p.
@@ -77,7 +86,7 @@ func (e *Epochs) PID(pid int) uint32 {
 	if e.closed.Load() {
 		return e.fresh()
 	}
-	i := int(uint32(pid)%pidEpochEntries) * slot
+	i := int(uint32(pid)%pidEpochEntries) * pidSlot
 	// The unusable flag is read after the epoch: a flag set after the
 	// epoch was read comes with an epoch bump of its own.
 	v := atomic.LoadUint32(&e.pid[i])
@@ -87,6 +96,25 @@ func (e *Epochs) PID(pid int) uint32 {
 	return v &^ freshBit
 }
 
+// ForkSeq returns the fork clock: how many new processes were forked
+// since the tracker loaded (0 once it is closed).
+func (e *Epochs) ForkSeq() uint32 {
+	if e.closed.Load() {
+		return 0
+	}
+	return atomic.LoadUint32(&e.fork[0])
+}
+
+// LastFork returns the fork clock's reading at pid's latest fork of a new
+// process (0 if none since the tracker loaded). Once the tracker is closed
+// it is newer than any ForkSeq reading: nothing is proven any more.
+func (e *Epochs) LastFork(pid int) uint32 {
+	if e.closed.Load() {
+		return 1 << 30
+	}
+	return atomic.LoadUint32(&e.pid[int(uint32(pid)%pidEpochEntries)*pidSlot+2])
+}
+
 // freshBit is set in readings that prove nothing and clear in counter
 // readings, so that no reading of either kind equals one of the other.
 const freshBit = 1 << 31
@@ -94,18 +122,22 @@ const freshBit = 1 << 31
 // fresh returns a reading equal to no other reading (until 2^31 of them).
 func (e *Epochs) fresh() uint32 { return freshBit | e.tick.Add(1) }
 
-// mapEpochs maps the two counter maps read-only. The mappings keep the
+// mapEpochs maps the counter maps read-only. The mappings keep the
 // kernel maps alive after their descriptors are closed, and are released
 // when the Epochs becomes unreachable, so a reader racing Close never
 // touches unmapped memory.
-func mapEpochs(port, pid *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
+func mapEpochs(port, pid, fork *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
 	e := &Epochs{closed: closed}
 	for _, m := range []struct {
-		m   *ebpf.Map
-		n   int
-		dst *[]uint32
-	}{{port, portEpochEntries, &e.port}, {pid, pidEpochEntries, &e.pid}} {
-		size := m.n * slot * 4
+		m      *ebpf.Map
+		n      int
+		stride int
+		dst    *[]uint32
+	}{{port, portEpochEntries, slot, &e.port}, {pid, pidEpochEntries, pidSlot, &e.pid}, {fork, 1, slot, &e.fork}} {
+		size := m.n * m.stride * 4
+		if size < os.Getpagesize() {
+			size = os.Getpagesize()
+		}
 		b, err := unix.Mmap(m.m.FD(), 0, size, unix.PROT_READ, unix.MAP_SHARED)
 		if err != nil {
 			for _, b := range e.maps {
@@ -114,7 +146,7 @@ func mapEpochs(port, pid *ebpf.Map, closed *atomic.Bool) (*Epochs, error) {
 			return nil, fmt.Errorf("mapping a counter map: %w", err)
 		}
 		e.maps = append(e.maps, b)
-		*m.dst = unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), m.n*slot)
+		*m.dst = unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), m.n*m.stride)
 	}
 	runtime.AddCleanup(e, func(maps [][]byte) {
 		for _, b := range maps {
@@ -135,7 +167,7 @@ func (t *Tracker) attachEpochs() (*Epochs, error) {
 	if err := t.attachEpochLinks(); err != nil {
 		return nil, err
 	}
-	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, &t.closed)
+	return mapEpochs(t.objs.PortEpoch, t.objs.PidEpoch, t.objs.ForkClock, &t.closed)
 }
 
 // attachEpochLinks attaches the programs that bump pid_epoch (sys_exit_connect,

@@ -100,7 +100,7 @@ func epochHelper() int {
 
 // TestEpochs: the PID counter of a helper process moves when it closes,
 // dup2s or dup3s a descriptor, connects, execs or exits, and not while it
-// only reads and writes; a port's counter moves when a TCP socket on that
+// only reads and writes; its LastFork moves when it forks a process; a port's counter moves when a TCP socket on that
 // port closes, and not for other ports.
 func TestEpochs(t *testing.T) {
 	tr := newTracker(t, Options{})
@@ -147,6 +147,22 @@ func TestEpochs(t *testing.T) {
 		if after := e.PID(pid); after != before {
 			t.Errorf("round %d: counter moved %d -> %d while the helper only read and wrote", i, before, after)
 		}
+	}
+	// Forks: threads (the Go runtime starts them as it likes) and reads
+	// leave the helper's LastFork alone; a new process moves the fork
+	// clock, and the helper's LastFork past the clock read before it.
+	lf := e.LastFork(pid)
+	do("nop")
+	if got := e.LastFork(pid); got != lf {
+		t.Errorf("LastFork moved %d -> %d while the helper only read and wrote", lf, got)
+	}
+	seq := e.ForkSeq()
+	do("fork")
+	if got := e.LastFork(pid); int32(got-seq) <= 0 {
+		t.Errorf("fork: LastFork %d is not newer than the fork clock read before it (%d)", got, seq)
+	}
+	if got := e.ForkSeq(); int32(got-seq) <= 0 {
+		t.Errorf("fork: the fork clock did not move (%d)", got)
 	}
 	for _, op := range []string{"close", "dup2", "dup3", "connect", "close"} {
 		before := e.PID(pid)

@@ -53,6 +53,8 @@ type trackerPidSlot struct {
 	_        structs.HostLayout
 	Epoch    uint32
 	Unusable uint32
+	LastFork uint32
+	Pad      uint32
 }
 
 // loadTracker returns the embedded CollectionSpec for tracker.
@@ -125,6 +127,7 @@ type trackerMapSpecs struct {
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Exiting      *ebpf.MapSpec `ebpf:"exiting"`
+	ForkClock    *ebpf.MapSpec `ebpf:"fork_clock"`
 	PidEpoch     *ebpf.MapSpec `ebpf:"pid_epoch"`
 	PortEpoch    *ebpf.MapSpec `ebpf:"port_epoch"`
 	Socks        *ebpf.MapSpec `ebpf:"socks"`
@@ -162,6 +165,7 @@ type trackerMaps struct {
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Exiting      *ebpf.Map `ebpf:"exiting"`
+	ForkClock    *ebpf.Map `ebpf:"fork_clock"`
 	PidEpoch     *ebpf.Map `ebpf:"pid_epoch"`
 	PortEpoch    *ebpf.Map `ebpf:"port_epoch"`
 	Socks        *ebpf.Map `ebpf:"socks"`
@@ -174,6 +178,7 @@ func (m *trackerMaps) Close() error {
 		m.Conns,
 		m.Events,
 		m.Exiting,
+		m.ForkClock,
 		m.PidEpoch,
 		m.PortEpoch,
 		m.Socks,

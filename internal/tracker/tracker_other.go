@@ -37,6 +37,12 @@ func (*Epochs) Port(Proto, uint16) uint32 { return 0 }
 // PID returns 0 on this operating system.
 func (*Epochs) PID(int) uint32 { return 0 }
 
+// ForkSeq returns 0 on this operating system.
+func (*Epochs) ForkSeq() uint32 { return 0 }
+
+// LastFork returns 0 on this operating system.
+func (*Epochs) LastFork(int) uint32 { return 0 }
+
 // Epochs returns nil on this operating system.
 func (*Tracker) Epochs() *Epochs { return nil }
 

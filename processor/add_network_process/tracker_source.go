@@ -102,6 +102,12 @@ func (s trackerClockSource) PortEpoch(t procs.Transport, port uint16) uint32 {
 // ProcEpoch reads the kernel's counter of a process's descriptor changes.
 func (s trackerClockSource) ProcEpoch(pid int) uint32 { return s.e.PID(pid) }
 
+// ForkSeq reads the kernel's count of forks (procs.ForkClock).
+func (s trackerClockSource) ForkSeq() uint32 { return s.e.ForkSeq() }
+
+// LastFork reads the fork count at a process's latest fork.
+func (s trackerClockSource) LastFork(pid int) uint32 { return s.e.LastFork(pid) }
+
 // Recall answers from the tracker's records: the owner, at the event time
 // at (zero: now), as a socket row, with StartKey in the Linux engine's unit
 // (/proc/<pid>/stat starttime, which is the tracker's StartTicks), and the

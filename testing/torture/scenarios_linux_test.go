@@ -310,6 +310,40 @@ func TestX12ForkedSocketParentExits(t *testing.T) {
 	})
 }
 
+// Extra: a process already named as a socket's owner forks a child that
+// keeps the socket (a connection and a listener). From then on either may
+// be meant: nobody is named. The verification of a cached answer asks only
+// whether the named process still holds the socket; the tracker's fork
+// clock shows that it forked since the walk that found it alone. A socket
+// no child kept (Go's children close them at exec) is named again once
+// looked at anew. Auto mode only: without the tracker the sharing is seen
+// at the next rescan, which docs/add_network_process.md lists under
+// "Limits".
+func TestX17ForkAfterAnswer(t *testing.T) {
+	t.Run("auto", func(t *testing.T) {
+		p := newProcessor(t, "auto")
+		s := startHelper(t, "S", "")
+		ls := s.do("listen 127.0.0.1:0")
+		s.do("acceptloop %d", ls.ID)
+		parent := startHelper(t, "parent", "")
+		d := parent.do("dial %s", ls.Local)
+		pl := parent.do("listen 127.0.0.1:0")
+		kept := parent.do("dial %s", ls.Local) // no child keeps this one
+		eventually(t, p, ap(kept.Local), ap(ls.Local), srcSide, []int{parent.pid}, attributeBound, "unshared connection before the fork")
+		eventually(t, p, ap(d.Local), ap(ls.Local), srcSide, []int{parent.pid}, attributeBound, "connection before the fork")
+		eventually(t, p, ap("127.0.0.1:1"), ap(pl.Local), dstSide, []int{parent.pid}, attributeBound, "listener before the fork")
+		conn := parent.do("forkhold %d", d.ID).PID
+		t.Cleanup(func() { killPID(conn) })
+		lis := parent.do("forkhold %d", pl.ID).PID
+		t.Cleanup(func() { killPID(lis) })
+		c := watch(t, p, ap(d.Local), ap(ls.Local), srcSide, nil, 2*time.Second)
+		c.requireNoWrong(t, fmt.Sprintf("connection held by parent %d and, since its fork, child %d", parent.pid, conn))
+		l := watch(t, p, ap("127.0.0.1:2"), ap(pl.Local), dstSide, nil, 2*time.Second)
+		l.requireNoWrong(t, fmt.Sprintf("listener held by parent %d and, since its fork, child %d", parent.pid, lis))
+		eventually(t, p, ap(kept.Local), ap(ls.Local), srcSide, []int{parent.pid}, attributeBound, "unshared connection after the forks")
+	})
+}
+
 // Extra: a listener in another network namespace on the same address and
 // port as a host listener. Host events go to the host listener; after it
 // exits, it is never named again.

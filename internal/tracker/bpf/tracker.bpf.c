@@ -156,11 +156,18 @@ struct {
 // descriptor through io_uring or shared its descriptor table with another
 // process (clone(CLONE_FILES) without CLONE_THREAD). Collisions (PIDs equal
 // modulo 65536) only cost the reader a check.
+// last_fork is the fork clock's reading (fork_clock below) at the slot's
+// process's latest fork of a new process: from then on the child holds
+// every descriptor the parent held, until it closes them (exec closes the
+// close-on-exec ones), and a verification of the parent's hold on one says
+// nothing about the child's.
 #define PID_EPOCH_ENTRIES 65536
 #define UNUSABLE_STICKY 0x10000
 struct pid_slot {
 	__u32 epoch;
 	__u32 unusable;
+	__u32 last_fork;
+	__u32 pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -169,6 +176,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pid_slot);
 } pid_epoch SEC(".maps");
+
+// fork_clock[0] counts forks of new processes (not threads) since the
+// program was loaded; user space reads it before it walks descriptor
+// tables, so that a parent whose last_fork is newer forked after the walk.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} fork_clock SEC(".maps");
 
 // Processes between their last thread's exit and their release, by tgid.
 struct {
@@ -829,17 +847,32 @@ int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 	return 0;
 }
 
-// A new process that shares its parent's descriptor table (clone with
-// CLONE_FILES, without CLONE_THREAD): a close by either changes both
-// tables while only the closer's counter moves, so neither proves
-// anything from now on.
+// A new process. One that shares its parent's descriptor table (clone
+// with CLONE_FILES, without CLONE_THREAD): a close by either changes both
+// tables while only the closer's counter moves, so neither proves anything
+// from now on. One with a copy of it (fork): the parent's last_fork.
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (child->tgid == parent->tgid || child->files != parent->files)
+	if (child->tgid == parent->tgid)
+		return 0; // a thread
+	if (child->files == parent->files) {
+		// One descriptor table, two processes: either may close.
+		mark_unusable(parent->tgid);
+		mark_unusable(child->tgid);
 		return 0;
-	mark_unusable(parent->tgid);
-	mark_unusable(child->tgid);
+	}
+	// The child has a copy of the parent's table. It is in /proc already,
+	// so a walk that read the clock after this increment sees it.
+	__u32 zero = 0;
+	__u32 *clock = bpf_map_lookup_elem(&fork_clock, &zero);
+	struct pid_slot *v = pid_slot(parent->tgid);
+	if (clock && v) {
+		// Read after the increment (v1 has no fetch-and-add result): at
+		// least this fork's value, so newer than any reading before it.
+		__sync_fetch_and_add(clock, 1);
+		*(volatile __u32 *)&v->last_fork = *(volatile __u32 *)clock;
+	}
 	return 0;
 }
 
