@@ -136,7 +136,7 @@ var ambiguousRow = &row{p: &Process{PID: -1}, multi: true}
 
 // nsAmbiguousRow marks a key that sockets of two or more foreign network
 // namespaces share with different owners and the host's namespace does not
-// have: every container has its own 127.0.0.1, so without the event's
+// have (two bridges reusing one container address): without the event's
 // container which one is meant is unknown. A host socket on the key still
 // replaces it (keepBetterOwner). Never written after init: rows of every
 // snapshot point to it.
@@ -277,10 +277,10 @@ func keepConnOwner(m map[endKey]*row, k endKey, r *row) {
 }
 
 // keepBetterOwner keeps the better row for k: an owned socket over an
-// unowned one, the host namespace's over another namespace's (every
-// container has its own 127.0.0.1; an event without container context is
-// taken for the host's). Owners that cannot be told apart make k
-// ambiguous: two processes of one namespace (ambiguousRow), or two foreign
+// unowned one, the host namespace's over another namespace's (an event
+// without container context is taken for the host's; other namespaces'
+// loopback sockets are not indexed here at all, see add). Owners that
+// cannot be told apart make k ambiguous: two processes of one namespace (ambiguousRow), or two foreign
 // namespaces without a host socket (nsAmbiguousRow). It returns 1 when
 // owners from different namespaces competed for k, for the ambiguity
 // count.

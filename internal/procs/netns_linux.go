@@ -23,7 +23,8 @@ import (
 // namespace's tables once, through its lowest PID's /proc/<pid>/net. Socket
 // inodes are unique across namespaces, so the owner walk needs no change.
 // The host namespace is PID 1's; its sockets win where an endpoint exists in
-// several namespaces (every container has its own 127.0.0.1).
+// several namespaces, and an event without container context is never
+// answered with another namespace's loopback socket (index.go, gate.go).
 
 // nsState is what the engine knows of namespaces; guarded by its mu, except
 // reps, which LocalAddrs also reads (under repsMu).
