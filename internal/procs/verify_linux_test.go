@@ -70,18 +70,22 @@ func TestRealSocketVerification(t *testing.T) {
 
 // BenchmarkLookupVerified: a cached hit on both ends of one real
 // connection, every answer verified (procfs) or the verification reused
-// through a ChangeClock whose counters do not move.
+// through a ChangeClock whose counters do not move, counting forks too or
+// not (the tracker's does).
 func BenchmarkLookupVerified(b *testing.B) {
-	for _, clock := range []bool{false, true} {
-		b.Run(map[bool]string{false: "clock=none", true: "clock=still"}[clock], func(b *testing.B) {
+	for _, clock := range []string{"none", "still", "still+forks"} {
+		b.Run("clock="+clock, func(b *testing.B) {
 			e, err := NewEngine("/")
 			if err != nil {
 				b.Fatal(err)
 			}
 			client, server, _ := realConn(b)
 			cfg := Config{MinRescanInterval: time.Hour, SocketTTL: time.Hour}
-			if clock {
+			switch clock {
+			case "still":
 				cfg.Changes = &fakeClock{}
+			case "still+forks":
+				cfg.Changes = &forkClock{}
 			}
 			w := New(e, cfg, logp.NewNopLogger())
 			b.Cleanup(func() { w.Close() })
