@@ -50,8 +50,9 @@ func (w *Watcher) lookup(q *query) (*Process, Via) {
 // keeps a miss in the negative cache as the outcome says, and asks for a
 // rescan when the answer came from a stale snapshot, an owner failed its
 // verification (outside event-driven mode, where the feed and the exact
-// lookup find a socket's new holder), or an owner forked since the walk
-// that found it (its snapshot rows answer nothing until a rescan).
+// lookup find a socket's new holder), or a miss refused an owner that
+// forked since the walk that found it (its snapshot rows answer nothing
+// until a rescan; an answer found another way needs none).
 func (w *Watcher) finish(q *query) (*Process, Via) {
 	o := &q.out
 	if o.p != nil {
@@ -66,7 +67,7 @@ func (w *Watcher) finish(q *query) (*Process, Via) {
 		case hitNAT:
 			w.stats.natHits.Add(1)
 		}
-		if q.snap.stale.Load() || q.forked || q.notHeld && !w.eventDriven {
+		if q.snap.stale.Load() || q.notHeld && !w.eventDriven {
 			w.requestRescan()
 		}
 		return o.p, o.via

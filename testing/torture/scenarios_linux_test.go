@@ -315,8 +315,8 @@ func TestX12ForkedSocketParentExits(t *testing.T) {
 // be meant: nobody is named. The verification of a cached answer asks only
 // whether the named process still holds the socket; the tracker's fork
 // clock shows that it forked since the walk that found it alone. A socket
-// no child kept (Go's children close them at exec) is named again once
-// looked at anew. Auto mode only: without the tracker the sharing is seen
+// no child kept (Go's children close them at exec), or whose child exited,
+// is named again once looked at anew. Auto mode only: without the tracker the sharing is seen
 // at the next rescan, which docs/add_network_process.md lists under
 // "Limits".
 func TestX17ForkAfterAnswer(t *testing.T) {
@@ -341,6 +341,10 @@ func TestX17ForkAfterAnswer(t *testing.T) {
 		l := watch(t, p, ap("127.0.0.1:2"), ap(pl.Local), dstSide, nil, 2*time.Second)
 		l.requireNoWrong(t, fmt.Sprintf("listener held by parent %d and, since its fork, child %d", parent.pid, lis))
 		eventually(t, p, ap(kept.Local), ap(ls.Local), srcSide, []int{parent.pid}, attributeBound, "unshared connection after the forks")
+		// The listener's child exits: the parent holds it alone again, and
+		// a walk (the rescan its refusals ask for) shows it.
+		killPID(lis)
+		eventually(t, p, ap("127.0.0.1:3"), ap(pl.Local), dstSide, []int{parent.pid}, attributeBound, "listener after its child exited")
 	})
 }
 
